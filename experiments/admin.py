@@ -1,0 +1,202 @@
+"""The annotation desk. Annotators work on a draft (a working copy of a version); every
+change goes through the services, which check the team role and keep published versions
+immutable."""
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.contrib.auth import get_user_model
+from django.utils.html import format_html
+
+from experiments import services
+from experiments.datasets import formats
+from experiments.models import Dataset, DatasetVersion, Example
+from finetune_hub.errors import ServiceError
+
+
+class TeamScopedAdmin(admin.ModelAdmin):
+    team_path = "team"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{f"{self.team_path}__memberships__user": request.user}).distinct()
+
+    def run(self, request, fn, **kwargs):
+        try:
+            result = fn(by=request.user, **kwargs)
+        except ServiceError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return None
+        return result
+
+
+@admin.register(Dataset)
+class DatasetAdmin(TeamScopedAdmin):
+    list_display = ["name", "team", "task", "created_by", "created_at"]
+    list_filter = ["task", "team"]
+    search_fields = ["name"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def has_add_permission(self, request):
+        return False  # created through the dashboard or API, which check the team role
+
+
+@admin.register(DatasetVersion)
+class DatasetVersionAdmin(TeamScopedAdmin):
+    team_path = "dataset__team"
+    list_display = ["__str__", "status", "parent", "format", "size", "created_by", "created_at"]
+    list_filter = ["status", "format", "dataset"]
+    actions = ["publish", "discard"]
+    readonly_fields = [f.name for f in DatasetVersion._meta.fields if f.name != "message"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None or obj.is_draft
+
+    @admin.action(description="Publish the selected drafts as new versions")
+    def publish(self, request, queryset):
+        for draft in queryset:
+            version = self.run(request, services.draft_publish, draft=draft, message=draft.message)
+            if version:
+                self.message_user(request, f"Published {version}")
+
+    @admin.action(description="Discard the selected drafts")
+    def discard(self, request, queryset):
+        for draft in queryset:
+            self.run(request, services.draft_discard, draft=draft)
+
+
+class LabelFilter(admin.SimpleListFilter):
+    title = "label"
+    parameter_name = "label"
+
+    def lookups(self, request, model_admin):
+        labels = Dataset.objects.exclude(labels=[]).values_list("labels", flat=True)
+        return [(label, label) for label in sorted({x for ls in labels for x in ls})]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(fields__label=self.value()) if self.value() else queryset
+
+
+class ExampleActionForm(ActionForm):
+    reason = forms.CharField(required=False, help_text="for flagging")
+    annotator = forms.ModelChoiceField(get_user_model().objects.filter(is_active=True),
+                                       required=False, help_text="for assigning")
+
+
+class ExampleForm(forms.ModelForm):
+    """One text box per field of the version's format, so an output is edited as text."""
+
+    class Meta:
+        model = Example
+        fields = ["notes"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.format = self.instance.version.format
+        for key in formats.REQUIRED[self.format] + formats.OPTIONAL.get(self.format, ()):
+            value = self.instance.fields.get(key, "")
+            if key == "messages":
+                value = json.dumps(value, indent=2, ensure_ascii=False)
+            self.fields[key] = forms.CharField(initial=value, required=key != "input",
+                                               widget=forms.Textarea(attrs={"rows": 4}),
+                                               strip=False)
+
+    def edited_fields(self) -> dict:
+        out = {}
+        for key in formats.REQUIRED[self.format] + formats.OPTIONAL.get(self.format, ()):
+            value = self.cleaned_data.get(key, "")
+            if key == "messages":
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise forms.ValidationError({"messages": f"Invalid JSON: {exc.msg}"}) from None
+            out[key] = value
+        return out
+
+    def clean(self):
+        cleaned = super().clean()
+        errors = formats.check(self.format, self.edited_fields(), 0, self.instance.version.dataset.labels)
+        for error in errors:
+            self.add_error(error.field if error.field in self.fields else None, error.message)
+        return cleaned
+
+
+@admin.register(Example)
+class ExampleAdmin(TeamScopedAdmin):
+    team_path = "version__dataset__team"
+    form = ExampleForm
+    action_form = ExampleActionForm
+    list_display = ["position", "version", "split", "status_badge", "preview", "annotator",
+                    "flag_reason"]
+    list_filter = ["status", "split", LabelFilter, "annotator", "version"]
+    search_fields = ["fields", "notes"]
+    list_select_related = ["version__dataset", "annotator"]
+    readonly_fields = ["version", "position", "source_line", "split", "status", "annotator",
+                       "reviewed_by", "flag_reason"]
+    actions = ["approve", "reject", "flag", "reopen", "assign"]
+    list_per_page = 50
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # rejecting leaves an example out of the next version instead
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None or obj.version.is_draft
+
+    @admin.display(description="status")
+    def status_badge(self, obj):
+        return obj.status
+
+    @admin.display(description="example")
+    def preview(self, obj):
+        prompt, reference = formats.prompt_and_reference(obj.version.format, obj.fields)
+        return format_html("{}<br><b>→</b> {}", prompt[:120], reference[:160])
+
+    def save_model(self, request, obj, form, change):
+        self.run(request, services.example_edit, example=obj, fields=form.edited_fields(),
+                 notes=form.cleaned_data.get("notes"))
+
+    def _set_status(self, request, queryset, status):
+        reason = request.POST.get("reason", "")
+        n = self.run(request, services.examples_set_status, examples=queryset, status=status,
+                     reason=reason)
+        if n is not None:
+            self.message_user(request, f"{n} examples {status}")
+
+    @admin.action(description="Approve selected examples (reviewer)")
+    def approve(self, request, queryset):
+        self._set_status(request, queryset, Example.Status.APPROVED)
+
+    @admin.action(description="Reject selected examples (reviewer)")
+    def reject(self, request, queryset):
+        self._set_status(request, queryset, Example.Status.REJECTED)
+
+    @admin.action(description="Flag selected examples (give a reason)")
+    def flag(self, request, queryset):
+        self._set_status(request, queryset, Example.Status.FLAGGED)
+
+    @admin.action(description="Reopen selected examples (pending)")
+    def reopen(self, request, queryset):
+        self._set_status(request, queryset, Example.Status.PENDING)
+
+    @admin.action(description="Assign selected examples to the chosen annotator")
+    def assign(self, request, queryset):
+        annotator_id = request.POST.get("annotator")
+        if not annotator_id:
+            self.message_user(request, "Choose an annotator", messages.ERROR)
+            return
+        annotator = get_user_model().objects.get(pk=annotator_id)
+        n = self.run(request, services.examples_assign, examples=queryset, annotator=annotator)
+        if n is not None:
+            self.message_user(request, f"{n} examples assigned to {annotator}")
+
+

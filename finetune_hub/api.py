@@ -1,0 +1,156 @@
+"""The root NinjaAPI: authentication, the one error shape, and the teams/tokens routes."""
+
+from django.http import Http404
+from ninja import NinjaAPI, Router, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from finetune_hub.auth import api_auth, token_create
+from finetune_hub.errors import ServiceError
+from finetune_hub.models import ApiToken, Role
+from finetune_hub.selectors import members_of, membership_require, teams_for_user
+from finetune_hub.services import membership_set, team_create
+
+api = NinjaAPI(title="finetune_hub", version="1", auth=api_auth, urls_namespace="api")
+
+
+def _error(request, status: int, detail: str, errors: list | None = None):
+    body = {"detail": detail}
+    if errors:
+        body["errors"] = errors
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(ServiceError)
+def service_error(request, exc: ServiceError):
+    return api.create_response(request, exc.as_dict(), status=exc.status)
+
+
+def _field(loc) -> str:
+    # ninja locates a field as ("body", "payload", "name") or ("query", "page")
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form", "file", "payload")]
+    return ".".join(parts) or ".".join(map(str, loc))
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request, exc: ValidationError):
+    errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "Invalid")}
+              for e in exc.errors]
+    return _error(request, 422, "Invalid input", errors)
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error(request, exc):
+    return _error(request, 401, "Authentication required: a session or a bearer token")
+
+
+@api.exception_handler(Http404)
+def not_found(request, exc):
+    return _error(request, 404, "Not found")
+
+
+@api.exception_handler(HttpError)
+def http_error(request, exc: HttpError):
+    return _error(request, exc.status_code, str(exc))
+
+
+@api.get("/health", auth=None, tags=["health"])
+def health(request):
+    return {"status": "ok"}
+
+
+teams = Router(tags=["teams"])
+
+
+class TeamIn(Schema):
+    name: str
+
+
+class TeamOut(Schema):
+    id: int
+    name: str
+    role: str | None = None
+
+
+class MemberIn(Schema):
+    username: str
+    role: str = Role.MEMBER
+
+
+class MemberOut(Schema):
+    username: str
+    role: str
+
+
+@teams.post("", response={201: TeamOut})
+def create_team(request, payload: TeamIn):
+    team = team_create(name=payload.name, by=request.auth)
+    return Status(201, {"id": team.pk, "name": team.name, "role": Role.ADMIN})
+
+
+@teams.get("", response=list[TeamOut])
+def list_teams(request):
+    roles = dict(request.auth.memberships.values_list("team_id", "role"))
+    return [{"id": t.pk, "name": t.name, "role": roles.get(t.pk)}
+            for t in teams_for_user(user=request.auth)]
+
+
+@teams.post("/{team_id}/members", response={201: MemberOut})
+def add_member(request, team_id: int, payload: MemberIn):
+    team = membership_require(user=request.auth, team=team_id).team
+    membership = membership_set(team=team, username=payload.username, role=payload.role,
+                                by=request.auth)
+    return Status(201, {"username": membership.user.username, "role": membership.role})
+
+
+@teams.get("/{team_id}/members", response=list[MemberOut])
+def list_members(request, team_id: int):
+    team = membership_require(user=request.auth, team=team_id).team
+    return [{"username": m.user.username, "role": m.role} for m in members_of(team=team)]
+
+
+tokens = Router(tags=["tokens"])
+
+
+class TokenIn(Schema):
+    name: str
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None = None
+
+
+def _token_out(token: ApiToken) -> dict:
+    return {"id": token.pk, "name": token.name, "prefix": token.prefix,
+            "created_at": token.created_at.isoformat(),
+            "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None}
+
+
+@tokens.post("", response={201: dict})
+def create_token(request, payload: TokenIn):
+    token, raw = token_create(user=request.auth, name=payload.name)
+    return Status(201, {**_token_out(token), "token": raw})
+
+
+@tokens.get("", response=list[TokenOut])
+def list_tokens(request):
+    return [_token_out(t) for t in request.auth.api_tokens.all()]
+
+
+@tokens.delete("/{token_id}", response={204: None})
+def revoke_token(request, token_id: int):
+    deleted, _ = request.auth.api_tokens.filter(pk=token_id).delete()
+    if not deleted:
+        raise Http404
+    return Status(204, None)
+
+
+api.add_router("/teams", teams)
+api.add_router("/tokens", tokens)
+
+from experiments.api import router as experiments_router  # noqa: E402
+
+api.add_router("/", experiments_router)

@@ -1,0 +1,49 @@
+import secrets
+from datetime import timedelta
+
+from django.utils import timezone
+from ninja.security import HttpBearer, SessionAuth
+
+from finetune_hub.models import ApiToken
+
+TOKEN_PREFIX = "fth_"
+
+
+def token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """Returns the row and the raw token, which is shown once and never stored."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name[:100] or "token", prefix=raw[:12], token_hash=ApiToken.hash(raw)
+    )
+    return token, raw
+
+
+def token_user(raw: str):
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=ApiToken.hash(raw), user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    # Writing on every request would serialise API traffic on SQLite; once a minute is plenty.
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+class BearerAuth(HttpBearer):
+    def authenticate(self, request, token):
+        user = token_user(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+class BrowserSessionAuth(SessionAuth):
+    """Django's session with the CSRF check on unsafe methods (ninja's SessionAuth)."""
+
+
+# Bearer first: a script that sends a token is never refused over a stale session cookie.
+api_auth = [BearerAuth(), BrowserSessionAuth(csrf=True)]

@@ -1,0 +1,57 @@
+"""Loads the demo: a team, a user whose password is printed once, and the demo dataset.
+Safe to run again: what exists is kept and no password is reset or printed twice."""
+
+import secrets
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from experiments.models import Dataset
+from experiments.services import dataset_create, dataset_version_upload
+from finetune_hub.models import Membership, Role, Team
+
+DEMO_FILE = Path(__file__).resolve().parents[3] / "experiments/fixtures/demo/support_tickets.jsonl"
+USERNAME, TEAM, DATASET = "demo", "Demo team", "support-ticket-triage"
+
+
+class Command(BaseCommand):
+    help = "Creates the demo team, user and dataset (idempotent)."
+
+    @transaction.atomic  # a failed load leaves no user whose password was never shown
+    def handle(self, *args, **options):
+        user, password = self._user()
+        team, _ = Team.objects.get_or_create(name=TEAM)
+        Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.ADMIN})
+        self._dataset(team, user)
+        if password:
+            self.stdout.write(self.style.SUCCESS(
+                f"\n  Log in at http://127.0.0.1:8000 as {USERNAME} / {password}\n"
+                "  (printed once; `python manage.py changepassword demo` sets a new one)\n"))
+        else:
+            self.stdout.write(f"Demo data present; log in as {USERNAME} with your password.")
+
+    def _user(self):
+        User = get_user_model()
+        user = User.objects.filter(username=USERNAME).first()
+        if user:
+            return user, None
+        password = secrets.token_urlsafe(12)
+        # Staff, so the demo user reaches the annotation desk in the admin.
+        user = User.objects.create_user(USERNAME, password=password, is_staff=True,
+                                        is_superuser=True)
+        return user, password
+
+    def _dataset(self, team, user):
+        if Dataset.objects.filter(team=team, name=DATASET).exists():
+            return
+        dataset = dataset_create(
+            team=team, name=DATASET, task="instruction", by=user,
+            description="Customer messages triaged into a one-line ticket "
+                        "(category; priority; order). The base model does not follow the format; "
+                        "a few minutes of LoRA teach it.")
+        version = dataset_version_upload(dataset=dataset, filename=DEMO_FILE.name,
+                                         data=DEMO_FILE.read_bytes(), by=user, max_length=512,
+                                         message="Demo data written for finetune_hub")
+        self.stdout.write(f"Demo dataset {dataset.name} v{version.number}: {version.counts}")

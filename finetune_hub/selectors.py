@@ -1,0 +1,40 @@
+from django.db.models import QuerySet
+
+from finetune_hub.errors import NotFound, PermissionDenied
+from finetune_hub.models import Membership, Role, Team
+
+
+def teams_for_user(*, user) -> QuerySet[Team]:
+    return Team.objects.filter(memberships__user=user).order_by("name")
+
+
+def membership_require(*, user, team: Team | int, role: str = Role.VIEWER) -> Membership:
+    """The caller's membership of `team` with at least `role`. Not a member: 404, so an
+    outsider cannot even learn the team exists. A member with too small a role: 403."""
+    team_id = team.pk if isinstance(team, Team) else team
+    membership = (
+        Membership.objects.select_related("team").filter(team_id=team_id, user=user).first()
+        if user.is_authenticated
+        else None
+    )
+    if membership is None:
+        raise NotFound("Team not found")
+    if not membership.allows(role):
+        raise PermissionDenied(f"This needs the {role} role in team {membership.team.name}")
+    return membership
+
+
+def visible_to(queryset: QuerySet, *, user, team_path: str = "team") -> QuerySet:
+    """Rows of `queryset` that belong to one of the user's teams."""
+    return queryset.filter(**{f"{team_path}__memberships__user": user}).distinct()
+
+
+def get_visible(queryset: QuerySet, *, user, team_path: str = "team", what: str, **lookup):
+    obj = visible_to(queryset, user=user, team_path=team_path).filter(**lookup).first()
+    if obj is None:
+        raise NotFound(f"{what} not found")
+    return obj
+
+
+def members_of(*, team: Team) -> QuerySet[Membership]:
+    return team.memberships.select_related("user").order_by("user__username")

@@ -1,0 +1,69 @@
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from experiments.selectors import datasets_for
+from finetune_hub import auth
+from finetune_hub.errors import NotFound, ServiceError
+from finetune_hub.models import Role
+from finetune_hub.selectors import members_of, membership_require, teams_for_user
+from finetune_hub.services import membership_set, team_create
+
+
+def visible_or_404(fn, **kwargs):
+    """Runs a selector; an object of another team is a plain 404 page."""
+    try:
+        return fn(**kwargs)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+
+
+def home(request):
+    return render(request, "home.html", {
+        "teams": teams_for_user(user=request.user),
+        "datasets": datasets_for(user=request.user)[:20],
+    })
+
+
+@require_http_methods(["GET", "POST"])
+def team_new(request):
+    if request.method == "POST":
+        try:
+            team = team_create(name=request.POST.get("name", ""), by=request.user)
+        except ServiceError as exc:
+            return render(request, "teams/new.html", {"error": exc}, status=exc.status)
+        return redirect("team_detail", team_id=team.pk)
+    return render(request, "teams/new.html")
+
+
+@require_http_methods(["GET", "POST"])
+def team_detail(request, team_id: int):
+    membership = visible_or_404(membership_require, user=request.user, team=team_id)
+    error = None
+    if request.method == "POST":
+        try:
+            membership_set(team=membership.team, username=request.POST.get("username", ""),
+                           role=request.POST.get("role", Role.MEMBER), by=request.user)
+            messages.success(request, "Member saved")
+            return redirect("team_detail", team_id=team_id)
+        except ServiceError as exc:
+            error = exc
+    return render(request, "teams/detail.html", {
+        "team": membership.team, "membership": membership, "error": error,
+        "members": members_of(team=membership.team), "roles": Role.values,
+        "is_admin": membership.allows(Role.ADMIN),
+        "datasets": datasets_for(user=request.user, team=team_id),
+    }, status=error.status if error else 200)
+
+
+@require_http_methods(["GET", "POST"])
+def tokens(request):
+    raw = None
+    if request.method == "POST":
+        if revoke := request.POST.get("revoke"):
+            request.user.api_tokens.filter(pk=revoke).delete()
+            messages.success(request, "Token revoked")
+            return redirect("tokens")
+        _, raw = auth.token_create(user=request.user, name=request.POST.get("name", "token"))
+    return render(request, "tokens.html", {"tokens": request.user.api_tokens.all(), "raw": raw})

@@ -1,0 +1,124 @@
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from finetune_hub.auth import token_create
+from finetune_hub.models import Membership, Role, Team
+from tests.tiny_model import tiny_model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return str(tiny_model_dir())
+
+
+@pytest.fixture(autouse=True)
+def isolated_artifacts(settings, tmp_path, tiny_model):
+    settings.ARTIFACT_ROOT = (tmp_path / "artifacts").resolve()
+    settings.DEFAULT_BASE_MODEL = tiny_model
+    settings.MODEL_CACHE_DIR = Path(tiny_model).parent
+    yield settings.ARTIFACT_ROOT
+    shutil.rmtree(settings.ARTIFACT_ROOT, ignore_errors=True)
+
+
+class ApiClient:
+    """Django's test Client (full middleware) speaking JSON with a bearer token."""
+
+    def __init__(self, user):
+        self.user = user
+        self.token = token_create(user=user, name="tests")[1] if user else None
+        self.client = Client()
+
+    def _headers(self):
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path, **params):
+        return self.client.get(path, params, **self._headers())
+
+    def post(self, path, data=None, **kwargs):
+        return self.client.post(path, data or {}, content_type="application/json",
+                                **self._headers(), **kwargs)
+
+    def put(self, path, data=None):
+        return self.client.put(path, data or {}, content_type="application/json",
+                               **self._headers())
+
+    def delete(self, path):
+        return self.client.delete(path, **self._headers())
+
+    def upload(self, path, content: bytes | str, filename="data.jsonl", **fields):
+        data = content.encode() if isinstance(content, str) else content
+        upload = io.BytesIO(data)
+        upload.name = filename
+        return self.client.post(path, {"file": upload, **fields}, **self._headers())
+
+
+def make_user(username):
+    return get_user_model().objects.create_user(username, password=f"{username}-pass-123")
+
+
+@pytest.fixture
+def team(db):
+    return Team.objects.create(name="Acme")
+
+
+@pytest.fixture
+def owner(team):
+    user = make_user("owner")
+    Membership.objects.create(team=team, user=user, role=Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def member(team):
+    user = make_user("member")
+    Membership.objects.create(team=team, user=user, role=Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def reviewer(team):
+    user = make_user("reviewer")
+    Membership.objects.create(team=team, user=user, role=Role.REVIEWER)
+    return user
+
+
+@pytest.fixture
+def outsider(db):
+    user = make_user("outsider")
+    Membership.objects.create(team=Team.objects.create(name="Other"), user=user, role=Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def api(owner):
+    return ApiClient(owner)
+
+
+@pytest.fixture
+def outsider_api(outsider):
+    return ApiClient(outsider)
+
+
+@pytest.fixture
+def anon_api(db):
+    return ApiClient(None)
+
+
+@pytest.fixture
+def browser_client(owner):
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+def pytest_report_header(config):
+    from django.conf import settings
+
+    return (f"database: {settings.DATABASES['default']['ENGINE']}; "
+            f"huey: {settings.HUEY['huey_class']}; CI={os.environ.get('CI', '')}")
