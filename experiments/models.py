@@ -64,7 +64,10 @@ class DatasetVersion(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     published_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     published_at = models.DateTimeField(null=True, blank=True)
@@ -84,7 +87,9 @@ class DatasetVersion(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.dataset.name} v{self.number}" if self.number else f"{self.dataset.name} draft"
+        return (
+            f"{self.dataset.name} v{self.number}" if self.number else f"{self.dataset.name} draft"
+        )
 
     @property
     def is_draft(self) -> bool:
@@ -111,11 +116,17 @@ class Example(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     labels = models.JSONField(default=list, blank=True, help_text="annotation tags")
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="assigned_examples",
     )
     reviewed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     notes = models.TextField(blank=True)

@@ -13,12 +13,15 @@ def datasets_for(*, user, team: int | None = None) -> QuerySet[Dataset]:
     qs = visible_to(Dataset.objects.select_related("team"), user=user)
     if team is not None:
         qs = qs.filter(team_id=team)
-    return qs.annotate(version_count=Count("versions", distinct=True)).order_by("team__name", "name")
+    return qs.annotate(version_count=Count("versions", distinct=True)).order_by(
+        "team__name", "name"
+    )
 
 
 def dataset_get(*, user, dataset_id: int) -> Dataset:
-    return get_visible(Dataset.objects.select_related("team"), user=user, what="Dataset",
-                       pk=dataset_id)
+    return get_visible(
+        Dataset.objects.select_related("team"), user=user, what="Dataset", pk=dataset_id
+    )
 
 
 def versions_of(*, dataset: Dataset) -> QuerySet[DatasetVersion]:
@@ -37,8 +40,14 @@ def draft_of(*, dataset: Dataset) -> DatasetVersion | None:
     return dataset.versions.filter(status=DatasetVersion.Status.DRAFT).first()
 
 
-def examples_page(*, version: DatasetVersion, split: str | None = None,
-                  status: str | None = None, page: int = 1, page_size: int = PAGE_SIZE):
+def examples_page(
+    *,
+    version: DatasetVersion,
+    split: str | None = None,
+    status: str | None = None,
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+):
     qs = version.examples.select_related("annotator").order_by("position")
     if split:
         qs = qs.filter(split=split)
@@ -64,8 +73,12 @@ def version_diff(*, a: DatasetVersion, b: DatasetVersion, limit: int = 200) -> d
     removed = [e for k, e in gone.items() if k not in came]
     added = [e for k, e in came.items() if k not in gone]
     return {
-        "counts": {"added": len(added), "removed": len(removed), "changed": len(changed),
-                   "unchanged": len(old.keys() & new.keys())},
+        "counts": {
+            "added": len(added),
+            "removed": len(removed),
+            "changed": len(changed),
+            "unchanged": len(old.keys() & new.keys()),
+        },
         "added": sorted(added, key=lambda e: e.position)[:limit],
         "removed": sorted(removed, key=lambda e: e.position)[:limit],
         "changed": sorted(changed, key=lambda pair: pair[1].position)[:limit],

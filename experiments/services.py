@@ -23,15 +23,21 @@ from finetune_hub.storage import remove_artifact, write_artifact
 
 
 @transaction.atomic
-def dataset_create(*, team: Team, name: str, task: str, by, description: str = "",
-                   labels: list[str] | None = None) -> Dataset:
+def dataset_create(
+    *, team: Team, name: str, task: str, by, description: str = "", labels: list[str] | None = None
+) -> Dataset:
     membership_require(user=by, team=team, role=Role.MEMBER)
     if task not in DataFormat.values:
-        raise invalid(f"Unknown task {task!r}; one of {', '.join(DataFormat.values)}",
-                      field="task")
+        raise invalid(f"Unknown task {task!r}; one of {', '.join(DataFormat.values)}", field="task")
     labels = [str(label).strip() for label in labels or [] if str(label).strip()]
-    dataset = Dataset(team=team, name=(name or "").strip(), task=task, description=description,
-                      labels=labels, created_by=by)
+    dataset = Dataset(
+        team=team,
+        name=(name or "").strip(),
+        task=task,
+        description=description,
+        labels=labels,
+        created_by=by,
+    )
     dataset.full_clean(exclude=["team", "created_by"], validate_unique=False)
     try:
         with transaction.atomic():
@@ -47,30 +53,63 @@ def _check_fraction(name: str, value: float) -> None:
 
 
 def dataset_version_upload(
-    *, dataset: Dataset, filename: str, data: bytes, by, fmt: str = "auto",
-    base_model: str | None = None, max_length: int = 2048, seed: int = 0,
-    eval_fraction: float = 0.1, test_fraction: float = 0.1, message: str = "",
+    *,
+    dataset: Dataset,
+    filename: str,
+    data: bytes,
+    by,
+    fmt: str = "auto",
+    base_model: str | None = None,
+    max_length: int = 2048,
+    seed: int = 0,
+    eval_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    message: str = "",
 ) -> DatasetVersion:
     """Validates the whole file first; a rejected upload stores no row and no file."""
     membership_require(user=by, team=dataset.team, role=Role.MEMBER)
     _check_fraction("eval_fraction", eval_fraction)
     _check_fraction("test_fraction", test_fraction)
     if eval_fraction + test_fraction >= 1:
-        raise invalid("eval_fraction + test_fraction must leave examples for train",
-                      field="test_fraction", status=422)
+        raise invalid(
+            "eval_fraction + test_fraction must leave examples for train",
+            field="test_fraction",
+            status=422,
+        )
     if max_length < 1:
         raise invalid("max_length must be positive", field="max_length", status=422)
     tokenizer = base_models.load_tokenizer(base_model or settings.DEFAULT_BASE_MODEL)
     upload = validate_upload(
-        filename=filename, data=data, fmt=fmt, task=dataset.task, labels=dataset.labels,
-        tokenizer=tokenizer, max_length=max_length, max_bytes=settings.DATASET_MAX_UPLOAD_BYTES)
-    splits = assign_splits(upload.rows, seed=seed, eval_fraction=eval_fraction,
-                           test_fraction=test_fraction)
-    report = {"warnings": warnings_for(upload.format, upload.rows, splits), **upload.stats,
-              "split_seed": seed, "base_model": base_model or settings.DEFAULT_BASE_MODEL}
+        filename=filename,
+        data=data,
+        fmt=fmt,
+        task=dataset.task,
+        labels=dataset.labels,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        max_bytes=settings.DATASET_MAX_UPLOAD_BYTES,
+    )
+    splits = assign_splits(
+        upload.rows, seed=seed, eval_fraction=eval_fraction, test_fraction=test_fraction
+    )
+    report = {
+        "warnings": warnings_for(upload.format, upload.rows, splits),
+        **upload.stats,
+        "split_seed": seed,
+        "base_model": base_model or settings.DEFAULT_BASE_MODEL,
+    }
     safe_name = PurePath(filename).name.replace(" ", "_")[:100] or "upload"
-    return _store_version(dataset=dataset, fmt=upload.format, rows=upload.rows, splits=splits,
-                          report=report, by=by, message=message, filename=safe_name, data=data)
+    return _store_version(
+        dataset=dataset,
+        fmt=upload.format,
+        rows=upload.rows,
+        splits=splits,
+        report=report,
+        by=by,
+        message=message,
+        filename=safe_name,
+        data=data,
+    )
 
 
 def version_sha256(fields_and_splits) -> str:
@@ -96,8 +135,9 @@ def _refuse_same_content(dataset: Dataset, sha256: str) -> None:
         raise Conflict(f"The content is identical to version {same.number}")
 
 
-def _store_version(*, dataset, fmt, rows: list[Row], splits, report, by, message, filename,
-                   data) -> DatasetVersion:
+def _store_version(
+    *, dataset, fmt, rows: list[Row], splits, report, by, message, filename, data
+) -> DatasetVersion:
     sha256 = version_sha256((s, r.content_hash) for s, r in zip(splits, rows, strict=True))
     relative = None
     try:
@@ -106,14 +146,30 @@ def _store_version(*, dataset, fmt, rows: list[Row], splits, report, by, message
             number = _next_number(dataset)
             relative = f"datasets/{dataset.pk}/v{number}/{filename}"
             version = DatasetVersion.objects.create(
-                dataset=dataset, number=number, format=fmt, sha256=sha256,
-                counts=_counts(splits), validation_report=report, source_filename=filename,
-                source_path=relative, message=message, created_by=by, published_by=by,
-                published_at=timezone.now())
+                dataset=dataset,
+                number=number,
+                format=fmt,
+                sha256=sha256,
+                counts=_counts(splits),
+                validation_report=report,
+                source_filename=filename,
+                source_path=relative,
+                message=message,
+                created_by=by,
+                published_by=by,
+                published_at=timezone.now(),
+            )
             Example.objects.bulk_create(
-                Example(version=version, position=i, source_line=row.line, split=split,
-                        fields=row.fields, content_hash=row.content_hash)
-                for i, (row, split) in enumerate(zip(rows, splits, strict=True)))
+                Example(
+                    version=version,
+                    position=i,
+                    source_line=row.line,
+                    split=split,
+                    fields=row.fields,
+                    content_hash=row.content_hash,
+                )
+                for i, (row, split) in enumerate(zip(rows, splits, strict=True))
+            )
             write_artifact(relative, data)
     except BaseException:
         if relative:
@@ -124,6 +180,7 @@ def _store_version(*, dataset, fmt, rows: list[Row], splits, report, by, message
 
 # Annotation: a draft is a working copy of a published version; publishing freezes it.
 
+
 @transaction.atomic
 def draft_create(*, version: DatasetVersion, by) -> DatasetVersion:
     membership_require(user=by, team=version.dataset.team, role=Role.MEMBER)
@@ -133,15 +190,31 @@ def draft_create(*, version: DatasetVersion, by) -> DatasetVersion:
     if version.dataset.versions.filter(status=DatasetVersion.Status.DRAFT).exists():
         raise Conflict("This dataset has an open draft already; publish or discard it first")
     draft = DatasetVersion.objects.create(
-        dataset=version.dataset, status=DatasetVersion.Status.DRAFT, parent=version,
-        format=version.format, counts=version.counts, created_by=by,
-        validation_report={"warnings": []})
+        dataset=version.dataset,
+        status=DatasetVersion.Status.DRAFT,
+        parent=version,
+        format=version.format,
+        counts=version.counts,
+        created_by=by,
+        validation_report={"warnings": []},
+    )
     Example.objects.bulk_create(
-        Example(version=draft, position=e.position, source_line=e.source_line, split=e.split,
-                fields=e.fields, content_hash=e.content_hash, status=e.status, labels=e.labels,
-                annotator=e.annotator, reviewed_by=e.reviewed_by, notes=e.notes,
-                flag_reason=e.flag_reason)
-        for e in version.examples.all())
+        Example(
+            version=draft,
+            position=e.position,
+            source_line=e.source_line,
+            split=e.split,
+            fields=e.fields,
+            content_hash=e.content_hash,
+            status=e.status,
+            labels=e.labels,
+            annotator=e.annotator,
+            reviewed_by=e.reviewed_by,
+            notes=e.notes,
+            flag_reason=e.flag_reason,
+        )
+        for e in version.examples.all()
+    )
     return draft
 
 
@@ -188,8 +261,11 @@ def examples_set_status(*, examples, status: str, by, reason: str = "") -> int:
     ids = [e.pk for e in examples]
     reviewed = by if status in (Example.Status.APPROVED, Example.Status.REJECTED) else None
     return Example.objects.filter(pk__in=ids).update(
-        status=status, reviewed_by=reviewed, updated_at=timezone.now(),
-        flag_reason=reason.strip() if status == Example.Status.FLAGGED else "")
+        status=status,
+        reviewed_by=reviewed,
+        updated_at=timezone.now(),
+        flag_reason=reason.strip() if status == Example.Status.FLAGGED else "",
+    )
 
 
 @transaction.atomic
@@ -201,7 +277,8 @@ def examples_assign(*, examples, annotator, by) -> int:
         membership_require(user=by, team=team, role=Role.REVIEWER)
         membership_require(user=annotator, team=team, role=Role.MEMBER)
     return Example.objects.filter(pk__in=[e.pk for e in examples]).update(
-        annotator=annotator, updated_at=timezone.now())
+        annotator=annotator, updated_at=timezone.now()
+    )
 
 
 @transaction.atomic
@@ -215,8 +292,10 @@ def draft_publish(*, draft: DatasetVersion, by, message: str = "") -> DatasetVer
     examples = list(draft.examples.order_by("position"))
     if not examples:
         raise Conflict("Every example was rejected; nothing to publish")
-    rows = [Row(line=e.source_line or 0, fields=e.fields, split=e.split,
-                content_hash=e.content_hash) for e in examples]
+    rows = [
+        Row(line=e.source_line or 0, fields=e.fields, split=e.split, content_hash=e.content_hash)
+        for e in examples
+    ]
     splits = [e.split for e in examples]
     sha256 = version_sha256((e.split, e.content_hash) for e in examples)
     _refuse_same_content(draft.dataset, sha256)

@@ -8,8 +8,8 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
     path("datasets/<int:dataset_id>/upload/", views.version_upload, name="version_upload"),
     path("datasets/<int:dataset_id>/diff/", views.version_diff, name="version_diff"),
-    path("datasets/<int:dataset_id>/v/<int:number>/", views.version_detail,
-         name="version_detail"),
-    path("datasets/<int:dataset_id>/v/<int:number>/annotate/", views.draft_start,
-         name="draft_start"),
+    path("datasets/<int:dataset_id>/v/<int:number>/", views.version_detail, name="version_detail"),
+    path(
+        "datasets/<int:dataset_id>/v/<int:number>/annotate/", views.draft_start, name="draft_start"
+    ),
 ]

@@ -10,8 +10,11 @@ from finetune_hub.views import visible_or_404
 
 
 def dataset_list(request):
-    return render(request, "experiments/dataset_list.html",
-                  {"datasets": selectors.datasets_for(user=request.user)})
+    return render(
+        request,
+        "experiments/dataset_list.html",
+        {"datasets": selectors.datasets_for(user=request.user)},
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -21,10 +24,13 @@ def dataset_new(request):
         try:
             team = next(t for t in context["teams"] if str(t.pk) == request.POST.get("team"))
             dataset = services.dataset_create(
-                team=team, name=request.POST.get("name", ""), task=request.POST.get("task", ""),
+                team=team,
+                name=request.POST.get("name", ""),
+                task=request.POST.get("task", ""),
                 description=request.POST.get("description", ""),
                 labels=[s for s in request.POST.get("labels", "").split(",") if s.strip()],
-                by=request.user)
+                by=request.user,
+            )
             return redirect("dataset_detail", dataset_id=dataset.pk)
         except StopIteration:
             context["error"] = ServiceError("Choose one of your teams")
@@ -36,9 +42,15 @@ def dataset_new(request):
 
 def dataset_detail(request, dataset_id: int):
     dataset = visible_or_404(selectors.dataset_get, user=request.user, dataset_id=dataset_id)
-    return render(request, "experiments/dataset_detail.html", {
-        "dataset": dataset, "versions": selectors.versions_of(dataset=dataset),
-        "formats": ["auto", *DataFormat.values]})
+    return render(
+        request,
+        "experiments/dataset_detail.html",
+        {
+            "dataset": dataset,
+            "versions": selectors.versions_of(dataset=dataset),
+            "formats": ["auto", *DataFormat.values],
+        },
+    )
 
 
 @require_POST
@@ -49,31 +61,53 @@ def version_upload(request, dataset_id: int):
         if upload is None:
             raise ServiceError("Choose a file to upload", status=400)
         version = services.dataset_version_upload(
-            dataset=dataset, filename=upload.name, data=upload.read(), by=request.user,
+            dataset=dataset,
+            filename=upload.name,
+            data=upload.read(),
+            by=request.user,
             fmt=request.POST.get("format", "auto"),
             max_length=int(request.POST.get("max_length") or 2048),
-            seed=int(request.POST.get("seed") or 0), message=request.POST.get("message", ""))
+            seed=int(request.POST.get("seed") or 0),
+            message=request.POST.get("message", ""),
+        )
     except (ServiceError, ValueError) as exc:
         error = exc if isinstance(exc, ServiceError) else ServiceError(f"Invalid number: {exc}")
-        return render(request, "experiments/dataset_detail.html", {
-            "dataset": dataset, "versions": selectors.versions_of(dataset=dataset),
-            "formats": ["auto", *DataFormat.values], "upload_error": error,
-        }, status=error.status)
+        return render(
+            request,
+            "experiments/dataset_detail.html",
+            {
+                "dataset": dataset,
+                "versions": selectors.versions_of(dataset=dataset),
+                "formats": ["auto", *DataFormat.values],
+                "upload_error": error,
+            },
+            status=error.status,
+        )
     messages.success(request, f"Version {version.number} stored")
     return redirect("version_detail", dataset_id=dataset.pk, number=version.number)
 
 
 def version_detail(request, dataset_id: int, number: int):
-    version = visible_or_404(selectors.version_get, user=request.user, dataset_id=dataset_id,
-                             number=number)
+    version = visible_or_404(
+        selectors.version_get, user=request.user, dataset_id=dataset_id, number=number
+    )
     split, status = request.GET.get("split") or None, request.GET.get("status") or None
-    return render(request, "experiments/version_detail.html", {
-        "version": version, "dataset": version.dataset, "split": split, "status": status,
-        "splits": Split.values, "statuses": Example.Status.values,
-        "page": selectors.examples_page(version=version, split=split, status=status,
-                                        page=request.GET.get("page") or 1),
-        "draft": selectors.draft_of(dataset=version.dataset),
-    })
+    return render(
+        request,
+        "experiments/version_detail.html",
+        {
+            "version": version,
+            "dataset": version.dataset,
+            "split": split,
+            "status": status,
+            "splits": Split.values,
+            "statuses": Example.Status.values,
+            "page": selectors.examples_page(
+                version=version, split=split, status=status, page=request.GET.get("page") or 1
+            ),
+            "draft": selectors.draft_of(dataset=version.dataset),
+        },
+    )
 
 
 def version_diff(request, dataset_id: int):
@@ -82,18 +116,21 @@ def version_diff(request, dataset_id: int):
     context = {"dataset": dataset, "numbers": sorted(numbers)}
     a, b = request.GET.get("a", ""), request.GET.get("b", "")
     if a.isdigit() and b.isdigit():
-        old = visible_or_404(selectors.version_get, user=request.user, dataset_id=dataset_id,
-                             number=a)
-        new = visible_or_404(selectors.version_get, user=request.user, dataset_id=dataset_id,
-                             number=b)
+        old = visible_or_404(
+            selectors.version_get, user=request.user, dataset_id=dataset_id, number=a
+        )
+        new = visible_or_404(
+            selectors.version_get, user=request.user, dataset_id=dataset_id, number=b
+        )
         context.update(a=old, b=new, diff=selectors.version_diff(a=old, b=new))
     return render(request, "experiments/version_diff.html", context)
 
 
 @require_POST
 def draft_start(request, dataset_id: int, number: int):
-    version = visible_or_404(selectors.version_get, user=request.user, dataset_id=dataset_id,
-                             number=number)
+    version = visible_or_404(
+        selectors.version_get, user=request.user, dataset_id=dataset_id, number=number
+    )
     try:
         draft = services.draft_create(version=version, by=request.user)
     except ServiceError as exc:

@@ -33,8 +33,9 @@ def _field(loc) -> str:
 
 @api.exception_handler(ValidationError)
 def validation_error(request, exc: ValidationError):
-    errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "Invalid")}
-              for e in exc.errors]
+    errors = [
+        {"field": _field(e.get("loc", ())), "message": e.get("msg", "Invalid")} for e in exc.errors
+    ]
     return _error(request, 422, "Invalid input", errors)
 
 
@@ -90,15 +91,18 @@ def create_team(request, payload: TeamIn):
 @teams.get("", response=list[TeamOut])
 def list_teams(request):
     roles = dict(request.auth.memberships.values_list("team_id", "role"))
-    return [{"id": t.pk, "name": t.name, "role": roles.get(t.pk)}
-            for t in teams_for_user(user=request.auth)]
+    return [
+        {"id": t.pk, "name": t.name, "role": roles.get(t.pk)}
+        for t in teams_for_user(user=request.auth)
+    ]
 
 
 @teams.post("/{team_id}/members", response={201: MemberOut})
 def add_member(request, team_id: int, payload: MemberIn):
     team = membership_require(user=request.auth, team=team_id).team
-    membership = membership_set(team=team, username=payload.username, role=payload.role,
-                                by=request.auth)
+    membership = membership_set(
+        team=team, username=payload.username, role=payload.role, by=request.auth
+    )
     return Status(201, {"username": membership.user.username, "role": membership.role})
 
 
@@ -124,9 +128,13 @@ class TokenOut(Schema):
 
 
 def _token_out(token: ApiToken) -> dict:
-    return {"id": token.pk, "name": token.name, "prefix": token.prefix,
-            "created_at": token.created_at.isoformat(),
-            "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None}
+    return {
+        "id": token.pk,
+        "name": token.name,
+        "prefix": token.prefix,
+        "created_at": token.created_at.isoformat(),
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+    }
 
 
 @tokens.post("", response={201: dict})

@@ -11,8 +11,11 @@ class FieldError:
     line: int | None = None
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in {"line": self.line, "field": self.field,
-                                  "message": self.message}.items() if v is not None}
+        return {
+            k: v
+            for k, v in {"line": self.line, "field": self.field, "message": self.message}.items()
+            if v is not None
+        }
 
 
 @dataclass
@@ -47,5 +50,8 @@ class Conflict(ServiceError):
 
 
 def invalid(detail: str, *, field: str | None = None, status: int = 400) -> ServiceError:
-    return ServiceError(detail=detail, status=status,
-                        errors=[FieldError(message=detail, field=field)] if field else [])
+    return ServiceError(
+        detail=detail,
+        status=status,
+        errors=[FieldError(message=detail, field=field)] if field else [],
+    )

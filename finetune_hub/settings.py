@@ -30,7 +30,9 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = [
-    h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()
+    h.strip()
+    for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+    if h.strip()
 ]
 CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
@@ -85,7 +87,9 @@ TEMPLATES = [
 SQLITE_OPTIONS = {
     "timeout": 30,
     "transaction_mode": "IMMEDIATE",
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    "init_command": (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
+    ),
 }
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
@@ -170,8 +174,6 @@ LOGGING = {
 }
 
 # Extra folders holding base models that users may name by path (colon-separated).
-BASE_MODEL_DIRS = [
-    Path(p).resolve() for p in os.environ.get("BASE_MODEL_DIRS", "").split(":") if p
-]
+BASE_MODEL_DIRS = [Path(p).resolve() for p in os.environ.get("BASE_MODEL_DIRS", "").split(":") if p]
 # The tokenizer uploads are measured with when the request names none.
 DEFAULT_BASE_MODEL = os.environ.get("DEFAULT_BASE_MODEL", "embedded")

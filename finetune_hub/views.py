@@ -20,10 +20,14 @@ def visible_or_404(fn, **kwargs):
 
 
 def home(request):
-    return render(request, "home.html", {
-        "teams": teams_for_user(user=request.user),
-        "datasets": datasets_for(user=request.user)[:20],
-    })
+    return render(
+        request,
+        "home.html",
+        {
+            "teams": teams_for_user(user=request.user),
+            "datasets": datasets_for(user=request.user)[:20],
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -43,18 +47,30 @@ def team_detail(request, team_id: int):
     error = None
     if request.method == "POST":
         try:
-            membership_set(team=membership.team, username=request.POST.get("username", ""),
-                           role=request.POST.get("role", Role.MEMBER), by=request.user)
+            membership_set(
+                team=membership.team,
+                username=request.POST.get("username", ""),
+                role=request.POST.get("role", Role.MEMBER),
+                by=request.user,
+            )
             messages.success(request, "Member saved")
             return redirect("team_detail", team_id=team_id)
         except ServiceError as exc:
             error = exc
-    return render(request, "teams/detail.html", {
-        "team": membership.team, "membership": membership, "error": error,
-        "members": members_of(team=membership.team), "roles": Role.values,
-        "is_admin": membership.allows(Role.ADMIN),
-        "datasets": datasets_for(user=request.user, team=team_id),
-    }, status=error.status if error else 200)
+    return render(
+        request,
+        "teams/detail.html",
+        {
+            "team": membership.team,
+            "membership": membership,
+            "error": error,
+            "members": members_of(team=membership.team),
+            "roles": Role.values,
+            "is_admin": membership.allows(Role.ADMIN),
+            "datasets": datasets_for(user=request.user, team=team_id),
+        },
+        status=error.status if error else 200,
+    )
 
 
 @require_http_methods(["GET", "POST"])

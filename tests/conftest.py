@@ -41,12 +41,12 @@ class ApiClient:
         return self.client.get(path, params, **self._headers())
 
     def post(self, path, data=None, **kwargs):
-        return self.client.post(path, data or {}, content_type="application/json",
-                                **self._headers(), **kwargs)
+        return self.client.post(
+            path, data or {}, content_type="application/json", **self._headers(), **kwargs
+        )
 
     def put(self, path, data=None):
-        return self.client.put(path, data or {}, content_type="application/json",
-                               **self._headers())
+        return self.client.put(path, data or {}, content_type="application/json", **self._headers())
 
     def delete(self, path):
         return self.client.delete(path, **self._headers())
@@ -120,5 +120,7 @@ def browser_client(owner):
 def pytest_report_header(config):
     from django.conf import settings
 
-    return (f"database: {settings.DATABASES['default']['ENGINE']}; "
-            f"huey: {settings.HUEY['huey_class']}; CI={os.environ.get('CI', '')}")
+    return (
+        f"database: {settings.DATABASES['default']['ENGINE']}; "
+        f"huey: {settings.HUEY['huey_class']}; CI={os.environ.get('CI', '')}"
+    )

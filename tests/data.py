@@ -5,8 +5,24 @@ import io
 import json
 import random
 
-WORDS = ["apple", "river", "stone", "cloud", "maple", "ember", "quartz", "willow", "falcon",
-         "harbor", "lantern", "meadow", "copper", "violet", "summit", "canyon"]
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "maple",
+    "ember",
+    "quartz",
+    "willow",
+    "falcon",
+    "harbor",
+    "lantern",
+    "meadow",
+    "copper",
+    "violet",
+    "summit",
+    "canyon",
+]
 
 
 def phrase(i: int) -> str:
@@ -17,14 +33,25 @@ def phrase(i: int) -> str:
 def record(fmt: str, i: int) -> dict:
     text = phrase(i)
     return {
-        "instruction": {"instruction": f"Summarise: {text}", "input": "", "output": f"S{i}: {text[:12]}"},
-        "chat": {"messages": [{"role": "system", "content": "Be brief."},
-                              {"role": "user", "content": f"What is {text}?"},
-                              {"role": "assistant", "content": f"It is item {i}."}]},
+        "instruction": {
+            "instruction": f"Summarise: {text}",
+            "input": "",
+            "output": f"S{i}: {text[:12]}",
+        },
+        "chat": {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": f"What is {text}?"},
+                {"role": "assistant", "content": f"It is item {i}."},
+            ]
+        },
         "completion": {"prompt": f"Continue: {text}", "completion": f" and then {i}"},
         "classification": {"text": text, "label": ["pos", "neg"][i % 2]},
-        "preference": {"prompt": f"Describe {text}", "chosen": f"A clear answer {i}",
-                       "rejected": f"meh {i}"},
+        "preference": {
+            "prompt": f"Describe {text}",
+            "chosen": f"A clear answer {i}",
+            "rejected": f"meh {i}",
+        },
     }[fmt]
 
 

@@ -11,8 +11,14 @@ FORMATS = ["instruction", "chat", "completion", "classification", "preference"]
 @pytest.fixture
 def make_dataset(team, owner):
     def make(task="instruction", labels=()):
-        return Dataset.objects.create(team=team, name=f"ds-{task}-{Dataset.objects.count()}",
-                                      task=task, labels=list(labels), created_by=owner)
+        return Dataset.objects.create(
+            team=team,
+            name=f"ds-{task}-{Dataset.objects.count()}",
+            task=task,
+            labels=list(labels),
+            created_by=owner,
+        )
+
     return make
 
 
@@ -77,17 +83,22 @@ def test_invalid_json_names_the_line(api, make_dataset, isolated_artifacts):
 
 def test_invalid_utf8_names_the_line(api, make_dataset, isolated_artifacts):
     dataset = make_dataset()
-    data = jsonl(examples("instruction", 3)).encode() + b'{"instruction": "\xff\xfe", "output": "o"}\n'
+    data = (
+        jsonl(examples("instruction", 3)).encode() + b'{"instruction": "\xff\xfe", "output": "o"}\n'
+    )
     errors = errors_of(api.upload(upload_url(dataset), data))
     assert errors[0][0] == 4 and "UTF-8" in errors[0][2]
     assert_nothing_stored(dataset, isolated_artifacts)
 
 
-@pytest.mark.parametrize("fields, field, message", [
-    ({"instruction": "Do it"}, "output", "Missing field"),
-    ({"instruction": "Do it", "output": "   "}, "output", "Empty field"),
-    ({"instruction": 5, "output": "x"}, "instruction", "Must be text"),
-])
+@pytest.mark.parametrize(
+    "fields, field, message",
+    [
+        ({"instruction": "Do it"}, "output", "Missing field"),
+        ({"instruction": "Do it", "output": "   "}, "output", "Empty field"),
+        ({"instruction": 5, "output": "x"}, "instruction", "Must be text"),
+    ],
+)
 def test_missing_or_empty_fields(api, make_dataset, isolated_artifacts, fields, field, message):
     dataset = make_dataset()
     rows = examples("instruction", 6)
@@ -97,15 +108,27 @@ def test_missing_or_empty_fields(api, make_dataset, isolated_artifacts, fields, 
     assert_nothing_stored(dataset, isolated_artifacts)
 
 
-@pytest.mark.parametrize("messages, expected", [
-    ([{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}], "role 'robot'"),
-    ([{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"}], "alternate"),
-    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "alternate"),
-    ([{"role": "user", "content": "a"}], "end with an assistant"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-      {"role": "system", "content": "c"}], "system message may only come first"),
-    ([{"role": "user", "content": ""}, {"role": "assistant", "content": "b"}], "Empty field"),
-])
+@pytest.mark.parametrize(
+    "messages, expected",
+    [
+        (
+            [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}],
+            "role 'robot'",
+        ),
+        ([{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"}], "alternate"),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "alternate"),
+        ([{"role": "user", "content": "a"}], "end with an assistant"),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "system", "content": "c"},
+            ],
+            "system message may only come first",
+        ),
+        ([{"role": "user", "content": ""}, {"role": "assistant", "content": "b"}], "Empty field"),
+    ],
+)
 def test_wrong_roles_or_role_order(api, make_dataset, messages, expected):
     dataset = make_dataset("chat")
     rows = examples("chat", 4)
@@ -199,8 +222,14 @@ def test_split_is_deterministic_and_follows_the_seed(api, make_dataset):
     ra = api.upload(upload_url(a), jsonl(rows), seed=7).json()
     rb = api.upload(upload_url(b), jsonl(rows), seed=7).json()
     rc = api.upload(upload_url(c), jsonl(rows), seed=8).json()
-    splits = [list(Example.objects.filter(version__dataset=d).order_by("position")
-                   .values_list("split", flat=True)) for d in (a, b, c)]
+    splits = [
+        list(
+            Example.objects.filter(version__dataset=d)
+            .order_by("position")
+            .values_list("split", flat=True)
+        )
+        for d in (a, b, c)
+    ]
     assert splits[0] == splits[1] and ra["counts"] == rb["counts"]
     assert splits[0] != splits[2]
     assert 120 < ra["counts"]["train"] < 190 and ra["counts"]["eval"] > 5
@@ -209,8 +238,10 @@ def test_split_is_deterministic_and_follows_the_seed(api, make_dataset):
 
 def test_split_column_is_respected(api, make_dataset):
     dataset = make_dataset("completion")
-    rows = [{**r, "split": ["train", "validation", "test"][i % 3]}
-            for i, r in enumerate(examples("completion", 120))]
+    rows = [
+        {**r, "split": ["train", "validation", "test"][i % 3]}
+        for i, r in enumerate(examples("completion", 120))
+    ]
     body = api.upload(upload_url(dataset), jsonl(rows)).json()
     assert body["counts"] == {"train": 40, "eval": 40, "test": 40}
 
@@ -245,16 +276,20 @@ def test_stored_file_is_under_the_artifact_root(api, make_dataset, isolated_arti
 
 def test_examples_endpoint_filters_and_pages(api, make_dataset):
     dataset = make_dataset("completion")
-    rows = [{**r, "split": "eval" if i < 60 else "train"}
-            for i, r in enumerate(examples("completion", 120))]
+    rows = [
+        {**r, "split": "eval" if i < 60 else "train"}
+        for i, r in enumerate(examples("completion", 120))
+    ]
     api.upload(upload_url(dataset), jsonl(rows))
     page = api.get(f"/api/datasets/{dataset.pk}/versions/1/examples", split="eval").json()
     assert page["count"] == 60 and page["pages"] == 2 and len(page["results"]) == 50
     assert {e["split"] for e in page["results"]} == {"eval"}
     second = api.get(f"/api/datasets/{dataset.pk}/versions/1/examples", split="eval", page=2)
     assert len(second.json()["results"]) == 10
-    assert page["results"][0]["fields"] == {"prompt": rows[0]["prompt"],
-                                            "completion": rows[0]["completion"]}
+    assert page["results"][0]["fields"] == {
+        "prompt": rows[0]["prompt"],
+        "completion": rows[0]["completion"],
+    }
 
 
 def test_diff_between_versions(api, make_dataset):

@@ -7,8 +7,14 @@ from pathlib import Path
 
 from django.conf import settings
 
-VOCAB_CONFIG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+VOCAB_CONFIG = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+)
 
 
 def tiny_model_dir() -> Path:
@@ -23,9 +29,13 @@ def tiny_model_dir() -> Path:
     gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-                         **VOCAB_CONFIG)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        **VOCAB_CONFIG,
+    )
     model = LlamaForCausalLM(config)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tokenizer.save_pretrained(tmp)

@@ -15,14 +15,25 @@ REQUIRED = {
 }
 OPTIONAL = {DataFormat.INSTRUCTION: ("input",)}
 ROLES = ("system", "user", "assistant")
-SPLIT_ALIASES = {"train": "train", "eval": "eval", "validation": "eval", "valid": "eval",
-                 "dev": "eval", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "eval": "eval",
+    "validation": "eval",
+    "valid": "eval",
+    "dev": "eval",
+    "test": "test",
+}
 
 
 def detect(fields: dict) -> str | None:
     """The format whose required fields a record has, most specific first."""
-    for fmt in (DataFormat.CHAT, DataFormat.PREFERENCE, DataFormat.CLASSIFICATION,
-                DataFormat.INSTRUCTION, DataFormat.COMPLETION):
+    for fmt in (
+        DataFormat.CHAT,
+        DataFormat.PREFERENCE,
+        DataFormat.CLASSIFICATION,
+        DataFormat.INSTRUCTION,
+        DataFormat.COMPLETION,
+    ):
         if all(key in fields for key in REQUIRED[fmt]):
             return fmt
     return None
@@ -32,21 +43,36 @@ def check(fmt: str, fields: dict, line: int, labels: list[str]) -> list[FieldErr
     errors = [
         FieldError(line=line, field=key, message=_text_problem(fields.get(key)))
         for key in REQUIRED[fmt] + OPTIONAL.get(fmt, ())
-        if key != "messages" and _text_problem(fields.get(key), optional=key in OPTIONAL.get(fmt, ()))
+        if key != "messages"
+        and _text_problem(fields.get(key), optional=key in OPTIONAL.get(fmt, ()))
     ]
     if fmt == DataFormat.CHAT:
         errors += _check_messages(fields.get("messages"), line)
     if fmt == DataFormat.CLASSIFICATION and labels and isinstance(fields.get("label"), str):
         if fields["label"].strip() not in labels:
-            errors.append(FieldError(line=line, field="label", message=(
-                f"Unknown label {fields['label']!r}; the dataset's labels are {', '.join(labels)}")))
+            errors.append(
+                FieldError(
+                    line=line,
+                    field="label",
+                    message=(
+                        f"Unknown label {fields['label']!r}; "
+                        f"the dataset's labels are {', '.join(labels)}"
+                    ),
+                )
+            )
     if fmt == DataFormat.PREFERENCE and not errors and fields["chosen"] == fields["rejected"]:
-        errors.append(FieldError(line=line, field="rejected",
-                                 message="chosen and rejected are the same text"))
+        errors.append(
+            FieldError(line=line, field="rejected", message="chosen and rejected are the same text")
+        )
     split = fields.get("split")
     if split not in (None, "") and str(split).strip().lower() not in SPLIT_ALIASES:
-        errors.append(FieldError(line=line, field="split", message=(
-            f"Unknown split {split!r}; use train, eval (or validation) or test")))
+        errors.append(
+            FieldError(
+                line=line,
+                field="split",
+                message=(f"Unknown split {split!r}; use train, eval (or validation) or test"),
+            )
+        )
     return errors
 
 
@@ -70,8 +96,9 @@ def _check_messages(messages, line: int) -> list[FieldError]:
         if not isinstance(message, dict) or set(message) - {"role", "content", "name"}:
             return error(f"messages[{i}] must be an object with role and content")
         if message.get("role") not in ROLES:
-            return error(f"messages[{i}] has role {message.get('role')!r}; "
-                         f"roles are {', '.join(ROLES)}")
+            return error(
+                f"messages[{i}] has role {message.get('role')!r}; roles are {', '.join(ROLES)}"
+            )
         if problem := _text_problem(message.get("content")):
             return error(f"messages[{i}].content: {problem}")
     roles = [m["role"] for m in messages]
@@ -119,12 +146,19 @@ def to_messages(fmt: str, fields: dict) -> list[dict]:
         return fields["messages"]
     if fmt == DataFormat.INSTRUCTION:
         user = fields["instruction"] + (f"\n\n{fields['input']}" if fields.get("input") else "")
-        return [{"role": "user", "content": user}, {"role": "assistant", "content": fields["output"]}]
+        return [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": fields["output"]},
+        ]
     if fmt == DataFormat.CLASSIFICATION:
-        return [{"role": "user", "content": fields["text"]},
-                {"role": "assistant", "content": fields["label"]}]
-    return [{"role": "user", "content": fields["prompt"]},
-            {"role": "assistant", "content": fields.get("completion") or fields["chosen"]}]
+        return [
+            {"role": "user", "content": fields["text"]},
+            {"role": "assistant", "content": fields["label"]},
+        ]
+    return [
+        {"role": "user", "content": fields["prompt"]},
+        {"role": "assistant", "content": fields.get("completion") or fields["chosen"]},
+    ]
 
 
 def prompt_and_reference(fmt: str, fields: dict) -> tuple[str, str]:

@@ -46,7 +46,9 @@ def parse_jsonl(text: str) -> tuple[list[Record], list[FieldError]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            errors.append(FieldError(line=number, message=f"Invalid JSON: {exc.msg} (column {exc.colno})"))
+            errors.append(
+                FieldError(line=number, message=f"Invalid JSON: {exc.msg} (column {exc.colno})")
+            )
             continue
         if not isinstance(value, dict):
             errors.append(FieldError(line=number, message="Each line must be a JSON object"))
@@ -82,5 +84,7 @@ def _csv_fields(row: dict, line: int, errors: list[FieldError]) -> dict:
             try:
                 fields[column] = json.loads(fields[column])
             except json.JSONDecodeError as exc:
-                errors.append(FieldError(line=line, field=column, message=f"Invalid JSON: {exc.msg}"))
+                errors.append(
+                    FieldError(line=line, field=column, message=f"Invalid JSON: {exc.msg}")
+                )
     return fields

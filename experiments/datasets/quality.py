@@ -31,8 +31,11 @@ def _shingles(text: str) -> set[str]:
 def too_few(n: int) -> list[dict]:
     if n >= MIN_EXAMPLES:
         return []
-    return [warning("few_examples", f"Only {n} examples; fine-tuning usually wants at least "
-                    f"{MIN_EXAMPLES}")]
+    return [
+        warning(
+            "few_examples", f"Only {n} examples; fine-tuning usually wants at least {MIN_EXAMPLES}"
+        )
+    ]
 
 
 def duplicates(items: list[tuple[int, str, str]]) -> list[dict]:
@@ -45,16 +48,26 @@ def duplicates(items: list[tuple[int, str, str]]) -> list[dict]:
     exact = [lines for lines in by_hash.values() if len(lines) > 1]
     if exact:
         extra = sum(len(lines) - 1 for lines in exact)
-        warnings.append(warning("exact_duplicates", f"{extra} examples repeat an earlier one "
-                                f"exactly", [line for lines in exact for line in lines[1:]]))
-    near = _near_duplicates([(line, text) for line, digest, text in items
-                             if by_hash[digest][0] == line])
+        warnings.append(
+            warning(
+                "exact_duplicates",
+                f"{extra} examples repeat an earlier one exactly",
+                [line for lines in exact for line in lines[1:]],
+            )
+        )
+    near = _near_duplicates(
+        [(line, text) for line, digest, text in items if by_hash[digest][0] == line]
+    )
     if near:
-        warnings.append(warning(
-            "near_duplicates",
-            f"{len(near)} examples are near duplicates of an earlier one "
-            f"(lines {', '.join(f'{a}~{b}' for a, b in near[:5])}{'…' if len(near) > 5 else ''})",
-            [b for _, b in near]))
+        warnings.append(
+            warning(
+                "near_duplicates",
+                f"{len(near)} examples are near duplicates of an earlier one "
+                f"(lines {', '.join(f'{a}~{b}' for a, b in near[:5])}"
+                f"{'…' if len(near) > 5 else ''})",
+                [b for _, b in near],
+            )
+        )
     return warnings
 
 
@@ -85,8 +98,11 @@ def split_overlap(items: list[tuple[int, str, str]]) -> list[dict]:
     leaked = [line for line, split, p in items if split != "train" and _normalised(p) in train]
     if not leaked:
         return []
-    return [warning("train_eval_overlap", f"{len(leaked)} eval/test prompts also appear in "
-                    "train", leaked)]
+    return [
+        warning(
+            "train_eval_overlap", f"{len(leaked)} eval/test prompts also appear in train", leaked
+        )
+    ]
 
 
 def label_imbalance(labels: list[str]) -> list[dict]:
@@ -96,5 +112,10 @@ def label_imbalance(labels: list[str]) -> list[dict]:
     (top, most), (bottom, least) = counts.most_common()[0], counts.most_common()[-1]
     if most / least < IMBALANCE_RATIO:
         return []
-    return [warning("label_imbalance", f"Labels are imbalanced: {top!r} has {most} examples, "
-                    f"{bottom!r} only {least} ({most / least:.1f}x)")]
+    return [
+        warning(
+            "label_imbalance",
+            f"Labels are imbalanced: {top!r} has {most} examples, "
+            f"{bottom!r} only {least} ({most / least:.1f}x)",
+        )
+    ]

@@ -31,19 +31,39 @@ class ValidatedUpload:
 def reject(errors: list[FieldError], what: str = "The file was rejected") -> ServiceError:
     lines = {e.line for e in errors if e.line}
     where = f" on {len(lines)} line{'s' * (len(lines) != 1)}" if lines else ""
-    return ServiceError(detail=f"{what}: {len(errors)} problem{'s' * (len(errors) != 1)}{where}",
-                        status=422, errors=errors[:MAX_ERRORS_REPORTED])
+    return ServiceError(
+        detail=f"{what}: {len(errors)} problem{'s' * (len(errors) != 1)}{where}",
+        status=422,
+        errors=errors[:MAX_ERRORS_REPORTED],
+    )
 
 
 def content_hash(fields: dict) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
-def validate_upload(*, filename: str, data: bytes, fmt: str, task: str, labels: list[str],
-                    tokenizer, max_length: int, max_bytes: int) -> ValidatedUpload:
+def validate_upload(
+    *,
+    filename: str,
+    data: bytes,
+    fmt: str,
+    task: str,
+    labels: list[str],
+    tokenizer,
+    max_length: int,
+    max_bytes: int,
+) -> ValidatedUpload:
     if len(data) > max_bytes:
-        raise reject([FieldError(field="file", message=(
-            f"The file is {len(data):,} bytes; the limit is {max_bytes:,}"))])
+        raise reject(
+            [
+                FieldError(
+                    field="file",
+                    message=(f"The file is {len(data):,} bytes; the limit is {max_bytes:,}"),
+                )
+            ]
+        )
     text, errors = parsing.decode(data)
     if errors:
         raise reject(errors)
@@ -58,39 +78,72 @@ def validate_upload(*, filename: str, data: bytes, fmt: str, task: str, labels: 
         raise reject(errors)
     rows = [_row(fmt, r) for r in records]
     lengths = _token_lengths(fmt, rows, tokenizer)
-    errors = [FieldError(line=row.line, field=_longest_field(fmt), message=(
-        f"{n} tokens, over max_length {max_length}")) for row, n in zip(rows, lengths, strict=True)
-        if n > max_length]
+    errors = [
+        FieldError(
+            line=row.line,
+            field=_longest_field(fmt),
+            message=(f"{n} tokens, over max_length {max_length}"),
+        )
+        for row, n in zip(rows, lengths, strict=True)
+        if n > max_length
+    ]
     if errors:
         raise reject(errors)
-    return ValidatedUpload(format=fmt, rows=rows, stats={
-        "tokens": {"min": min(lengths), "max": max(lengths),
-                   "mean": round(sum(lengths) / len(lengths), 1)},
-        "max_length": max_length})
+    return ValidatedUpload(
+        format=fmt,
+        rows=rows,
+        stats={
+            "tokens": {
+                "min": min(lengths),
+                "max": max(lengths),
+                "mean": round(sum(lengths) / len(lengths), 1),
+            },
+            "max_length": max_length,
+        },
+    )
 
 
 def _format(fmt: str, task: str, records) -> str:
     if fmt == "auto":
         detected = formats.detect(records[0].fields)
         if detected is None:
-            raise reject([FieldError(line=records[0].line, field="format", message=(
-                "Cannot tell the format from the fields "
-                f"{', '.join(sorted(records[0].fields)) or '(none)'}; "
-                "expected instruction/input/output, messages, prompt/completion, "
-                "text/label or prompt/chosen/rejected"))])
+            raise reject(
+                [
+                    FieldError(
+                        line=records[0].line,
+                        field="format",
+                        message=(
+                            "Cannot tell the format from the fields "
+                            f"{', '.join(sorted(records[0].fields)) or '(none)'}; "
+                            "expected instruction/input/output, messages, prompt/completion, "
+                            "text/label or prompt/chosen/rejected"
+                        ),
+                    )
+                ]
+            )
         fmt = detected
     if fmt not in DataFormat.values:
         raise reject([FieldError(field="format", message=f"Unknown format {fmt!r}")])
     if fmt != task:
-        raise reject([FieldError(field="format", message=(
-            f"This dataset's task is {task}; the file is in {fmt} format"))])
+        raise reject(
+            [
+                FieldError(
+                    field="format",
+                    message=(f"This dataset's task is {task}; the file is in {fmt} format"),
+                )
+            ]
+        )
     return fmt
 
 
 def _row(fmt: str, record: parsing.Record) -> Row:
     fields = formats.normalise(fmt, record.fields)
-    return Row(line=record.line, fields=fields, split=formats.split_of(record.fields),
-               content_hash=content_hash(fields))
+    return Row(
+        line=record.line,
+        fields=fields,
+        split=formats.split_of(record.fields),
+        content_hash=content_hash(fields),
+    )
 
 
 def _longest_field(fmt: str) -> str:
@@ -111,14 +164,19 @@ def _token_lengths(fmt: str, rows: list[Row], tokenizer) -> list[int]:
 
     lengths = count([render(fmt, row.fields, tokenizer) for row in rows])
     if fmt == DataFormat.PREFERENCE:  # the longer of the two answers decides
-        rejected = count([render(fmt, {**row.fields, "chosen": row.fields["rejected"]}, tokenizer)
-                          for row in rows])
+        rejected = count(
+            [
+                render(fmt, {**row.fields, "chosen": row.fields["rejected"]}, tokenizer)
+                for row in rows
+            ]
+        )
         lengths = [max(a, b) for a, b in zip(lengths, rejected, strict=True)]
     return lengths
 
 
-def assign_splits(rows: list[Row], *, seed: int, eval_fraction: float,
-                  test_fraction: float) -> list[str]:
+def assign_splits(
+    rows: list[Row], *, seed: int, eval_fraction: float, test_fraction: float
+) -> list[str]:
     """The file's split column where given, else a seeded hash of the content: the same
     example lands in the same split in every version, so eval sets stay comparable."""
     out = []
@@ -128,15 +186,22 @@ def assign_splits(rows: list[Row], *, seed: int, eval_fraction: float,
             continue
         digest = hashlib.sha256(f"{seed}:{row.content_hash}".encode()).digest()
         u = int.from_bytes(digest[:8], "big") / 2**64
-        out.append(Split.TEST if u < test_fraction
-                   else Split.EVAL if u < test_fraction + eval_fraction else Split.TRAIN)
+        out.append(
+            Split.TEST
+            if u < test_fraction
+            else Split.EVAL
+            if u < test_fraction + eval_fraction
+            else Split.TRAIN
+        )
     return out
 
 
 def warnings_for(fmt: str, rows: list[Row], splits: list[str]) -> list[dict]:
     texts = [(row.line, row.content_hash, " ".join(_strings(row.fields))) for row in rows]
-    prompts = [(row.line, split, formats.prompt_and_reference(fmt, row.fields)[0])
-               for row, split in zip(rows, splits, strict=True)]
+    prompts = [
+        (row.line, split, formats.prompt_and_reference(fmt, row.fields)[0])
+        for row, split in zip(rows, splits, strict=True)
+    ]
     out = quality.too_few(len(rows)) + quality.duplicates(texts) + quality.split_overlap(prompts)
     if fmt == DataFormat.CLASSIFICATION:
         out += quality.label_imbalance([row.fields["label"] for row in rows])

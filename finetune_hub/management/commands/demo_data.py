@@ -26,9 +26,12 @@ class Command(BaseCommand):
         Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.ADMIN})
         self._dataset(team, user)
         if password:
-            self.stdout.write(self.style.SUCCESS(
-                f"\n  Log in at http://127.0.0.1:8000 as {USERNAME} / {password}\n"
-                "  (printed once; `python manage.py changepassword demo` sets a new one)\n"))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"\n  Log in at http://127.0.0.1:8000 as {USERNAME} / {password}\n"
+                    "  (printed once; `python manage.py changepassword demo` sets a new one)\n"
+                )
+            )
         else:
             self.stdout.write(f"Demo data present; log in as {USERNAME} with your password.")
 
@@ -39,19 +42,29 @@ class Command(BaseCommand):
             return user, None
         password = secrets.token_urlsafe(12)
         # Staff, so the demo user reaches the annotation desk in the admin.
-        user = User.objects.create_user(USERNAME, password=password, is_staff=True,
-                                        is_superuser=True)
+        user = User.objects.create_user(
+            USERNAME, password=password, is_staff=True, is_superuser=True
+        )
         return user, password
 
     def _dataset(self, team, user):
         if Dataset.objects.filter(team=team, name=DATASET).exists():
             return
         dataset = dataset_create(
-            team=team, name=DATASET, task="instruction", by=user,
+            team=team,
+            name=DATASET,
+            task="instruction",
+            by=user,
             description="Customer messages triaged into a one-line ticket "
-                        "(category; priority; order). The base model does not follow the format; "
-                        "a few minutes of LoRA teach it.")
-        version = dataset_version_upload(dataset=dataset, filename=DEMO_FILE.name,
-                                         data=DEMO_FILE.read_bytes(), by=user, max_length=512,
-                                         message="Demo data written for finetune_hub")
+            "(category; priority; order). The base model does not follow the format; "
+            "a few minutes of LoRA teach it.",
+        )
+        version = dataset_version_upload(
+            dataset=dataset,
+            filename=DEMO_FILE.name,
+            data=DEMO_FILE.read_bytes(),
+            by=user,
+            max_length=512,
+            message="Demo data written for finetune_hub",
+        )
         self.stdout.write(f"Demo dataset {dataset.name} v{version.number}: {version.counts}")
