@@ -17,7 +17,16 @@ from finetune_hub.errors import ServiceError
 
 
 class TeamScopedAdmin(admin.ModelAdmin):
+    """Team roles decide what a staff user may do here, not Django's per-model permissions:
+    rows are limited to the user's teams and every write goes through a service."""
+
     team_path = "team"
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        return self.has_module_permission(request)
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)

