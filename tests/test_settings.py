@@ -8,21 +8,40 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args, **env):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_in_production():
-    r = manage("check", "--deploy", "--fail-level", "WARNING", FINETUNE_HUB_ENV="production",
-               SECRET_KEY=secrets.token_urlsafe(60), ALLOWED_HOSTS="hub.example.com")
+    r = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        FINETUNE_HUB_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(60),
+        ALLOWED_HOSTS="hub.example.com",
+    )
     assert r.returncode == 0, r.stderr
     assert "no issues" in r.stdout
 
 
 def test_production_refuses_to_start_without_a_secret_key():
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
-    r = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True,
-                       text=True, env={**env, "FINETUNE_HUB_ENV": "production"}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "FINETUNE_HUB_ENV": "production"},
+        timeout=120,
+    )
     assert r.returncode != 0 and "SECRET_KEY must be set" in r.stderr
 
 
