@@ -145,3 +145,133 @@ class Example(models.Model):
 
     def __str__(self):
         return f"#{self.position} ({self.split})"
+
+
+class Technique(models.TextChoices):
+    FULL = "full", "Full fine-tuning"
+    LORA = "lora", "LoRA"
+    QLORA = "qlora", "QLoRA (4-bit, CUDA)"
+    PREFIX = "prefix", "Prefix tuning"
+    DPO = "dpo", "DPO (preference data)"
+
+
+class Experiment(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="experiments")
+    name = models.CharField(max_length=100)
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="experiments"
+    )
+    base_model = models.CharField(max_length=500)
+    technique = models.CharField(max_length=10, choices=Technique.choices)
+    hyperparameters = models.JSONField(help_text="validated, with defaults filled in")
+    estimate = models.JSONField(default=dict, help_text="resource estimate at creation")
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="experiment_name_unique_in_team")
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Worker(models.Model):
+    """A Huey consumer process that reports itself and its devices with a heartbeat."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="host:pid")
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    devices = models.JSONField(default=list)
+    cuda = models.BooleanField(default=False)
+    memory_bytes = models.BigIntegerField(help_text="largest device memory (GPU, else RAM)")
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-heartbeat_at"]
+
+    def __str__(self):
+        return self.name
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    priority = models.IntegerField(default=0, help_text="higher runs first")
+    attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL)
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="training process")
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    base_model_info = models.JSONField(default=dict)
+    output_path = models.CharField(max_length=500, blank=True, help_text="under ARTIFACT_ROOT")
+    output_files = models.JSONField(default=dict, help_text="file name -> sha256")
+    peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+
+    class Meta:
+        ordering = ["-queued_at"]
+        indexes = [models.Index(fields=["status", "-priority", "queued_at"])]
+
+    def __str__(self):
+        return f"run {self.pk} of {self.experiment}"
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+    @property
+    def folder(self) -> str:
+        return f"runs/{self.pk}"
+
+
+class Checkpoint(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    path = models.CharField(max_length=500, help_text="under ARTIFACT_ROOT")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step"], name="one_checkpoint_per_step")
+        ]
+
+    def __str__(self):
+        return f"checkpoint-{self.step}"
+
+
+class MetricPoint(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    key = models.CharField(max_length=50)
+    value = models.FloatField()
+    attempt = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "key", "step"])]
+
+    def __str__(self):
+        return f"{self.key}@{self.step}={self.value:g}"

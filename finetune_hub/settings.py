@@ -102,6 +102,9 @@ else:
             "TEST": {"NAME": VAR_DIR / "test-db.sqlite3"},
         }
     }
+# The training process is told which database its supervisor uses (tests use a test database).
+if os.environ.get("FINETUNE_HUB_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["FINETUNE_HUB_DB_NAME"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if os.environ.get("REDIS_URL"):

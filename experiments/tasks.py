@@ -1,0 +1,42 @@
+"""Huey tasks: thin wrappers that call a service (imports inside, as the HackSoft guide does)."""
+
+import threading
+import time
+from datetime import timedelta
+
+from huey import crontab
+from huey.contrib.djhuey import db_periodic_task, db_task, on_startup
+
+HEARTBEAT_S = 15
+STALE_AFTER = timedelta(seconds=120)
+
+
+@db_task()
+def train_next():
+    from experiments.training.runner import train_next_run
+
+    train_next_run()
+
+
+@db_periodic_task(crontab(minute="*"))
+def reap_stale_runs():
+    from experiments.training.services import runs_reap_stale
+
+    return runs_reap_stale(stale_after=STALE_AFTER)
+
+
+def _beat_forever():
+    from django.db import close_old_connections
+
+    from experiments.training.workers import local_devices, worker_heartbeat
+
+    devices = local_devices()
+    while True:
+        close_old_connections()
+        worker_heartbeat(devices)
+        time.sleep(HEARTBEAT_S)
+
+
+@on_startup()
+def report_worker():
+    threading.Thread(target=_beat_forever, name="worker-heartbeat", daemon=True).start()

@@ -1,0 +1,217 @@
+"""Builds the model, data and trainer for a run and trains it, in the training process.
+TRL does the work (SFTTrainer: completion-only loss, packing; DPOTrainer); peft the adapters;
+bitsandbytes the 4-bit base for QLoRA. This module only chooses and wires them."""
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from experiments import base_models
+from experiments.datasets import formats
+from experiments.models import DataFormat, Technique, TrainingRun
+from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
+from experiments.training.reporting import RunReporter
+from finetune_hub.errors import ServiceError
+from finetune_hub.storage import artifact_path
+
+log = logging.getLogger(__name__)
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def sft_record(fmt: str, fields: dict) -> dict:
+    """Prompt-completion records, so SFTTrainer computes the loss on the completion only."""
+    if fmt == DataFormat.COMPLETION:
+        return {"prompt": fields["prompt"], "completion": fields["completion"]}
+    messages = formats.to_messages(fmt, fields)
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def dpo_record(fields: dict) -> dict:
+    return {
+        "prompt": [{"role": "user", "content": fields["prompt"]}],
+        "chosen": [{"role": "assistant", "content": fields["chosen"]}],
+        "rejected": [{"role": "assistant", "content": fields["rejected"]}],
+    }
+
+
+def build_datasets(run: TrainingRun):
+    from datasets import Dataset
+
+    version = run.experiment.dataset_version
+    convert = (
+        dpo_record
+        if run.experiment.technique == Technique.DPO
+        else (lambda f: sft_record(version.format, f))
+    )
+    rows = {"train": [], "eval": []}
+    for example in version.examples.filter(split__in=rows).order_by("position"):
+        rows[example.split].append(convert(example.fields))
+    return Dataset.from_list(rows["train"]), (
+        Dataset.from_list(rows["eval"]) if rows["eval"] else None
+    )
+
+
+def quantization_config(params: dict):
+    if device() != "cuda":
+        raise ServiceError("QLoRA needs a CUDA GPU; this worker has CPU only", status=409)
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=params["bnb_4bit_use_double_quant"],
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_model(run: TrainingRun):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    experiment, params = run.experiment, run.experiment.hyperparameters
+    path = base_models.resolve(experiment.base_model)
+    kwargs = {"dtype": torch.bfloat16 if device() == "cuda" else torch.float32}
+    if experiment.technique == Technique.QLORA:
+        kwargs.update(quantization_config=quantization_config(params), device_map={"": 0})
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if experiment.technique == Technique.QLORA:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=params["gradient_checkpointing"]
+        )
+    return model, tokenizer
+
+
+def peft_config(technique: str, params: dict):
+    from peft import LoraConfig, PrefixTuningConfig
+
+    if technique in (Technique.LORA, Technique.QLORA) or (
+        technique == Technique.DPO and params["dpo_base"] == "lora"
+    ):
+        return LoraConfig(
+            r=params["lora_r"],
+            lora_alpha=params["lora_alpha"],
+            lora_dropout=params["lora_dropout"],
+            target_modules=params["lora_target_modules"],
+            use_dora=params["use_dora"],
+            task_type="CAUSAL_LM",
+        )
+    if technique == Technique.PREFIX:
+        return PrefixTuningConfig(
+            num_virtual_tokens=params["num_virtual_tokens"], task_type="CAUSAL_LM"
+        )
+    return None
+
+
+def common_args(run: TrainingRun, output_dir: Path, has_eval: bool) -> dict:
+    params = run.experiment.hyperparameters
+    on_cuda = device() == "cuda"
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=params["learning_rate"],
+        num_train_epochs=params["num_train_epochs"],
+        max_steps=params["max_steps"],
+        warmup_steps=params["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=params["lr_scheduler_type"],
+        weight_decay=params["weight_decay"],
+        per_device_train_batch_size=params["per_device_train_batch_size"],
+        per_device_eval_batch_size=params["per_device_train_batch_size"],
+        gradient_accumulation_steps=params["gradient_accumulation_steps"],
+        gradient_checkpointing=params["gradient_checkpointing"],
+        seed=params["seed"],
+        data_seed=params["seed"],
+        logging_steps=params["logging_steps"],
+        save_strategy="steps",
+        save_steps=params["save_steps"],
+        save_total_limit=3,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=params["eval_steps"],
+        bf16=on_cuda,
+        use_cpu=not on_cuda,
+        report_to=[],
+        include_num_input_tokens_seen=True,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    experiment, params = run.experiment, run.experiment.hyperparameters
+    train, evaluation = build_datasets(run)
+    model, tokenizer = load_model(run)
+    args = common_args(run, output_dir, evaluation is not None)
+    shared = dict(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        callbacks=[reporter],
+        peft_config=peft_config(experiment.technique, params),
+    )
+    if experiment.technique == Technique.DPO:
+
+        class Trainer(SafetensorsCheckpointMixin, DPOTrainer):
+            pass
+
+        return Trainer(
+            args=DPOConfig(beta=params["beta"], max_length=params["max_length"], **args), **shared
+        )
+
+    class Trainer(SafetensorsCheckpointMixin, SFTTrainer):
+        pass
+
+    # Padding-free batches are only exact with FlashAttention; elsewhere packing stays off.
+    packing = params["packing"] and device() == "cuda"
+    config = SFTConfig(
+        max_length=params["max_length"], packing=packing, completion_only_loss=True, **args
+    )
+    return Trainer(args=config, **shared)
+
+
+def latest_checkpoint(run: TrainingRun) -> str | None:
+    checkpoint = run.checkpoints.order_by("-step").first()
+    if checkpoint and artifact_path(checkpoint.path).exists():
+        return str(artifact_path(checkpoint.path))
+    return None
+
+
+def sha256_files(folder: Path) -> dict:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+
+
+def train(run: TrainingRun, log_path: Path) -> None:
+    folder = artifact_path(run.folder)
+    reporter = RunReporter(run, log_path)
+    trainer = build_trainer(run, folder / "checkpoints", reporter)
+    resume = latest_checkpoint(run)
+    if resume:
+        assert_no_pickles(resume)
+        log.info("Resuming from %s", resume)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        base_model_info=base_models.describe(run.experiment.base_model)
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    final = folder / "final"
+    trainer.save_model(str(final))
+    assert_no_pickles(final)
+    peak = torch.cuda.max_memory_allocated() if device() == "cuda" else None
+    TrainingRun.objects.filter(pk=run.pk).update(
+        output_path=str(final.relative_to(artifact_path(""))),
+        output_files=sha256_files(final),
+        peak_memory_bytes=peak,
+        step=trainer.state.global_step,
+    )

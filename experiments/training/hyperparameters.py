@@ -1,0 +1,105 @@
+"""Hyperparameters per technique: defaults that follow practice, and one clear error per
+field. Validated with pydantic (shipped with django-ninja) so bounds live beside defaults."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from experiments.models import Technique
+from finetune_hub.errors import FieldError, ServiceError
+
+# Learning rates from common practice: full fine-tuning 2e-5, LoRA/QLoRA 2e-4 (QLoRA paper),
+# prefix tuning 1e-2 (peft examples), DPO 5e-6 with LoRA and 5e-7 full (Zephyr recipe).
+DEFAULT_LEARNING_RATE = {
+    Technique.FULL: 2e-5,
+    Technique.LORA: 2e-4,
+    Technique.QLORA: 2e-4,
+    Technique.PREFIX: 1e-2,
+}
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float | None = Field(None, gt=0, le=0.1)
+    num_train_epochs: float = Field(3, gt=0, le=100)
+    max_steps: int = Field(-1, ge=-1, description="-1: train for num_train_epochs")
+    warmup_ratio: float = Field(0.03, ge=0, le=0.5)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    per_device_train_batch_size: int = Field(8, ge=1, le=1024)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    max_length: int = Field(1024, ge=8, le=1_048_576)
+    seed: int = Field(42, ge=0)
+    eval_steps: int = Field(50, ge=1)
+    save_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(5, ge=1)
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    # LoRA / QLoRA, and DPO with dpo_base="lora"
+    lora_r: int = Field(16, gt=0, le=1024)
+    lora_alpha: int = Field(32, gt=0, le=4096)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    use_dora: bool = False
+    # QLoRA
+    bnb_4bit_use_double_quant: bool = True
+    # prefix tuning
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    # DPO
+    beta: float = Field(0.1, gt=0, le=10)
+    dpo_base: Literal["lora", "full"] = "lora"
+
+    @model_validator(mode="after")
+    def _modules_known(self):
+        if isinstance(self.lora_target_modules, list):
+            unknown = [m for m in self.lora_target_modules if m not in LORA_MODULES]
+            if unknown or not self.lora_target_modules:
+                raise ValueError(
+                    f"lora_target_modules: unknown {unknown}; choose from {LORA_MODULES} "
+                    "or 'all-linear'"
+                )
+        return self
+
+
+def default_learning_rate(technique: str, dpo_base: str) -> float:
+    if technique == Technique.DPO:
+        return 5e-6 if dpo_base == "lora" else 5e-7
+    return DEFAULT_LEARNING_RATE[technique]
+
+
+def validate(technique: str, raw: dict | None, *, context_length: int | None) -> dict:
+    """The full hyperparameter set for a technique, or a 422 naming each bad field."""
+    try:
+        params = Hyperparameters.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ServiceError(
+            detail="Invalid hyperparameters",
+            status=422,
+            errors=[
+                FieldError(
+                    field="hyperparameters." + ".".join(str(p) for p in e["loc"])
+                    if e["loc"]
+                    else "hyperparameters",
+                    message=e["msg"].removeprefix("Value error, "),
+                )
+                for e in exc.errors()
+            ],
+        ) from None
+    if context_length and params.max_length > context_length:
+        raise ServiceError(
+            detail="Invalid hyperparameters",
+            status=422,
+            errors=[
+                FieldError(
+                    field="hyperparameters.max_length",
+                    message=f"{params.max_length} is over the model's context of {context_length}",
+                )
+            ],
+        )
+    if params.learning_rate is None:
+        params.learning_rate = default_learning_rate(technique, params.dpo_base)
+    return params.model_dump()

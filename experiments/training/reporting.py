@@ -1,0 +1,127 @@
+"""What the training process tells the database: heartbeat, progress and ETA, batched
+metric points, checkpoints and the tail of its log. Writes are batched (every few seconds)
+so a fast CPU run does not turn into a stream of tiny transactions."""
+
+import math
+import os
+import time
+from pathlib import Path
+
+from django.utils import timezone
+from transformers import TrainerCallback
+
+from experiments.models import Checkpoint, MetricPoint, TrainingRun
+from finetune_hub.storage import artifact_path
+
+FLUSH_EVERY_S = 2.0
+LOG_TAIL_LINES = 200
+KEYS = {
+    "loss": "loss",
+    "learning_rate": "learning_rate",
+    "grad_norm": "grad_norm",
+    "eval_loss": "eval_loss",
+    "epoch": "epoch",
+    # DPO
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+    "eval_rewards/accuracies": "eval_reward_accuracy",
+}
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 64 * 1024))
+        text = fh.read().decode("utf-8", "replace")
+    # Progress bars redraw with \r: keep only the last state of each line.
+    cleaned = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(cleaned[-lines:])
+
+
+class RunReporter(TrainerCallback):
+    def __init__(self, run: TrainingRun, log_path: Path):
+        self.run = run
+        self.log_path = log_path
+        self.points: list[MetricPoint] = []
+        self.last_flush = 0.0
+        self.started = time.monotonic()
+        self.first_step: int | None = None
+        self.tokens = (time.monotonic(), 0)
+        self.parent = os.getppid()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A resumed attempt re-runs the steps after its checkpoint: drop their old points.
+        MetricPoint.objects.filter(run=self.run, step__gt=state.global_step).delete()
+        TrainingRun.objects.filter(pk=self.run.pk).update(
+            total_steps=state.max_steps, step=state.global_step
+        )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, name in KEYS.items():
+            value = (logs or {}).get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                self._point(state.global_step, name, float(value))
+        if "loss" in (logs or {}):
+            self._tokens_per_second(state)
+        self._maybe_flush(state)
+
+    def _tokens_per_second(self, state) -> None:
+        seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        then, before = self.tokens
+        now = time.monotonic()
+        if seen > before and now > then:
+            self._point(state.global_step, "tokens_per_second", (seen - before) / (now - then))
+        self.tokens = (now, seen)
+
+    def _point(self, step: int, key: str, value: float) -> None:
+        self.points.append(
+            MetricPoint(run=self.run, step=step, key=key, value=value, attempt=self.run.attempt)
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if os.getppid() != self.parent:
+            # The supervising worker died; stop rather than train unsupervised.
+            os._exit(70)
+        if self.first_step is None:
+            self.first_step, self.started = state.global_step - 1, time.monotonic()
+        self._maybe_flush(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        relative = folder.resolve().relative_to(artifact_path(""))
+        Checkpoint.objects.update_or_create(
+            run=self.run, step=state.global_step, defaults={"path": str(relative)}
+        )
+        # Checkpoints the trainer rotated away are gone from disk: drop their rows.
+        for checkpoint in Checkpoint.objects.filter(run=self.run):
+            if not artifact_path(checkpoint.path).exists():
+                checkpoint.delete()
+        self._flush(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._flush(state)
+
+    def _maybe_flush(self, state) -> None:
+        if time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
+            self._flush(state)
+
+    def _eta(self, state) -> float | None:
+        done = state.global_step - (self.first_step or 0)
+        if done <= 0:
+            return None
+        per_step = (time.monotonic() - self.started) / done
+        return per_step * max(0, state.max_steps - state.global_step)
+
+    def _flush(self, state) -> None:
+        MetricPoint.objects.bulk_create(self.points)
+        self.points = []
+        self.last_flush = time.monotonic()
+        TrainingRun.objects.filter(pk=self.run.pk).update(
+            step=state.global_step,
+            total_steps=state.max_steps,
+            eta_seconds=self._eta(state),
+            heartbeat_at=timezone.now(),
+            log_tail=log_tail(self.log_path),
+        )

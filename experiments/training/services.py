@@ -1,0 +1,273 @@
+"""Every write about experiments and runs: create, queue, claim, cancel, resume, reorder,
+reap. Workers claim with a conditional UPDATE that must change exactly one row."""
+
+import logging
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from experiments import base_models
+from experiments.models import (
+    DataFormat,
+    DatasetVersion,
+    Experiment,
+    Technique,
+    TrainingRun,
+    Worker,
+)
+from experiments.training import hyperparameters as hp
+from experiments.training import workers
+from experiments.training.estimate import estimate
+from finetune_hub.errors import Conflict, FieldError, ServiceError, full_clean, invalid
+from finetune_hub.models import Role, Team
+from finetune_hub.selectors import membership_require
+
+log = logging.getLogger(__name__)
+
+
+def load_config(base_model: str):
+    from transformers import AutoConfig
+
+    path = base_models.resolve(base_model)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise invalid(f"Cannot load the model config of {base_model!r}: {exc}", field="base_model")
+
+
+def context_length(config) -> int | None:
+    return getattr(config, "max_position_embeddings", None)
+
+
+def estimates_for(config, technique: str, params: dict) -> dict:
+    """The estimate on each kind of device a worker may have."""
+    return {
+        device: estimate(
+            config, technique=technique, hyperparameters=params, device=device
+        ).as_dict()
+        for device in ("cuda", "cpu")
+    }
+
+
+def _check_data(technique: str, version: DatasetVersion) -> None:
+    if version.is_draft:
+        raise invalid("Train on a published version, not a draft", field="dataset_version")
+    if (technique == Technique.DPO) != (version.format == DataFormat.PREFERENCE):
+        need = "a preference dataset" if technique == Technique.DPO else "a non-preference dataset"
+        raise invalid(f"{Technique(technique).label} needs {need}", field="dataset_version")
+    if not version.counts.get("train"):
+        raise invalid("The version has no train examples", field="dataset_version")
+
+
+@transaction.atomic
+def experiment_create(
+    *,
+    team: Team,
+    name: str,
+    dataset_version: DatasetVersion,
+    base_model: str,
+    technique: str,
+    hyperparameters: dict | None,
+    by,
+    notes: str = "",
+) -> Experiment:
+    membership_require(user=by, team=team, role=Role.MEMBER)
+    if dataset_version.dataset.team_id != team.pk:
+        raise invalid("The dataset version belongs to another team", field="dataset_version")
+    if technique not in Technique.values:
+        raise invalid(
+            f"Unknown technique {technique!r}; one of {', '.join(Technique.values)}",
+            field="technique",
+        )
+    _check_data(technique, dataset_version)
+    config = load_config(base_model)
+    params = hp.validate(technique, hyperparameters, context_length=context_length(config))
+    experiment = Experiment(
+        team=team,
+        name=(name or "").strip(),
+        dataset_version=dataset_version,
+        base_model=base_model.strip(),
+        technique=technique,
+        hyperparameters=params,
+        estimate=estimates_for(config, technique, params),
+        notes=notes,
+        created_by=by,
+    )
+    full_clean(experiment, exclude=["team", "dataset_version", "created_by"], validate_unique=False)
+    try:
+        with transaction.atomic():
+            experiment.save()
+    except IntegrityError:
+        raise Conflict(f"Team {team.name} has an experiment named {experiment.name!r}") from None
+    return experiment
+
+
+def capacity_problem(experiment: Experiment) -> str | None:
+    """Why no live worker can take this experiment's runs, or None. With no worker live at
+    all a CPU-sized run may wait in the queue; a CUDA-only run may not."""
+    estimates = experiment.estimate
+    live = list(workers.live_workers())
+    if any(workers.fits(w, estimates) is None for w in live):
+        return None
+    cuda = estimates["cuda"]
+    if cuda["needs_cuda"] and not any(w.cuda for w in live):
+        return (
+            f"{Technique(experiment.technique).label} needs a CUDA GPU "
+            f"(estimate {cuda['total_gb']:.1f} GB) and no live worker has one"
+        )
+    if not live:
+        return None
+    best = max(live, key=lambda w: w.memory_bytes)
+    need = estimates["cuda" if best.cuda else "cpu"]["total_gb"]
+    return (
+        f"The run needs about {need:.1f} GB; the largest live worker ({best.name}) has "
+        f"{best.memory_bytes / 1e9:.1f} GB"
+    )
+
+
+def dispatch_on_commit() -> None:
+    from experiments.tasks import train_next
+
+    # A rolled-back request enqueues nothing; a worker never sees an uncommitted run.
+    transaction.on_commit(lambda: train_next())
+
+
+@transaction.atomic
+def run_enqueue(
+    *, experiment: Experiment, by, priority: int = 0, dispatch: bool = True
+) -> TrainingRun:
+    """Queues a run. dispatch=False: the caller trains it itself (manage.py train)."""
+    membership_require(user=by, team=experiment.team, role=Role.MEMBER)
+    if problem := capacity_problem(experiment):
+        raise Conflict(problem)
+    run = TrainingRun.objects.create(experiment=experiment, priority=priority, created_by=by)
+    if dispatch:
+        dispatch_on_commit()
+    return run
+
+
+def _queued_candidates():
+    return TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).order_by(
+        "-priority", "queued_at", "pk"
+    )
+
+
+def run_claim(*, worker: Worker, run_id: int | None = None) -> TrainingRun | None:
+    """Takes the highest-priority queued run (or the one named). The conditional UPDATE
+    changes exactly one row for exactly one worker; a worker that loses the race tries the
+    next run."""
+    candidates = _queued_candidates()
+    if run_id is not None:
+        candidates = candidates.filter(pk=run_id)
+    for run_id in candidates.values_list("pk", flat=True)[:20]:
+        claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.RUNNING,
+            worker=worker,
+            attempt=F("attempt") + 1,
+            heartbeat_at=timezone.now(),
+            started_at=timezone.now(),
+            finished_at=None,
+            cancel_requested=False,
+            pid=None,
+        )
+        if claimed == 1:
+            return TrainingRun.objects.select_related("experiment").get(pk=run_id)
+    return None
+
+
+def run_finish(*, run: TrainingRun, status: str, error: str = "") -> TrainingRun:
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=status, error=error, finished_at=timezone.now(), pid=None, eta_seconds=None
+    )
+    run.refresh_from_db()
+    return run
+
+
+def run_requeue_or_fail(*, run: TrainingRun, reason: str) -> TrainingRun:
+    """After a crash that was not the run's fault (the worker or the training process was
+    killed): queue it again to resume from its last checkpoint, up to max_attempts."""
+    run.refresh_from_db()
+    if run.cancel_requested:
+        return run_finish(run=run, status=TrainingRun.Status.CANCELLED, error=reason)
+    if run.attempt >= run.max_attempts:
+        return run_finish(
+            run=run,
+            status=TrainingRun.Status.FAILED,
+            error=f"{reason}; gave up after {run.attempt} attempts",
+        )
+    with transaction.atomic():
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.QUEUED, error=reason, pid=None, worker=None
+        )
+        dispatch_on_commit()
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def run_cancel(*, run: TrainingRun, by) -> TrainingRun:
+    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status in TrainingRun.FINISHED:
+        raise Conflict(f"The run is {run.status} already")
+    if run.status == TrainingRun.Status.QUEUED:
+        return run_finish(
+            run=run, status=TrainingRun.Status.CANCELLED, error="Cancelled while queued"
+        )
+    # Running: the supervisor sees the flag, signals the training process, keeps checkpoints.
+    run.cancel_requested = True
+    run.save(update_fields=["cancel_requested"])
+    return run
+
+
+@transaction.atomic
+def run_resume(*, run: TrainingRun, by) -> TrainingRun:
+    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status not in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
+        raise Conflict(f"Only a failed or cancelled run resumes; this one is {run.status}")
+    if problem := capacity_problem(run.experiment):
+        raise Conflict(problem)
+    run.status = TrainingRun.Status.QUEUED
+    run.cancel_requested = False
+    run.max_attempts = max(run.max_attempts, run.attempt + 1)
+    run.finished_at = None
+    run.save()
+    dispatch_on_commit()
+    return run
+
+
+@transaction.atomic
+def run_set_priority(*, run: TrainingRun, priority: int, by) -> TrainingRun:
+    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    if run.status != TrainingRun.Status.QUEUED:
+        raise Conflict("Only a queued run can be reordered")
+    if not -1000 <= priority <= 1000:
+        raise ServiceError(
+            "Invalid priority",
+            status=422,
+            errors=[FieldError(field="priority", message="between -1000 and 1000")],
+        )
+    TrainingRun.objects.filter(pk=run.pk).update(priority=priority)
+    run.refresh_from_db()
+    return run
+
+
+def runs_reap_stale(*, stale_after) -> list[int]:
+    """Running runs whose heartbeat stopped (worker SIGKILLed, out of memory): resume them."""
+    cutoff = timezone.now() - stale_after
+    reaped = []
+    for run in TrainingRun.objects.filter(
+        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
+    ):
+        # The same conditional-update rule: only one reaper acts on a run.
+        if TrainingRun.objects.filter(
+            pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
+        ).update(heartbeat_at=timezone.now()):
+            run_requeue_or_fail(
+                run=run,
+                reason=f"No heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (worker died?)",
+            )
+            reaped.append(run.pk)
+    return reaped

@@ -1,0 +1,96 @@
+"""Runs a claimed run's training process and watches it: heartbeat, cancel (SIGTERM, then
+SIGKILL), crash (failed with the error and the last log lines), killed (re-queued to resume)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from experiments.models import TrainingRun
+from experiments.training import services
+from experiments.training.child import EXIT_REFUSED
+from experiments.training.reporting import log_tail
+from finetune_hub.storage import artifact_path
+
+POLL_S = 1.0
+KILL_AFTER_S = 30.0
+
+
+def child_env() -> dict:
+    """The child uses this process's database and artifact root (tests point them elsewhere)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT))
+    env["FINETUNE_HUB_DB_NAME"] = str(connection.settings_dict["NAME"])
+    env["MODEL_CACHE_DIR"] = str(settings.MODEL_CACHE_DIR)
+    return env
+
+
+def start(run: TrainingRun):
+    folder = artifact_path(run.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "train.log"
+    with open(log_path, "ab") as log:
+        log.write(
+            f"--- attempt {run.attempt} at {timezone.now():%Y-%m-%d %H:%M:%S} UTC ---\n".encode()
+        )
+        log.flush()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "experiments.training.child", str(run.pk), str(log_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=settings.BASE_DIR,
+            env=child_env(),
+            start_new_session=True,  # its own process group: a signal reaches its helpers too
+        )
+    TrainingRun.objects.filter(pk=run.pk).update(pid=process.pid)
+    return process, log_path
+
+
+def supervise(
+    run: TrainingRun, on_poll: Callable[[TrainingRun], None] | None = None
+) -> TrainingRun:
+    process, log_path = start(run)
+    cancelled_at = None
+    while process.poll() is None:
+        time.sleep(POLL_S)
+        TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+        run.refresh_from_db()
+        if run.cancel_requested and cancelled_at is None:
+            cancelled_at = time.monotonic()
+            os.killpg(process.pid, signal.SIGTERM)
+        elif cancelled_at and time.monotonic() - cancelled_at > KILL_AFTER_S:
+            os.killpg(process.pid, signal.SIGKILL)
+        if on_poll:
+            on_poll(run)
+    return conclude(run, process.returncode, log_path, cancelled=cancelled_at is not None)
+
+
+def conclude(run: TrainingRun, code: int, log_path, *, cancelled: bool) -> TrainingRun:
+    run.refresh_from_db()
+    TrainingRun.objects.filter(pk=run.pk).update(log_tail=log_tail(log_path))
+    last = run.checkpoints.order_by("-step").first()
+    kept = f"; last checkpoint kept (step {last.step})" if last else ""
+    if cancelled:
+        return services.run_finish(
+            run=run, status=TrainingRun.Status.CANCELLED, error=f"Cancelled{kept}"
+        )
+    if code == 0:
+        return services.run_finish(run=run, status=TrainingRun.Status.SUCCEEDED)
+    if code == EXIT_REFUSED:
+        return services.run_finish(run=run, status=TrainingRun.Status.FAILED, error=run.error)
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return services.run_requeue_or_fail(
+            run=run, reason=f"Training process killed by {name}{hint}"
+        )
+    lines = log_tail(log_path, 25)
+    return services.run_finish(
+        run=run, status=TrainingRun.Status.FAILED, error=f"Training failed (exit {code}):\n{lines}"
+    )

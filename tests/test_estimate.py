@@ -1,0 +1,148 @@
+"""The pre-flight memory estimate: exact parameter counts against transformers and peft on a
+tiny model, and the usual table's orders of magnitude for real configs (no weights loaded)."""
+
+import pytest
+from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from experiments.training.estimate import (
+    count_params,
+    estimate,
+    lora_params,
+    prefix_params,
+)
+
+LLAMA_31_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    tie_word_embeddings=False,
+)
+LLAMA_2_7B = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32000,
+    tie_word_embeddings=False,
+)
+SMOLLM2_135M = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    tie_word_embeddings=True,
+)
+TINY = dict(
+    vocab_size=100,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+GB = 10**9
+
+
+def tiny(tied: bool = True) -> LlamaForCausalLM:
+    return LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=tied))
+
+
+def total_gb(technique: str, **hyperparameters) -> float:
+    config = LlamaConfig(**LLAMA_31_8B)
+    result = estimate(config, technique=technique, hyperparameters=hyperparameters)
+    return result.total_bytes / GB
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [(LLAMA_31_8B, 8.03e9), (LLAMA_2_7B, 6.74e9), (SMOLLM2_135M, 134.5e6)],
+)
+def test_param_count_of_published_models(shape, expected):
+    assert count_params(LlamaConfig(**shape)) == pytest.approx(expected, rel=0.01)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_param_count_matches_the_instantiated_model(tied):
+    model = tiny(tied)
+    assert count_params(model.config) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "down_proj"]],
+)
+def test_lora_params_match_peft(targets):
+    model = get_peft_model(tiny(), LoraConfig(r=4, target_modules=targets))
+    assert lora_params(model.config, 4, targets) == model.get_nb_trainable_parameters()[0]
+
+
+def test_all_linear_targets_the_seven_projections():
+    model = get_peft_model(tiny(), LoraConfig(r=4, target_modules="all-linear"))
+    assert lora_params(model.config, 4, ["all-linear"]) == model.get_nb_trainable_parameters()[0]
+
+
+def test_prefix_params_match_peft():
+    config = PrefixTuningConfig(num_virtual_tokens=5, task_type="CAUSAL_LM")
+    model = get_peft_model(tiny(), config)
+    assert prefix_params(model.config, 5) == model.get_nb_trainable_parameters()[0]
+
+
+def test_llama_8b_lands_in_the_usual_table():
+    full, lora = total_gb("full"), total_gb("lora")
+    qlora, prefix = total_gb("qlora"), total_gb("prefix")
+    assert 100 < full < 200  # "about 2x80 GB"
+    assert 18 < lora < 45
+    assert 6 < qlora < 26
+    assert qlora < lora < full
+    assert prefix < full
+
+
+def test_dpo_full_carries_a_reference_copy_and_lora_does_not():
+    assert total_gb("dpo", dpo_base="full") > total_gb("full")
+    assert total_gb("dpo", dpo_base="lora") < total_gb("full")
+
+
+def test_gradient_checkpointing_and_batch_move_activations():
+    assert total_gb("lora", gradient_checkpointing=True) < total_gb("lora")
+    assert total_gb("lora", per_device_train_batch_size=16) > total_gb("lora")
+
+
+def test_only_qlora_needs_cuda():
+    config = LlamaConfig(**SMOLLM2_135M)
+    qlora = estimate(config, technique="qlora", hyperparameters={}, device="cpu")
+    lora = estimate(config, technique="lora", hyperparameters={}, device="cpu")
+    assert qlora.needs_cuda and not lora.needs_cuda
+    assert (
+        lora.overhead_bytes < estimate(config, technique="lora", hyperparameters={}).overhead_bytes
+    )
+
+
+def test_as_dict_adds_human_sizes():
+    data = estimate(LlamaConfig(**LLAMA_31_8B), technique="lora", hyperparameters={}).as_dict()
+    assert data["total_gb"] == round(data["total_bytes"] / GB, 1)
+    assert data["total_human"] == f"{data['total_gb']:.1f} GB"
+    assert data["weights_human"].endswith(" GB") and data["gradients_human"].endswith(" MB")
+
+
+@pytest.mark.parametrize(
+    "technique, hyperparameters, message",
+    [
+        ("rlhf", {}, "unknown technique"),
+        ("lora", {"lora_r": 0}, "lora_r"),
+        ("lora", {"per_device_train_batch_size": 0}, "per_device_train_batch_size"),
+        ("full", {"max_length": -1}, "max_length"),
+        ("lora", {"lora_target_modules": ["lm_head"]}, "lora_target_modules"),
+        ("dpo", {"dpo_base": "prefix"}, "dpo_base"),
+        ("prefix", {"gradient_checkpointing": True}, "gradient checkpointing"),
+    ],
+)
+def test_invalid_inputs_raise(technique, hyperparameters, message):
+    with pytest.raises(ValueError, match=message):
+        estimate(LlamaConfig(**TINY), technique=technique, hyperparameters=hyperparameters)

@@ -1,0 +1,44 @@
+import pytest
+from safetensors.torch import load_file
+
+from experiments.models import MetricPoint, TrainingRun
+from experiments.training.checkpoint_state import assert_no_pickles
+from experiments.training.runner import train_next_run
+from experiments.training.services import run_enqueue
+from finetune_hub.storage import artifact_path
+from tests.training_helpers import cpu_worker, make_experiment  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    "technique, task, weights",
+    [
+        ("lora", "instruction", "adapter_model.safetensors"),
+        ("full", "chat", "model.safetensors"),
+        ("prefix", "completion", "adapter_model.safetensors"),
+        ("dpo", "preference", "adapter_model.safetensors"),
+    ],
+)
+def test_technique_trains_and_saves_safetensors(
+    team,
+    owner,
+    tiny_model,
+    cpu_worker,  # noqa: F811
+    technique,
+    task,
+    weights,
+):
+    experiment = make_experiment(team, owner, tiny_model, technique, task)
+    run = run_enqueue(experiment=experiment, by=owner)
+    run = train_next_run(run_id=run.pk)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error + run.log_tail
+    assert run.step == 6 and run.total_steps == 6
+    final = artifact_path(run.output_path)
+    assert_no_pickles(final)
+    tensors = load_file(final / weights)
+    assert tensors and run.output_files[weights]
+    assert MetricPoint.objects.filter(run=run, key="loss").count() >= 5
+    assert list(run.checkpoints.values_list("step", flat=True)) == [3, 6]
+    for checkpoint in run.checkpoints.all():
+        assert_no_pickles(artifact_path(checkpoint.path))

@@ -1,0 +1,44 @@
+import pytest
+
+from experiments.models import Dataset, DatasetVersion
+from experiments.services import dataset_version_upload
+from experiments.training.services import experiment_create
+from experiments.training.workers import worker_heartbeat
+from tests.data import examples, jsonl
+
+FAST = {
+    "max_steps": 6,
+    "per_device_train_batch_size": 4,
+    "save_steps": 3,
+    "eval_steps": 3,
+    "logging_steps": 1,
+    "max_length": 128,
+    "warmup_ratio": 0.0,
+}
+
+
+def make_version(team, owner, task="instruction", n=120) -> DatasetVersion:
+    dataset = Dataset.objects.create(
+        team=team, name=f"{task}-{Dataset.objects.count()}", task=task, created_by=owner
+    )
+    return dataset_version_upload(
+        dataset=dataset, filename="d.jsonl", data=jsonl(examples(task, n)).encode(), by=owner
+    )
+
+
+def make_experiment(team, owner, tiny_model, technique="lora", task="instruction", **params):
+    version = make_version(team, owner, task)
+    return experiment_create(
+        team=team,
+        name=f"exp-{technique}-{version.pk}",
+        dataset_version=version,
+        base_model=tiny_model,
+        technique=technique,
+        hyperparameters={**FAST, **params},
+        by=owner,
+    )
+
+
+@pytest.fixture
+def cpu_worker(db):
+    return worker_heartbeat()
