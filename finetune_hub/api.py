@@ -160,5 +160,7 @@ api.add_router("/teams", teams)
 api.add_router("/tokens", tokens)
 
 from experiments.api import router as experiments_router  # noqa: E402
+from experiments.training.api import router as training_router  # noqa: E402
 
 api.add_router("/", experiments_router)
+api.add_router("/", training_router)

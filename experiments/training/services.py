@@ -33,7 +33,9 @@ def load_config(base_model: str):
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise invalid(f"Cannot load the model config of {base_model!r}: {exc}", field="base_model")
+        raise invalid(
+            f"Cannot load the model config of {base_model!r}: {exc}", field="base_model"
+        ) from None
 
 
 def context_length(config) -> int | None:
@@ -267,7 +269,7 @@ def runs_reap_stale(*, stale_after) -> list[int]:
         ).update(heartbeat_at=timezone.now()):
             run_requeue_or_fail(
                 run=run,
-                reason=f"No heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC (worker died?)",
+                reason=f"No heartbeat since {run.heartbeat_at:%H:%M:%S} UTC (worker died?)",
             )
             reaped.append(run.pk)
     return reaped

@@ -1,0 +1,225 @@
+from ninja import Query, Router, Schema, Status
+
+from experiments.models import TrainingRun
+from experiments.training import selectors, services
+from finetune_hub.selectors import membership_require
+
+router = Router(tags=["experiments and runs"])
+
+
+class VersionRef(Schema):
+    dataset: int
+    number: int
+
+
+class ExperimentIn(Schema):
+    team: int
+    name: str
+    dataset_version: int | VersionRef
+    base_model: str = "embedded"
+    technique: str
+    hyperparameters: dict = {}
+    notes: str = ""
+
+
+class EstimateIn(Schema):
+    base_model: str = "embedded"
+    technique: str
+    hyperparameters: dict = {}
+
+
+class RunIn(Schema):
+    priority: int = 0
+
+
+class PriorityIn(Schema):
+    priority: int
+
+
+def _version_ref(ref):
+    return ref.dict() if isinstance(ref, VersionRef) else ref
+
+
+def run_out(run: TrainingRun) -> dict:
+    return {
+        "id": run.pk,
+        "experiment": run.experiment_id,
+        "status": run.status,
+        "priority": run.priority,
+        "attempt": run.attempt,
+        "max_attempts": run.max_attempts,
+        "worker": run.worker.name if run.worker else None,
+        "step": run.step,
+        "total_steps": run.total_steps,
+        "progress": round(run.progress, 4),
+        "eta_seconds": run.eta_seconds,
+        "heartbeat_at": run.heartbeat_at,
+        "queued_at": run.queued_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "cancel_requested": run.cancel_requested,
+        "error": run.error,
+        "checkpoints": [{"step": c.step, "path": c.path} for c in run.checkpoints.all()],
+        "output_path": run.output_path or None,
+        "output_files": run.output_files,
+        "base_model": run.base_model_info,
+        "peak_memory_bytes": run.peak_memory_bytes,
+    }
+
+
+def experiment_out(experiment, with_runs: bool = False) -> dict:
+    out = {
+        "id": experiment.pk,
+        "team": experiment.team_id,
+        "name": experiment.name,
+        "dataset_version": {
+            "id": experiment.dataset_version_id,
+            "dataset": experiment.dataset_version.dataset_id,
+            "number": experiment.dataset_version.number,
+        },
+        "base_model": experiment.base_model,
+        "technique": experiment.technique,
+        "hyperparameters": experiment.hyperparameters,
+        "estimate": experiment.estimate,
+        "notes": experiment.notes,
+        "created_at": experiment.created_at,
+    }
+    if with_runs:
+        out["runs"] = [run_out(r) for r in selectors.runs_of(experiment=experiment)]
+    return out
+
+
+@router.post("/experiments/estimate")
+def estimate_experiment(request, payload: EstimateIn):
+    """The validated hyperparameters and the resource estimate, before anything is created."""
+    from experiments.training import hyperparameters as hp
+
+    config = services.load_config(payload.base_model)
+    params = hp.validate(
+        payload.technique, payload.hyperparameters, context_length=services.context_length(config)
+    )
+    return {
+        "hyperparameters": params,
+        "estimate": services.estimates_for(config, payload.technique, params),
+    }
+
+
+@router.post("/experiments", response={201: dict})
+def create_experiment(request, payload: ExperimentIn):
+    team = membership_require(user=request.auth, team=payload.team).team
+    version = selectors.dataset_version_for(
+        user=request.auth, ref=_version_ref(payload.dataset_version)
+    )
+    experiment = services.experiment_create(
+        team=team,
+        name=payload.name,
+        dataset_version=version,
+        base_model=payload.base_model,
+        technique=payload.technique,
+        hyperparameters=payload.hyperparameters,
+        notes=payload.notes,
+        by=request.auth,
+    )
+    return Status(201, experiment_out(experiment))
+
+
+@router.get("/experiments")
+def list_experiments(request, team: int | None = None):
+    return [experiment_out(e) for e in selectors.experiments_for(user=request.auth, team=team)]
+
+
+@router.get("/experiments/{experiment_id}")
+def get_experiment(request, experiment_id: int):
+    return experiment_out(
+        selectors.experiment_get(user=request.auth, experiment_id=experiment_id), True
+    )
+
+
+@router.post("/experiments/{experiment_id}/runs", response={201: dict})
+def queue_run(request, experiment_id: int, payload: RunIn = None):
+    experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
+    run = services.run_enqueue(
+        experiment=experiment, by=request.auth, priority=payload.priority if payload else 0
+    )
+    return Status(201, run_out(run))
+
+
+def _keys(keys: str | None) -> list[str] | None:
+    return [k.strip() for k in keys.split(",") if k.strip()] if keys else None
+
+
+# `keys` is read through an alias: a field named keys would shadow the mapping protocol.
+KEYS = Query(None, alias="keys", description="comma-separated metric names")
+
+
+@router.get("/runs/compare")
+def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: int = 1000):
+    try:
+        run_ids = [int(i) for i in ids.split(",") if i.strip()]
+    except ValueError:
+        from finetune_hub.errors import invalid
+
+        raise invalid("ids must be comma-separated run ids", field="ids", status=422) from None
+    compared = selectors.runs_for_compare(
+        user=request.auth, ids=run_ids, keys=_keys(metric_keys), max_points=max_points
+    )
+    return [{"run": run_out(c["run"]), "metrics": c["metrics"]} for c in compared]
+
+
+@router.get("/runs/queue")
+def run_queue(request):
+    return [run_out(r) for r in selectors.queue_for(user=request.auth)]
+
+
+@router.get("/workers")
+def list_workers(request):
+    return [
+        {
+            "name": w.name,
+            "host": w.host,
+            "pid": w.pid,
+            "cuda": w.cuda,
+            "devices": w.devices,
+            "heartbeat_at": w.heartbeat_at,
+        }
+        for w in selectors.workers_live()
+    ]
+
+
+@router.get("/runs/{run_id}")
+def get_run(request, run_id: int):
+    return run_out(selectors.run_get(user=request.auth, run_id=run_id))
+
+
+@router.get("/runs/{run_id}/metrics")
+def get_metrics(request, run_id: int, metric_keys: str | None = KEYS, max_points: int = 1000):
+    run = selectors.run_get(user=request.auth, run_id=run_id)
+    return {
+        "run": run.pk,
+        "metrics": selectors.run_metrics(run=run, keys=_keys(metric_keys), max_points=max_points),
+    }
+
+
+@router.get("/runs/{run_id}/logs")
+def get_logs(request, run_id: int, tail: int = 200):
+    run = selectors.run_get(user=request.auth, run_id=run_id)
+    lines = run.log_tail.splitlines()[-max(1, min(tail, 1000)) :]
+    return {"run": run.pk, "status": run.status, "lines": lines}
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel_run(request, run_id: int):
+    run = selectors.run_get(user=request.auth, run_id=run_id)
+    return run_out(services.run_cancel(run=run, by=request.auth))
+
+
+@router.post("/runs/{run_id}/resume")
+def resume_run(request, run_id: int):
+    run = selectors.run_get(user=request.auth, run_id=run_id)
+    return run_out(services.run_resume(run=run, by=request.auth))
+
+
+@router.post("/runs/{run_id}/priority")
+def set_priority(request, run_id: int, payload: PriorityIn):
+    run = selectors.run_get(user=request.auth, run_id=run_id)
+    return run_out(services.run_set_priority(run=run, priority=payload.priority, by=request.auth))
