@@ -124,3 +124,11 @@ def pytest_report_header(config):
         f"database: {settings.DATABASES['default']['ENGINE']}; "
         f"huey: {settings.HUEY['huey_class']}; CI={os.environ.get('CI', '')}"
     )
+
+
+@pytest.fixture
+def cpu_worker(db):
+    """This test process, reporting itself as a live CPU worker."""
+    from experiments.training.workers import worker_heartbeat
+
+    return worker_heartbeat()

@@ -8,7 +8,7 @@ from huey.contrib.djhuey import HUEY
 
 from experiments.models import Experiment, TrainingRun, Worker
 from experiments.training import services
-from tests.training_helpers import FAST, cpu_worker, make_experiment, make_version  # noqa: F401
+from tests.training_helpers import FAST, make_experiment, make_version
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_bad_experiment_fields(api, version, tiny_model, changes, field):
     assert r.json()["errors"][0]["field"] == field
 
 
-def test_qlora_is_refused_when_only_cpu_workers_are_live(api, version, tiny_model, cpu_worker):  # noqa: F811
+def test_qlora_is_refused_when_only_cpu_workers_are_live(api, version, tiny_model, cpu_worker):
     exp = api.post("/api/experiments", payload(version, tiny_model, technique="qlora")).json()
     r = api.post(f"/api/experiments/{exp['id']}/runs", {})
     assert r.status_code == 409
@@ -104,7 +104,7 @@ def test_qlora_is_refused_when_only_cpu_workers_are_live(api, version, tiny_mode
 
 def test_run_bigger_than_any_worker_is_refused_with_the_estimate(
     api, version, tiny_model, cpu_worker
-):  # noqa: F811
+):
     Worker.objects.update(memory_bytes=10_000_000)
     exp = api.post("/api/experiments", payload(version, tiny_model)).json()
     r = api.post(f"/api/experiments/{exp['id']}/runs", {})
@@ -114,7 +114,7 @@ def test_run_bigger_than_any_worker_is_refused_with_the_estimate(
 
 def test_worker_that_cannot_take_a_run_fails_it_with_the_same_message(
     team, owner, tiny_model, cpu_worker
-):  # noqa: F811
+):
     from experiments.training.runner import train_next_run
 
     experiment = make_experiment(team, owner, tiny_model)
@@ -126,7 +126,7 @@ def test_worker_that_cannot_take_a_run_fails_it_with_the_same_message(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_enqueue_happens_on_commit(team, owner, tiny_model, cpu_worker):  # noqa: F811
+def test_enqueue_happens_on_commit(team, owner, tiny_model, cpu_worker):
     HUEY.flush()
     experiment = make_experiment(team, owner, tiny_model)
     with pytest.raises(RuntimeError), transaction.atomic():
@@ -168,7 +168,7 @@ def test_two_workers_racing_for_one_run_one_wins(team, owner, tiny_model):
     assert run.status == "running" and run.attempt == 1 and run.worker == winners[0].worker
 
 
-def test_priority_decides_which_run_a_worker_takes(api, team, owner, tiny_model, cpu_worker):  # noqa: F811
+def test_priority_decides_which_run_a_worker_takes(api, team, owner, tiny_model, cpu_worker):
     experiment = make_experiment(team, owner, tiny_model)
     first = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     second = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
@@ -180,7 +180,7 @@ def test_priority_decides_which_run_a_worker_takes(api, team, owner, tiny_model,
     assert api.post(f"/api/runs/{second.pk}/priority", {"priority": 1}).status_code == 409
 
 
-def test_cancel_a_queued_run_and_resume_it(api, team, owner, tiny_model, cpu_worker):  # noqa: F811
+def test_cancel_a_queued_run_and_resume_it(api, team, owner, tiny_model, cpu_worker):
     experiment = make_experiment(team, owner, tiny_model)
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     r = api.post(f"/api/runs/{run.pk}/cancel")
@@ -193,7 +193,7 @@ def test_cancel_a_queued_run_and_resume_it(api, team, owner, tiny_model, cpu_wor
 
 def test_reaper_requeues_stale_runs_and_gives_up_after_max_attempts(
     team, owner, tiny_model, cpu_worker
-):  # noqa: F811
+):
     experiment = make_experiment(team, owner, tiny_model)
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     for attempt in (1, 2, 3):

@@ -6,7 +6,7 @@ from experiments.training.checkpoint_state import assert_no_pickles
 from experiments.training.runner import train_next_run
 from experiments.training.services import run_enqueue
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import cpu_worker, make_experiment  # noqa: F401
+from tests.training_helpers import make_experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,7 +24,7 @@ def test_technique_trains_and_saves_safetensors(
     team,
     owner,
     tiny_model,
-    cpu_worker,  # noqa: F811
+    cpu_worker,
     technique,
     task,
     weights,

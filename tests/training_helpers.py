@@ -1,9 +1,6 @@
-import pytest
-
 from experiments.models import Dataset, DatasetVersion
 from experiments.services import dataset_version_upload
 from experiments.training.services import experiment_create
-from experiments.training.workers import worker_heartbeat
 from tests.data import examples, jsonl
 
 FAST = {
@@ -37,8 +34,3 @@ def make_experiment(team, owner, tiny_model, technique="lora", task="instruction
         hyperparameters={**FAST, **params},
         by=owner,
     )
-
-
-@pytest.fixture
-def cpu_worker(db):
-    return worker_heartbeat()
