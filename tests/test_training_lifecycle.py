@@ -1,0 +1,124 @@
+"""Real training processes: cancel, crash, SIGKILL with the reaper, and resume."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import torch
+from django.conf import settings
+from django.db import connection
+from safetensors.torch import load_file
+
+from experiments.models import Checkpoint, MetricPoint, TrainingRun
+from experiments.training import services
+from experiments.training.runner import train_next_run
+from experiments.training.services import experiment_create
+from finetune_hub.storage import artifact_path
+from tests.training_helpers import FAST, make_experiment, make_version
+
+pytestmark = pytest.mark.django_db(transaction=True)
+LONG = {**FAST, "max_steps": 150, "save_steps": 5, "eval_steps": 1000, "logging_steps": 5,
+        "per_device_train_batch_size": 2}
+
+
+def wait_for(condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def adapter(run):
+    return load_file(artifact_path(run.output_path) / "adapter_model.safetensors")
+
+
+def test_cancel_stops_the_process_and_keeps_the_last_checkpoint(team, owner, tiny_model,
+                                                                cpu_worker):
+    experiment = make_experiment(team, owner, tiny_model, **{**LONG, "max_steps": 5000})
+    run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+
+    def cancel_after_first_checkpoint(current):
+        if current.checkpoints.exists() and not current.cancel_requested:
+            services.run_cancel(run=current, by=owner)
+
+    run = train_next_run(run_id=run.pk, on_poll=cancel_after_first_checkpoint)
+    assert run.status == "cancelled" and "last checkpoint kept" in run.error
+    last = run.checkpoints.order_by("-step").first()
+    assert last and artifact_path(last.path).exists() and run.step < 5000
+    assert run.pid is None and run.finished_at
+
+
+def test_a_crash_fails_the_run_with_the_error_and_log_lines(team, owner, tiny_model, cpu_worker):
+    broken = settings.ARTIFACT_ROOT / "base_models" / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    version = make_version(team, owner)
+    experiment = experiment_create(team=team, name="broken", dataset_version=version,
+                                   base_model=str(broken), technique="lora",
+                                   hyperparameters=FAST, by=owner)
+    run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+    run = train_next_run(run_id=run.pk)
+    assert run.status == "failed" and run.attempt == 1
+    assert "Training failed (exit 1)" in run.error and "Traceback" in run.error
+
+
+def test_sigkilled_training_process_is_requeued_and_resumes(team, owner, tiny_model, cpu_worker):
+    experiment = make_experiment(team, owner, tiny_model, **LONG)
+    run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+
+    def kill_after_first_checkpoint(current):
+        if current.checkpoints.exists() and current.pid:
+            os.killpg(current.pid, signal.SIGKILL)
+
+    run = train_next_run(run_id=run.pk, on_poll=kill_after_first_checkpoint)
+    assert run.status == "queued" and "killed by SIGKILL (out of memory?)" in run.error
+    run = train_next_run(run_id=run.pk)
+    assert (run.status, run.step, run.attempt) == ("succeeded", 150, 2)
+
+
+def test_worker_sigkill_reaper_and_resume_match_an_uninterrupted_run(team, owner, tiny_model,
+                                                                     cpu_worker):
+    version = make_version(team, owner)
+    experiments = [experiment_create(team=team, name=f"e{i}", dataset_version=version,
+                                     base_model=tiny_model, technique="lora",
+                                     hyperparameters=LONG, by=owner) for i in range(2)]
+    reference = train_next_run(run_id=services.run_enqueue(
+        experiment=experiments[0], by=owner, dispatch=False).pk)
+    assert reference.status == "succeeded"
+
+    run = services.run_enqueue(experiment=experiments[1], by=owner, dispatch=False)
+    env = dict(os.environ, FINETUNE_HUB_DB_NAME=str(connection.settings_dict["NAME"]),
+               ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+               MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR))
+    worker = subprocess.Popen([sys.executable, "manage.py", "train", "--run", str(run.pk)],
+                              cwd=settings.BASE_DIR, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = wait_for(lambda: Checkpoint.objects.filter(run=run).first())
+    run.refresh_from_db()
+    os.kill(worker.pid, signal.SIGKILL)  # the worker dies first, as with the OOM killer
+    os.killpg(run.pid, signal.SIGKILL)
+    worker.wait()
+    run.refresh_from_db()
+    assert run.status == "running" and run.step < 150
+
+    assert services.runs_reap_stale(stale_after=timedelta(0)) == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "queued" and "No heartbeat" in run.error
+    run = train_next_run(run_id=run.pk)
+    assert (run.status, run.step, run.attempt) == ("succeeded", 150, 2)
+    assert checkpoint.step < 150
+
+    # Same data order and optimizer/RNG state: the resumed run ends where the other does.
+    a, b = adapter(reference), adapter(run)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    steps = list(MetricPoint.objects.filter(run=run, key="loss").values_list("step", flat=True))
+    assert steps == sorted(set(steps)), "a resumed run logs each step once"
