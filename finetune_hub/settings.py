@@ -1,6 +1,7 @@
 """Settings come from the environment so one code base runs embedded (SQLite + SqliteHuey,
 nothing to start) and scaled out (PostgreSQL, Redis, several workers sharing ARTIFACT_ROOT)."""
 
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -141,7 +142,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "finetune_hub" / "static"]
+# plotly.js comes from the plotly package's own copy: the dashboard works offline.
+STATICFILES_DIRS = [
+    BASE_DIR / "finetune_hub" / "static",
+    ("plotly", Path(importlib.util.find_spec("plotly").origin).parent / "package_data"),
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

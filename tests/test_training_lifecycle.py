@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import connection
 from safetensors.torch import load_file
 
-from experiments.models import Checkpoint, MetricPoint, TrainingRun
+from experiments.models import Checkpoint, MetricPoint
 from experiments.training import services
 from experiments.training.runner import train_next_run
 from experiments.training.services import experiment_create
@@ -22,8 +22,14 @@ from finetune_hub.storage import artifact_path
 from tests.training_helpers import FAST, make_experiment, make_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
-LONG = {**FAST, "max_steps": 150, "save_steps": 5, "eval_steps": 1000, "logging_steps": 5,
-        "per_device_train_batch_size": 2}
+LONG = {
+    **FAST,
+    "max_steps": 150,
+    "save_steps": 5,
+    "eval_steps": 1000,
+    "logging_steps": 5,
+    "per_device_train_batch_size": 2,
+}
 
 
 def wait_for(condition, timeout=120):
@@ -39,8 +45,9 @@ def adapter(run):
     return load_file(artifact_path(run.output_path) / "adapter_model.safetensors")
 
 
-def test_cancel_stops_the_process_and_keeps_the_last_checkpoint(team, owner, tiny_model,
-                                                                cpu_worker):
+def test_cancel_stops_the_process_and_keeps_the_last_checkpoint(
+    team, owner, tiny_model, cpu_worker
+):
     experiment = make_experiment(team, owner, tiny_model, **{**LONG, "max_steps": 5000})
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
 
@@ -60,9 +67,15 @@ def test_a_crash_fails_the_run_with_the_error_and_log_lines(team, owner, tiny_mo
     shutil.copytree(tiny_model, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     version = make_version(team, owner)
-    experiment = experiment_create(team=team, name="broken", dataset_version=version,
-                                   base_model=str(broken), technique="lora",
-                                   hyperparameters=FAST, by=owner)
+    experiment = experiment_create(
+        team=team,
+        name="broken",
+        dataset_version=version,
+        base_model=str(broken),
+        technique="lora",
+        hyperparameters=FAST,
+        by=owner,
+    )
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     run = train_next_run(run_id=run.pk)
     assert run.status == "failed" and run.attempt == 1
@@ -83,23 +96,42 @@ def test_sigkilled_training_process_is_requeued_and_resumes(team, owner, tiny_mo
     assert (run.status, run.step, run.attempt) == ("succeeded", 150, 2)
 
 
-def test_worker_sigkill_reaper_and_resume_match_an_uninterrupted_run(team, owner, tiny_model,
-                                                                     cpu_worker):
+def test_worker_sigkill_reaper_and_resume_match_an_uninterrupted_run(
+    team, owner, tiny_model, cpu_worker
+):
     version = make_version(team, owner)
-    experiments = [experiment_create(team=team, name=f"e{i}", dataset_version=version,
-                                     base_model=tiny_model, technique="lora",
-                                     hyperparameters=LONG, by=owner) for i in range(2)]
-    reference = train_next_run(run_id=services.run_enqueue(
-        experiment=experiments[0], by=owner, dispatch=False).pk)
+    experiments = [
+        experiment_create(
+            team=team,
+            name=f"e{i}",
+            dataset_version=version,
+            base_model=tiny_model,
+            technique="lora",
+            hyperparameters=LONG,
+            by=owner,
+        )
+        for i in range(2)
+    ]
+    reference = train_next_run(
+        run_id=services.run_enqueue(experiment=experiments[0], by=owner, dispatch=False).pk
+    )
     assert reference.status == "succeeded"
 
     run = services.run_enqueue(experiment=experiments[1], by=owner, dispatch=False)
-    env = dict(os.environ, FINETUNE_HUB_DB_NAME=str(connection.settings_dict["NAME"]),
-               ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
-               MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR))
-    worker = subprocess.Popen([sys.executable, "manage.py", "train", "--run", str(run.pk)],
-                              cwd=settings.BASE_DIR, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        FINETUNE_HUB_DB_NAME=str(connection.settings_dict["NAME"]),
+        ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+        MODEL_CACHE_DIR=str(settings.MODEL_CACHE_DIR),
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "train", "--run", str(run.pk)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = wait_for(lambda: Checkpoint.objects.filter(run=run).first())
     run.refresh_from_db()
     os.kill(worker.pid, signal.SIGKILL)  # the worker dies first, as with the OOM killer

@@ -133,6 +133,7 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool) -> dict:
         save_steps=params["save_steps"],
         save_total_limit=3,
         eval_strategy="steps" if has_eval else "no",
+        eval_on_start=has_eval,  # the base model's eval loss: the point the curve improves on
         eval_steps=params["eval_steps"],
         bf16=on_cuda,
         use_cpu=not on_cuda,

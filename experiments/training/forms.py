@@ -1,0 +1,61 @@
+"""The experiment form's hyperparameter fields: the dashboard posts text, the service wants
+typed values. Blank fields keep the technique's defaults."""
+
+from finetune_hub.errors import FieldError, ServiceError
+
+
+def _bool(value: str) -> bool:
+    return value.lower() in ("1", "true", "on", "yes")
+
+
+def _modules(value: str):
+    value = value.strip()
+    return value if value == "all-linear" else [m.strip() for m in value.split(",") if m.strip()]
+
+
+# (name, label, parser, group): the groups show and hide with the technique.
+FIELDS = [
+    ("learning_rate", "Learning rate (blank: the technique's default)", float, "all"),
+    ("num_train_epochs", "Epochs", float, "all"),
+    ("max_steps", "Max steps (-1: by epochs)", int, "all"),
+    ("per_device_train_batch_size", "Batch size", int, "all"),
+    ("gradient_accumulation_steps", "Gradient accumulation", int, "all"),
+    ("max_length", "Max length (tokens)", int, "all"),
+    ("warmup_ratio", "Warmup ratio", float, "all"),
+    ("lr_scheduler_type", "Scheduler", str, "all"),
+    ("eval_steps", "Evaluate every N steps", int, "all"),
+    ("save_steps", "Checkpoint every N steps", int, "all"),
+    ("seed", "Seed", int, "all"),
+    ("gradient_checkpointing", "Gradient checkpointing", _bool, "all"),
+    ("packing", "Packing (CUDA workers)", _bool, "sft"),
+    ("lora_r", "LoRA r", int, "lora"),
+    ("lora_alpha", "LoRA alpha", int, "lora"),
+    ("lora_dropout", "LoRA dropout", float, "lora"),
+    ("lora_target_modules", "Target modules (comma-separated or all-linear)", _modules, "lora"),
+    ("use_dora", "DoRA", _bool, "lora"),
+    ("num_virtual_tokens", "Virtual tokens", int, "prefix"),
+    ("beta", "DPO beta", float, "dpo"),
+    ("dpo_base", "DPO trains (lora or full)", str, "dpo"),
+]
+CHECKBOXES = {name for name, _, parser, _ in FIELDS if parser is _bool}
+
+
+def hyperparameters_from(post) -> dict:
+    params, errors = {}, []
+    for name, label, parser, _ in FIELDS:
+        raw = post.get(f"hp_{name}", "")
+        if name in CHECKBOXES:
+            if raw:
+                params[name] = True
+            continue
+        if not raw.strip():
+            continue
+        try:
+            params[name] = parser(raw.strip())
+        except ValueError:
+            errors.append(
+                FieldError(field=f"hyperparameters.{name}", message=f"{label}: not a number")
+            )
+    if errors:
+        raise ServiceError("Invalid hyperparameters", status=422, errors=errors)
+    return params

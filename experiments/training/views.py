@@ -1,0 +1,147 @@
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
+
+from experiments.models import DatasetVersion, Technique, TrainingRun
+from experiments.training import forms, selectors, services
+from finetune_hub.errors import ServiceError, invalid
+from finetune_hub.selectors import teams_for_user, visible_to
+from finetune_hub.views import visible_or_404
+
+
+def experiment_list(request):
+    return render(
+        request,
+        "experiments/experiment_list.html",
+        {
+            "experiments": selectors.experiments_for(user=request.user).prefetch_related("runs"),
+        },
+    )
+
+
+def _form_context(request, error=None):
+    versions = visible_to(
+        DatasetVersion.objects.filter(status="published"),
+        user=request.user,
+        team_path="dataset__team",
+    ).select_related("dataset__team")
+    return {
+        "teams": teams_for_user(user=request.user),
+        "versions": versions.order_by("dataset__name", "-number"),
+        "techniques": Technique.choices,
+        "fields": forms.FIELDS,
+        "error": error,
+        "post": request.POST,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def experiment_new(request):
+    if request.method == "GET":
+        return render(request, "experiments/experiment_new.html", _form_context(request))
+    try:
+        team = next(
+            (t for t in teams_for_user(user=request.user) if str(t.pk) == request.POST.get("team")),
+            None,
+        )
+        if team is None:
+            raise invalid("Choose one of your teams", field="team")
+        version = selectors.dataset_version_for(
+            user=request.user, ref=int(request.POST.get("dataset_version") or 0)
+        )
+        experiment = services.experiment_create(
+            team=team,
+            name=request.POST.get("name", ""),
+            dataset_version=version,
+            base_model=request.POST.get("base_model", "embedded"),
+            technique=request.POST.get("technique", ""),
+            hyperparameters=forms.hyperparameters_from(request.POST),
+            notes=request.POST.get("notes", ""),
+            by=request.user,
+        )
+    except ServiceError as exc:
+        return render(
+            request,
+            "experiments/experiment_new.html",
+            _form_context(request, exc),
+            status=exc.status,
+        )
+    return redirect("experiment_detail", experiment_id=experiment.pk)
+
+
+def experiment_detail(request, experiment_id: int):
+    experiment = visible_or_404(
+        selectors.experiment_get, user=request.user, experiment_id=experiment_id
+    )
+    return render(
+        request,
+        "experiments/experiment_detail.html",
+        {"experiment": experiment, "runs": selectors.runs_of(experiment=experiment)},
+    )
+
+
+@require_POST
+def run_queue_new(request, experiment_id: int):
+    experiment = visible_or_404(
+        selectors.experiment_get, user=request.user, experiment_id=experiment_id
+    )
+    try:
+        run = services.run_enqueue(
+            experiment=experiment, by=request.user, priority=int(request.POST.get("priority") or 0)
+        )
+    except (ServiceError, ValueError) as exc:
+        messages.error(request, getattr(exc, "detail", f"Invalid priority: {exc}"))
+        return redirect("experiment_detail", experiment_id=experiment_id)
+    return redirect("run_detail", run_id=run.pk)
+
+
+def run_detail(request, run_id: int):
+    run = visible_or_404(selectors.run_get, user=request.user, run_id=run_id)
+    return render(
+        request,
+        "experiments/run_detail.html",
+        {
+            "run": run,
+            "experiment": run.experiment,
+            "active": run.status not in TrainingRun.FINISHED,
+        },
+    )
+
+
+RUN_ACTIONS = {"cancel": services.run_cancel, "resume": services.run_resume}
+
+
+@require_POST
+def run_action(request, run_id: int, action: str):
+    run = visible_or_404(selectors.run_get, user=request.user, run_id=run_id)
+    if action not in (*RUN_ACTIONS, "priority"):
+        raise Http404
+    try:
+        if action == "priority":
+            services.run_set_priority(
+                run=run, priority=int(request.POST.get("priority") or 0), by=request.user
+            )
+        else:
+            RUN_ACTIONS[action](run=run, by=request.user)
+    except (ServiceError, ValueError) as exc:
+        messages.error(request, getattr(exc, "detail", f"Invalid priority: {exc}"))
+    next_url = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        return redirect(next_url)
+    return redirect("run_detail", run_id=run_id)
+
+
+def run_queue(request):
+    return render(
+        request,
+        "experiments/run_queue.html",
+        {"runs": selectors.queue_for(user=request.user), "workers": selectors.workers_live()},
+    )
+
+
+def run_compare(request):
+    ids = [i for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()]
+    runs = [visible_or_404(selectors.run_get, user=request.user, run_id=int(i)) for i in ids[:20]]
+    return render(request, "experiments/run_compare.html", {"runs": runs, "ids": ",".join(ids)})

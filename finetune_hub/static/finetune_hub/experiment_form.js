@@ -1,0 +1,52 @@
+// Shows the hyperparameters of the chosen technique and the live resource estimate.
+(function () {
+  const form = document.getElementById("experiment-form");
+  const out = document.getElementById("estimate");
+  const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
+  const groups = {full: ["all", "sft"], lora: ["all", "sft", "lora"], qlora: ["all", "sft", "lora"],
+                  prefix: ["all", "sft", "prefix"], dpo: ["all", "lora", "dpo"]};
+
+  function params() {
+    const hp = {};
+    form.querySelectorAll(".hp input").forEach((input) => {
+      const name = input.name.slice(3);
+      if (input.type === "checkbox") { if (input.checked) hp[name] = true; return; }
+      const v = input.value.trim();
+      if (!v) return;
+      if (name === "lora_target_modules") hp[name] = v === "all-linear" ? v : v.split(",").map((s) => s.trim());
+      else hp[name] = isNaN(Number(v)) ? v : Number(v);
+    });
+    return hp;
+  }
+
+  function showGroups() {
+    const shown = groups[form.technique.value] || ["all"];
+    form.querySelectorAll(".hp").forEach((el) => { el.style.display = shown.includes(el.dataset.group) ? "" : "none"; });
+  }
+
+  function row(label, value) { return `<tr><td>${label}</td><td><b>${value}</b></td></tr>`; }
+
+  let timer;
+  async function estimate() {
+    const body = {base_model: form.base_model.value, technique: form.technique.value, hyperparameters: params()};
+    const r = await fetch("/api/experiments/estimate", {method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}, body: JSON.stringify(body)});
+    const data = await r.json();
+    if (!r.ok) {
+      out.innerHTML = `<div class="errors">${data.detail}<br>${(data.errors || []).map((e) => `${e.field}: ${e.message}`).join("<br>")}</div>`;
+      return;
+    }
+    const gpu = data.estimate.cuda, cpu = data.estimate.cpu;
+    out.innerHTML = `<table>${row("Parameters", gpu.total_params.toLocaleString())}
+      ${row("Trainable", gpu.trainable_params.toLocaleString())}
+      ${row("Weights", gpu.weights_human)}${row("Gradients", gpu.gradients_human)}
+      ${row("Optimizer", gpu.optimizer_human)}${row("Activations", gpu.activations_human)}
+      ${row("Total on a GPU", gpu.total_human)}${row("Total on CPU", cpu.total_human)}
+      ${row("Learning rate", data.hyperparameters.learning_rate)}</table>
+      ${gpu.needs_cuda ? '<p class="badge warn">needs a CUDA worker</p>' : ""}`;
+  }
+
+  form.addEventListener("input", () => { showGroups(); clearTimeout(timer); timer = setTimeout(estimate, 300); });
+  showGroups();
+  estimate();
+})();

@@ -1,0 +1,34 @@
+// Live curves and log of a run: polls the API while the run is queued or running.
+(function () {
+  const id = window.RUN.id;
+  const layout = (title, ytitle) => ({title: {text: title}, margin: {t: 40, r: 10, b: 40, l: 60},
+    xaxis: {title: {text: "step"}}, yaxis: {title: {text: ytitle}}, legend: {orientation: "h"}});
+  const line = (series, name) => series ? {x: series.steps, y: series.values, name, mode: "lines+markers",
+    marker: {size: 4}} : null;
+
+  async function refresh() {
+    const [metrics, run, logs] = await Promise.all([
+      fetch(`/api/runs/${id}/metrics?keys=loss,eval_loss,learning_rate,grad_norm&max_points=1000`).then((r) => r.json()),
+      fetch(`/api/runs/${id}`).then((r) => r.json()),
+      fetch(`/api/runs/${id}/logs?tail=200`).then((r) => r.json()),
+    ]);
+    const m = metrics.metrics;
+    Plotly.react("chart-loss", [line(m.loss, "train loss"), line(m.eval_loss, "eval loss")].filter(Boolean),
+                 layout("Loss", "loss"), {displaylogo: false, responsive: true});
+    Plotly.react("chart-lr", [line(m.learning_rate, "learning rate")].filter(Boolean),
+                 layout("Learning rate", "lr"), {displaylogo: false, responsive: true});
+    document.getElementById("step").textContent = `${run.step} / ${run.total_steps}`;
+    document.getElementById("progress").textContent = `${Math.round(run.progress * 100)}%`;
+    document.getElementById("eta").textContent = run.eta_seconds ? `${Math.round(run.eta_seconds)} s` : "–";
+    const status = document.getElementById("status");
+    status.textContent = run.status;
+    status.className = `badge ${run.status}`;
+    const log = document.getElementById("log");
+    log.textContent = logs.lines.join("\n");
+    log.scrollTop = log.scrollHeight;
+    if (run.error) { const e = document.getElementById("error"); e.hidden = false; e.querySelector("pre").textContent = run.error; }
+    if (["queued", "running"].includes(run.status)) setTimeout(refresh, 3000);
+    else if (window.RUN.active) window.location.reload();  // show resume, output and checkpoints
+  }
+  refresh();
+})();

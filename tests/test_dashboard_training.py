@@ -1,0 +1,91 @@
+import pytest
+
+from experiments.models import Experiment, TrainingRun
+from experiments.training import services
+from tests.training_helpers import make_experiment, make_version
+
+
+def test_experiment_form_creates_and_queues(browser_client, team, owner, tiny_model, cpu_worker):
+    version = make_version(team, owner)
+    page = browser_client.get("/experiments/new/")
+    assert page.status_code == 200 and str(version) in page.content.decode()
+    r = browser_client.post(
+        "/experiments/new/",
+        {
+            "team": team.pk,
+            "name": "from-form",
+            "dataset_version": version.pk,
+            "base_model": tiny_model,
+            "technique": "lora",
+            "hp_lora_r": "8",
+            "hp_max_steps": "4",
+            "hp_max_length": "128",
+            "hp_use_dora": "1",
+        },
+    )
+    experiment = Experiment.objects.get(name="from-form")
+    assert r.status_code == 302 and experiment.hyperparameters["lora_r"] == 8
+    assert experiment.hyperparameters["use_dora"] is True
+    assert browser_client.get(f"/experiments/{experiment.pk}/").status_code == 200
+    r = browser_client.post(f"/experiments/{experiment.pk}/runs/", {"priority": "2"})
+    run = TrainingRun.objects.get(experiment=experiment)
+    assert r["Location"] == f"/runs/{run.pk}/" and run.priority == 2
+    assert browser_client.get(f"/runs/{run.pk}/").status_code == 200
+    assert browser_client.get("/runs/").status_code == 200
+    assert browser_client.get(f"/runs/compare/?ids={run.pk}").status_code == 200
+    browser_client.post(f"/runs/{run.pk}/priority/", {"priority": "7", "next": "/runs/"})
+    run.refresh_from_db()
+    assert run.priority == 7
+    browser_client.post(f"/runs/{run.pk}/cancel/")
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("hp_learning_rate", "fast", "hyperparameters.learning_rate"),
+        ("hp_lora_r", "0", "hyperparameters.lora_r"),
+    ],
+)
+def test_experiment_form_shows_field_errors(
+    browser_client, team, owner, tiny_model, field, value, expected
+):
+    version = make_version(team, owner)
+    r = browser_client.post(
+        "/experiments/new/",
+        {
+            "team": team.pk,
+            "name": "bad",
+            "dataset_version": version.pk,
+            "base_model": tiny_model,
+            "technique": "lora",
+            field: value,
+        },
+    )
+    assert r.status_code == 422 and expected in r.content.decode()
+    assert not Experiment.objects.exists()
+
+
+def test_training_pages_refuse_outsiders(browser_client, team, owner, tiny_model, outsider):
+    experiment = make_experiment(team, owner, tiny_model)
+    run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+    browser_client.force_login(outsider)
+    for path in [
+        f"/experiments/{experiment.pk}/",
+        f"/runs/{run.pk}/",
+        f"/runs/compare/?ids={run.pk}",
+    ]:
+        assert browser_client.get(path).status_code == 404, path
+    for path in [f"/experiments/{experiment.pk}/runs/", f"/runs/{run.pk}/cancel/"]:
+        assert browser_client.post(path).status_code == 404, path
+    assert "exp-" not in browser_client.get("/experiments/").content.decode()
+    run.refresh_from_db()
+    assert run.status == "queued"
+
+
+def test_unknown_run_action_is_404(browser_client, team, owner, tiny_model):
+    run = services.run_enqueue(
+        experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
+    )
+    assert browser_client.post(f"/runs/{run.pk}/explode/").status_code == 404
