@@ -143,10 +143,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
 # plotly.js comes from the plotly package's own copy: the dashboard works offline.
-STATICFILES_DIRS = [
-    BASE_DIR / "finetune_hub" / "static",
-    ("plotly", Path(importlib.util.find_spec("plotly").origin).parent / "package_data"),
-]
+STATICFILES_DIRS = [BASE_DIR / "finetune_hub" / "static"]
+if _plotly := importlib.util.find_spec("plotly"):
+    STATICFILES_DIRS.append(("plotly", Path(_plotly.origin).parent / "package_data"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
