@@ -60,5 +60,7 @@ test-postgres: install
 
 test: install browser-deps lint test-sqlite test-postgres
 
+# CPU benchmarks (results and the H200 runs: bench/RESULTS.md).
 bench: install
-	$(PY) bench/run.py
+	$(PY) manage.py shell -c "from experiments.base_models import ensure_embedded; ensure_embedded()"
+	$(PY) bench/train_memory.py --shape tiny --techniques lora,prefix,full --steps 10 --batch 4 --max-length 256
