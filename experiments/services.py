@@ -11,6 +11,7 @@ from experiments.datasets import formats
 from experiments.datasets.validation import (
     Row,
     assign_splits,
+    content_hash,
     reject,
     validate_upload,
     warnings_for,
@@ -114,8 +115,8 @@ def dataset_version_upload(
 
 def version_sha256(fields_and_splits) -> str:
     digest = hashlib.sha256()
-    for split, content_hash in fields_and_splits:
-        digest.update(f"{split}:{content_hash}\n".encode())
+    for split, digest_of_example in fields_and_splits:
+        digest.update(f"{split}:{digest_of_example}\n".encode())
     return digest.hexdigest()
 
 
@@ -231,8 +232,6 @@ def example_edit(*, example: Example, fields: dict, by, notes: str | None = None
     errors = formats.check(fmt, fields, example.source_line or 0, example.version.dataset.labels)
     if errors:
         raise reject(errors, "The edit was rejected")
-    from experiments.datasets.validation import content_hash
-
     example.fields = formats.normalise(fmt, fields)
     example.content_hash = content_hash(example.fields)
     if notes is not None:

@@ -9,6 +9,7 @@ from django.test import Client
 
 from finetune_hub.auth import token_create
 from finetune_hub.models import Membership, Role, Team
+from tests.browser import page  # noqa: F401 (the Playwright page fixture)
 from tests.tiny_model import tiny_model_dir
 
 

@@ -3,13 +3,13 @@ import json
 import pytest
 
 from experiments.models import DatasetVersion
-from tests.browser import log_in, page  # noqa: F401 (fixture)
+from tests.browser import log_in
 from tests.data import examples, jsonl
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_upload_a_dataset_and_see_its_errors_and_versions(page, owner, tmp_path):  # noqa: F811
+def test_upload_a_dataset_and_see_its_errors_and_versions(page, owner, tmp_path):
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     good.write_text(jsonl(examples("instruction")))
     rows = examples("instruction", 4)

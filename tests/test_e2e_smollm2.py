@@ -15,18 +15,38 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def test_lora_on_the_demo_dataset_lowers_the_loss(team, owner, cpu_worker, settings):
     settings.DEFAULT_BASE_MODEL = "embedded"
     dataset = Dataset.objects.create(team=team, name="triage", task="instruction", created_by=owner)
-    version = dataset_version_upload(dataset=dataset, filename=DEMO_FILE.name,
-                                     data=DEMO_FILE.read_bytes(), by=owner, max_length=256)
+    version = dataset_version_upload(
+        dataset=dataset,
+        filename=DEMO_FILE.name,
+        data=DEMO_FILE.read_bytes(),
+        by=owner,
+        max_length=256,
+    )
     experiment = experiment_create(
-        team=team, name="e2e", dataset_version=version, base_model="embedded", technique="lora",
-        hyperparameters={"max_steps": 10, "per_device_train_batch_size": 4, "logging_steps": 1,
-                         "learning_rate": 5e-4, "warmup_ratio": 0.0, "max_length": 256,
-                         "eval_steps": 1000, "save_steps": 1000},
-        by=owner)
+        team=team,
+        name="e2e",
+        dataset_version=version,
+        base_model="embedded",
+        technique="lora",
+        hyperparameters={
+            "max_steps": 10,
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "learning_rate": 5e-4,
+            "warmup_ratio": 0.0,
+            "max_length": 256,
+            "eval_steps": 1000,
+            "save_steps": 1000,
+        },
+        by=owner,
+    )
     run = train_next_run(run_id=run_enqueue(experiment=experiment, by=owner).pk)
     assert run.status == "succeeded", run.error
-    losses = list(MetricPoint.objects.filter(run=run, key="loss").order_by("step")
-                  .values_list("value", flat=True))
+    losses = list(
+        MetricPoint.objects.filter(run=run, key="loss")
+        .order_by("step")
+        .values_list("value", flat=True)
+    )
     assert len(losses) == 10
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.7 * first, losses

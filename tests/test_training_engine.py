@@ -1,4 +1,5 @@
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from experiments.models import MetricPoint, TrainingRun
@@ -9,6 +10,16 @@ from finetune_hub.storage import artifact_path
 from tests.training_helpers import make_experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def load_output(base: str, folder, adapter: bool):
+    """Loads what a run saved the way a user would, with plain transformers and peft."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if adapter:
+        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)
+    return AutoModelForCausalLM.from_pretrained(folder)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +49,11 @@ def test_technique_trains_and_saves_safetensors(
     assert_no_pickles(final)
     tensors = load_file(final / weights)
     assert tensors and run.output_files[weights]
+    model = load_output(tiny_model, final, adapter=weights.startswith("adapter"))
+    with torch.no_grad():
+        logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
+    assert run.base_model_info["dtype"] == "float32" and run.base_model_info["device"] == "cpu"
     assert MetricPoint.objects.filter(run=run, key="loss").count() >= 5
     assert list(run.checkpoints.values_list("step", flat=True)) == [3, 6]
     for checkpoint in run.checkpoints.all():

@@ -194,6 +194,16 @@ def sha256_files(folder: Path) -> dict:
     }
 
 
+def loaded_model_info(run: TrainingRun, model) -> dict:
+    """What was loaded: path, file hash (embedded) or hub revision, dtype and device."""
+    info = base_models.describe(run.experiment.base_model)
+    info["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    info["device"] = device()
+    if revision := getattr(model.config, "_commit_hash", None):
+        info["revision"] = revision
+    return info
+
+
 def train(run: TrainingRun, log_path: Path) -> None:
     folder = artifact_path(run.folder)
     reporter = RunReporter(run, log_path)
@@ -203,7 +213,7 @@ def train(run: TrainingRun, log_path: Path) -> None:
         assert_no_pickles(resume)
         log.info("Resuming from %s", resume)
     TrainingRun.objects.filter(pk=run.pk).update(
-        base_model_info=base_models.describe(run.experiment.base_model)
+        base_model_info=loaded_model_info(run, trainer.model)
     )
     trainer.train(resume_from_checkpoint=resume)
     final = folder / "final"
