@@ -1,0 +1,97 @@
+from django.conf import settings
+from django.db import models
+
+from experiments.models import DatasetVersion, Example, Split, TrainingRun
+from finetune_hub.models import Team
+
+
+class EvaluationRun(models.Model):
+    """Scores of one subject (a training run's output, a model version, or the bare base
+    model) on one split of one dataset version."""
+
+    class Subject(models.TextChoices):
+        RUN = "run"
+        MODEL_VERSION = "model_version"
+        BASE_MODEL = "base_model"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="evaluations")
+    subject_kind = models.CharField(max_length=16, choices=Subject.choices)
+    training_run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="evaluations"
+    )
+    model_version = models.ForeignKey(
+        "registry.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="evaluations",
+    )
+    base_model = models.CharField(max_length=500, help_text="the model the subject builds on")
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="evaluations"
+    )
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.EVAL)
+    metrics = models.JSONField(help_text="metric module names")
+    generation = models.JSONField(help_text="generation settings")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    attempt = models.PositiveIntegerField(default=0)
+    results = models.JSONField(default=dict, help_text="corpus metrics with 95% intervals")
+    signatures = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    samples_done = models.PositiveIntegerField(default=0)
+    samples_total = models.PositiveIntegerField(default=0)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(subject_kind="run", training_run__isnull=False)
+                | models.Q(subject_kind="model_version", model_version__isnull=False)
+                | models.Q(subject_kind="base_model"),
+                name="evaluation_subject_present",
+            )
+        ]
+
+    def __str__(self):
+        return f"evaluation {self.pk} of {self.subject_label}"
+
+    @property
+    def subject_label(self) -> str:
+        if self.subject_kind == self.Subject.RUN:
+            return f"run #{self.training_run_id}"
+        if self.subject_kind == self.Subject.MODEL_VERSION:
+            return f"model version {self.model_version_id}"
+        return f"base model {self.base_model}"
+
+
+class SampleResult(models.Model):
+    evaluation = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="samples")
+    example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveIntegerField()
+    prompt = models.TextField()
+    reference = models.TextField()
+    prediction = models.TextField()
+    loss = models.FloatField(null=True, blank=True)
+    scores = models.JSONField(default=dict, help_text="metric -> per-sample score")
+    stats = models.JSONField(default=dict, help_text="metric -> statistics for resampling")
+
+    class Meta:
+        ordering = ["evaluation", "position"]
+        constraints = [
+            # A retried evaluation fills in what is missing; it never duplicates a sample.
+            models.UniqueConstraint(fields=["evaluation", "example"], name="one_result_per_example")
+        ]
+
+    def __str__(self):
+        return f"sample {self.position} of {self.evaluation_id}"

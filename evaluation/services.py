@@ -1,0 +1,306 @@
+"""Evaluation runs: create (validated, enqueued on commit), execute (idempotent: a retry
+fills in the samples that are missing), retry."""
+
+import math
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evaluation import generation, metrics, statistics
+from evaluation.models import EvaluationRun, SampleResult
+from experiments.models import DataFormat, DatasetVersion, TrainingRun
+from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
+from finetune_hub.models import Role, Team
+from finetune_hub.selectors import membership_require
+
+DEFAULT_METRICS = {
+    DataFormat.CLASSIFICATION: ["accuracy", "f1", "loss"],
+    DataFormat.PREFERENCE: ["loss"],
+}
+TEXT_METRICS = ["bleu", "chrf", "ter", "rouge", "exact_match", "loss"]
+SPECIAL = {"loss"}  # computed from the model, reported with perplexity
+CHUNK = 32
+
+
+class Generation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    batch_size: int = Field(8, ge=1, le=512)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, ge=0)
+
+
+def _generation(raw: dict | None) -> dict:
+    try:
+        return Generation.model_validate(raw or {}).model_dump()
+    except ValidationError as exc:
+        raise ServiceError(
+            "Invalid generation settings",
+            status=422,
+            errors=[
+                FieldError(field="generation." + ".".join(map(str, e["loc"])), message=e["msg"])
+                for e in exc.errors()
+            ],
+        ) from None
+
+
+def _metrics(names: list[str] | None, fmt: str) -> list[str]:
+    names = names or DEFAULT_METRICS.get(fmt, TEXT_METRICS)
+    if fmt == DataFormat.PREFERENCE and set(names) - SPECIAL:
+        raise invalid(
+            "A preference split is scored by loss only (its 'chosen' answers)",
+            field="metrics",
+            status=422,
+        )
+    for name in names:
+        if name in SPECIAL or name in metrics.MODULES:
+            continue
+        try:
+            metrics.load(name)
+        except Exception as exc:  # evaluate raises several types for an unknown name
+            raise invalid(
+                f"Unknown metric {name!r} ({type(exc).__name__}); local metrics: "
+                f"{', '.join([*metrics.MODULES, 'loss'])}",
+                field="metrics",
+                status=422,
+            ) from None
+    return list(dict.fromkeys(names))
+
+
+def _subject(subject: dict, team: Team) -> dict:
+    kind = next((k for k in EvaluationRun.Subject.values if subject.get(k) is not None), None)
+    if kind is None:
+        raise invalid("subject needs one of run, model_version or base_model", field="subject")
+    if kind == EvaluationRun.Subject.RUN:
+        run = TrainingRun.objects.filter(pk=subject["run"], experiment__team=team).first()
+        if run is None:
+            raise invalid("No such run in this team", field="subject.run")
+        if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
+            raise Conflict(f"Run {run.pk} has no trained output ({run.status})")
+        return {"subject_kind": kind, "training_run": run, "base_model": run.experiment.base_model}
+    if kind == EvaluationRun.Subject.MODEL_VERSION:
+        from registry.models import ModelVersion
+
+        version = ModelVersion.objects.filter(
+            pk=subject["model_version"], registered_model__team=team
+        ).first()
+        if version is None:
+            raise invalid("No such model version in this team", field="subject.model_version")
+        return {
+            "subject_kind": kind,
+            "model_version": version,
+            "base_model": version.source_run.experiment.base_model,
+        }
+    from experiments.training.services import load_config
+
+    load_config(subject["base_model"])  # refuses a model that cannot be found
+    return {"subject_kind": kind, "base_model": subject["base_model"]}
+
+
+@transaction.atomic
+def evaluation_create(
+    *,
+    team: Team,
+    subject: dict,
+    dataset_version: DatasetVersion,
+    split: str = "eval",
+    metric_names: list[str] | None = None,
+    generation_settings: dict | None = None,
+    by,
+) -> EvaluationRun:
+    membership_require(user=by, team=team, role=Role.MEMBER)
+    if dataset_version.dataset.team_id != team.pk or dataset_version.is_draft:
+        raise invalid("No such published dataset version in this team", field="dataset_version")
+    if not dataset_version.counts.get(split):
+        raise invalid(f"The version has no {split!r} examples", field="split")
+    evaluation = EvaluationRun.objects.create(
+        team=team,
+        dataset_version=dataset_version,
+        split=split,
+        metrics=_metrics(metric_names, dataset_version.format),
+        generation=_generation(generation_settings),
+        created_by=by,
+        samples_total=dataset_version.counts[split],
+        **_subject(subject, team),
+    )
+    _enqueue(evaluation)
+    return evaluation
+
+
+def _enqueue(evaluation: EvaluationRun) -> None:
+    from evaluation.tasks import evaluate
+
+    transaction.on_commit(lambda: evaluate(evaluation.pk))
+
+
+@transaction.atomic
+def evaluation_retry(*, evaluation: EvaluationRun, by) -> EvaluationRun:
+    membership_require(user=by, team=evaluation.team, role=Role.MEMBER)
+    if evaluation.status != EvaluationRun.Status.FAILED:
+        raise Conflict(f"Only a failed evaluation is retried; this one is {evaluation.status}")
+    EvaluationRun.objects.filter(pk=evaluation.pk).update(
+        status=EvaluationRun.Status.QUEUED, error=""
+    )
+    _enqueue(evaluation)
+    evaluation.refresh_from_db()
+    return evaluation
+
+
+def _claim(evaluation_id: int) -> EvaluationRun | None:
+    """Queued -> running for exactly one worker (a conditional UPDATE of one row)."""
+    claimed = EvaluationRun.objects.filter(
+        pk=evaluation_id, status=EvaluationRun.Status.QUEUED
+    ).update(
+        status=EvaluationRun.Status.RUNNING, started_at=timezone.now(), attempt=F("attempt") + 1
+    )
+    return EvaluationRun.objects.get(pk=evaluation_id) if claimed else None
+
+
+def evaluation_execute(*, evaluation_id: int) -> EvaluationRun | None:
+    evaluation = _claim(evaluation_id)
+    if evaluation is None:
+        return None
+    try:
+        _generate_missing(evaluation)
+        _score(evaluation)
+    except Exception as exc:
+        EvaluationRun.objects.filter(pk=evaluation.pk).update(
+            status=EvaluationRun.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
+        )
+        raise
+    EvaluationRun.objects.filter(pk=evaluation.pk).update(
+        status=EvaluationRun.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+    evaluation.refresh_from_db()
+    return evaluation
+
+
+def _subject_output(evaluation: EvaluationRun) -> str | None:
+    if evaluation.training_run_id:
+        return evaluation.training_run.output_path
+    if evaluation.model_version_id:
+        return evaluation.model_version.source_run.output_path
+    return None
+
+
+def _generate_missing(evaluation: EvaluationRun) -> None:
+    done = set(evaluation.samples.values_list("example_id", flat=True))
+    todo = [
+        e
+        for e in evaluation.dataset_version.examples.filter(split=evaluation.split).order_by(
+            "position"
+        )
+        if e.pk not in done
+    ]
+    if not todo:
+        return
+    model, tokenizer = generation.load(evaluation.base_model, _subject_output(evaluation))
+    settings = evaluation.generation
+    fmt = evaluation.dataset_version.format
+    tokens = seconds = 0.0
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start : start + CHUNK]
+        pairs = [generation.prompt_text(fmt, e.fields, tokenizer) for e in chunk]
+        prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
+        answers, new_tokens, took = generation.generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=settings["max_new_tokens"],
+            batch_size=settings["batch_size"],
+            do_sample=settings["do_sample"],
+            temperature=settings["temperature"],
+            top_p=settings["top_p"],
+            seed=settings["seed"],
+        )
+        losses = (
+            generation.reference_losses(
+                model, tokenizer, prompts, references, settings["batch_size"]
+            )
+            if "loss" in evaluation.metrics
+            else [None] * len(chunk)
+        )
+        SampleResult.objects.bulk_create(
+            [
+                SampleResult(
+                    evaluation=evaluation,
+                    example=e,
+                    position=e.position,
+                    prompt=p,
+                    reference=r,
+                    prediction=a,
+                    loss=loss,
+                )
+                for e, p, r, a, loss in zip(
+                    chunk, prompts, references, answers, losses, strict=True
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        tokens, seconds = tokens + new_tokens, seconds + took
+        EvaluationRun.objects.filter(pk=evaluation.pk).update(
+            samples_done=evaluation.samples.count(),
+            tokens_per_second=tokens / seconds if seconds else None,
+        )
+
+
+def _score(evaluation: EvaluationRun) -> None:
+    samples = list(evaluation.samples.order_by("position"))
+    predictions = [s.prediction for s in samples]
+    references = [s.reference for s in samples]
+    results, signatures = {}, {}
+    for name in evaluation.metrics:
+        if name in SPECIAL:
+            results.update(_loss_results(samples))
+            continue
+        output = metrics.load(name).compute(predictions=predictions, references=references)
+        if "signature" in output:
+            signatures[name] = output.pop("signature")
+        for reported, value in output.items():
+            if not isinstance(value, dict) or "per_sample" not in value:
+                results[reported] = {"score": value}  # a hub metric without per-sample scores
+                continue
+            stats = np.array(value["stats"], dtype=float)
+            low, high = statistics.bootstrap_ci(reported, stats)
+            results[reported] = {
+                "score": value["score"],
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(samples),
+            }
+            for sample, score, stat in zip(
+                samples, value["per_sample"], value["stats"], strict=True
+            ):
+                sample.scores[reported] = score
+                sample.stats[reported] = stat
+    SampleResult.objects.bulk_update(samples, ["scores", "stats"], batch_size=500)
+    EvaluationRun.objects.filter(pk=evaluation.pk).update(
+        results=results, signatures=signatures, samples_done=len(samples)
+    )
+
+
+def _loss_results(samples: list[SampleResult]) -> dict:
+    losses = np.array([[s.loss] for s in samples if s.loss is not None], dtype=float)
+    for s in samples:
+        if s.loss is not None:
+            s.scores["loss"] = s.loss
+            s.stats["loss"] = [s.loss]
+    mean = float(losses.mean())
+    low, high = statistics.bootstrap_ci("loss", losses)
+    return {
+        "loss": {"score": mean, "ci_low": low, "ci_high": high, "n": len(losses)},
+        "perplexity": {
+            "score": math.exp(mean),
+            "ci_low": math.exp(low),
+            "ci_high": math.exp(high),
+            "n": len(losses),
+        },
+    }

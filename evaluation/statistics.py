@@ -1,0 +1,116 @@
+"""Confidence intervals and significance: bootstrap over samples for corpus metrics, paired
+bootstrap for A/B differences, Wilson intervals and the sign test for human votes,
+Bradley-Terry strengths for more than two subjects, Cohen's kappa for agreement."""
+
+import math
+
+import numpy as np
+from scipy.stats import binomtest, norm
+
+from evaluation.metrics import score_from_stats
+
+RESAMPLES = 1000
+SEED = 12345
+Z95 = float(norm.ppf(0.975))
+
+
+def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def bootstrap_ci(name: str, stats: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED):
+    """95% percentile interval of the corpus metric over resampled samples."""
+    if len(stats) < 2:
+        value = score_from_stats(name, stats) if len(stats) else float("nan")
+        return value, value
+    scores = [score_from_stats(name, stats[idx]) for idx in _indices(len(stats), resamples, seed)]
+    low, high = np.percentile(scores, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def paired_bootstrap(
+    name: str,
+    stats_a: np.ndarray,
+    stats_b: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict:
+    """Difference b - a on the same samples, its 95% interval and a two-sided p-value
+    (Koehn 2004; the p-value as sacreBLEU computes it, from the centred distribution)."""
+    if len(stats_a) != len(stats_b):
+        raise ValueError("paired samples must line up")
+    real = score_from_stats(name, stats_b) - score_from_stats(name, stats_a)
+    idx = _indices(len(stats_a), resamples, seed)
+    deltas = np.array(
+        [score_from_stats(name, stats_b[i]) - score_from_stats(name, stats_a[i]) for i in idx]
+    )
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    extreme = np.sum(np.abs(deltas - deltas.mean()) >= abs(real))
+    return {
+        "difference": float(real),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": float((extreme + 1) / (resamples + 1)),
+    }
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test; ties are left out by the caller."""
+    if wins + losses == 0:
+        return 1.0
+    return float(binomtest(wins, wins + losses, 0.5).pvalue)
+
+
+def bradley_terry(
+    outcomes: list[tuple[int, int]], n_items: int, iterations: int = 200
+) -> np.ndarray:
+    """Strengths by Hunter's MM algorithm from (winner, loser) pairs; a tie is passed as
+    both orders with half weight by the caller. Returns log-strengths centred at 0."""
+    wins = np.zeros((n_items, n_items))
+    for winner, loser in outcomes:
+        wins[winner, loser] += 1
+    games = wins + wins.T
+    total_wins = wins.sum(1) + 0.5  # a half-win prior keeps unbeaten items finite
+    strength = np.ones(n_items)
+    for _ in range(iterations):
+        denom = (games / (strength[:, None] + strength[None, :])).sum(1) + 1.0 / (strength + 1)
+        strength = total_wins / denom
+        strength /= np.exp(np.log(strength).mean())
+    return np.log(strength)
+
+
+def bradley_terry_ci(
+    outcomes: list[tuple[int, int]], n_items: int, resamples: int = 200, seed: int = SEED
+) -> list[tuple[float, float]]:
+    if not outcomes:
+        return [(0.0, 0.0)] * n_items
+    rng = np.random.default_rng(seed)
+    samples = np.array(
+        [
+            bradley_terry(
+                [outcomes[i] for i in rng.integers(0, len(outcomes), len(outcomes))], n_items
+            )
+            for _ in range(resamples)
+        ]
+    )
+    low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+    return list(zip(low.tolist(), high.tolist(), strict=True))
+
+
+def cohen_kappa(a: list, b: list) -> float | None:
+    """Agreement of two raters on the same items beyond chance; None without data."""
+    if not a or len(a) != len(b):
+        return None
+    labels = sorted(set(a) | set(b))
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+    expected = sum((a.count(label) / len(a)) * (b.count(label) / len(b)) for label in labels)
+    return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
