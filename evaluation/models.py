@@ -95,3 +95,100 @@ class SampleResult(models.Model):
 
     def __str__(self):
         return f"sample {self.position} of {self.evaluation_id}"
+
+
+class Comparison(models.Model):
+    class Mode(models.TextChoices):
+        AUTO = "auto"
+        HUMAN = "human"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="comparisons")
+    name = models.CharField(max_length=100, blank=True)
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="comparisons"
+    )
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.EVAL)
+    mode = models.CharField(max_length=5, choices=Mode.choices)
+    min_votes = models.PositiveIntegerField(
+        default=20, help_text="decisive votes before a human verdict is given"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.name or f"comparison {self.pk}"
+
+
+class ComparisonSubject(models.Model):
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="subjects")
+    index = models.PositiveIntegerField()
+    evaluation = models.ForeignKey(EvaluationRun, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["comparison", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "index"], name="subject_index_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.comparison} #{self.index}"
+
+
+class ReviewPair(models.Model):
+    """One example answered by two subjects (a < b), to be judged blind."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="pairs")
+    example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="+")
+    subject_a = models.PositiveIntegerField()
+    subject_b = models.PositiveIntegerField()
+    votes_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "example", "subject_a", "subject_b"], name="pair_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["comparison", "votes_count"])]
+
+    def __str__(self):
+        return f"pair {self.pk}"
+
+
+class Vote(models.Model):
+    """A reviewer's judgement of a pair. The row is made when the pair is served, with the
+    sides randomised; the choice is filled in by the vote. One per reviewer and pair."""
+
+    class Choice(models.TextChoices):
+        LEFT = "left"
+        RIGHT = "right"
+        TIE = "tie"
+        BOTH_BAD = "both_bad"
+
+    pair = models.ForeignKey(ReviewPair, on_delete=models.CASCADE, related_name="votes")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    left_is_a = models.BooleanField()
+    choice = models.CharField(max_length=8, choices=Choice.choices, blank=True)
+    comment = models.TextField(blank=True)
+    served_at = models.DateTimeField(auto_now_add=True)
+    voted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "reviewer"], name="one_vote_per_reviewer")
+        ]
+
+    def __str__(self):
+        return f"vote {self.pk}"
+
+    @property
+    def outcome(self) -> str | None:
+        """The choice in terms of the pair's subjects: a, b, tie or both_bad."""
+        if self.choice in (self.Choice.TIE, self.Choice.BOTH_BAD):
+            return self.choice
+        if not self.choice:
+            return None
+        return "a" if (self.choice == self.Choice.LEFT) == self.left_is_a else "b"

@@ -1,0 +1,218 @@
+from ninja import Router, Schema, Status
+
+from evaluation import comparisons, selectors, services
+from evaluation.models import EvaluationRun
+from experiments.training.selectors import dataset_version_for
+
+router = Router(tags=["evaluation and comparisons"])
+
+
+class EvaluationIn(Schema):
+    subject: dict
+    dataset_version: int | dict
+    split: str = "eval"
+    metrics: list[str] | None = None
+    generation: dict | None = None
+
+
+class ComparisonIn(Schema):
+    subjects: list[dict]
+    dataset_version: int | dict
+    split: str = "eval"
+    mode: str = "auto"
+    name: str = ""
+    metrics: list[str] | None = None
+    generation: dict | None = None
+    min_votes: int = 20
+
+
+class VoteIn(Schema):
+    pair: int
+    choice: str
+    comment: str = ""
+
+
+class ExportIn(Schema):
+    dataset: int | None = None
+
+
+def evaluation_out(e: EvaluationRun) -> dict:
+    return {
+        "id": e.pk,
+        "team": e.team_id,
+        "subject": {
+            "kind": e.subject_kind,
+            "label": e.subject_label,
+            "run": e.training_run_id,
+            "model_version": e.model_version_id,
+            "base_model": e.base_model,
+        },
+        "dataset_version": {
+            "id": e.dataset_version_id,
+            "dataset": e.dataset_version.dataset_id,
+            "number": e.dataset_version.number,
+        },
+        "split": e.split,
+        "metrics": e.metrics,
+        "generation": e.generation,
+        "status": e.status,
+        "attempt": e.attempt,
+        "results": e.results,
+        "signatures": e.signatures,
+        "error": e.error,
+        "samples_done": e.samples_done,
+        "samples_total": e.samples_total,
+        "tokens_per_second": e.tokens_per_second,
+        "created_at": e.created_at,
+        "finished_at": e.finished_at,
+    }
+
+
+@router.post("/evaluations", response={201: dict})
+def create_evaluation(request, payload: EvaluationIn):
+    version = dataset_version_for(user=request.auth, ref=payload.dataset_version)
+    evaluation = services.evaluation_create(
+        team=version.dataset.team,
+        subject=payload.subject,
+        dataset_version=version,
+        split=payload.split,
+        metric_names=payload.metrics,
+        generation_settings=payload.generation,
+        by=request.auth,
+    )
+    return Status(201, evaluation_out(evaluation))
+
+
+@router.get("/evaluations")
+def list_evaluations(request):
+    return [evaluation_out(e) for e in selectors.evaluations_for(user=request.auth)[:200]]
+
+
+@router.get("/evaluations/{evaluation_id}")
+def get_evaluation(request, evaluation_id: int):
+    return evaluation_out(selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id))
+
+
+@router.get("/evaluations/{evaluation_id}/samples")
+def get_samples(request, evaluation_id: int, order: str | None = None, page: int = 1):
+    evaluation = selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id)
+    page_obj = selectors.samples_page(evaluation=evaluation, order=order, page=page)
+    return {
+        "count": page_obj.paginator.count,
+        "page": page_obj.number,
+        "pages": page_obj.paginator.num_pages,
+        "results": [
+            {
+                "position": s.position,
+                "example": s.example_id,
+                "prompt": s.prompt,
+                "reference": s.reference,
+                "prediction": s.prediction,
+                "loss": s.loss,
+                "scores": s.scores,
+            }
+            for s in page_obj.object_list
+        ],
+    }
+
+
+@router.post("/evaluations/{evaluation_id}/retry")
+def retry_evaluation(request, evaluation_id: int):
+    evaluation = selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id)
+    return evaluation_out(services.evaluation_retry(evaluation=evaluation, by=request.auth))
+
+
+def comparison_out(c) -> dict:
+    return {
+        "id": c.pk,
+        "team": c.team_id,
+        "name": c.name,
+        "mode": c.mode,
+        "split": c.split,
+        "dataset_version": {
+            "id": c.dataset_version_id,
+            "dataset": c.dataset_version.dataset_id,
+            "number": c.dataset_version.number,
+        },
+        "min_votes": c.min_votes,
+        "subjects": [
+            {"index": s.index, "evaluation": s.evaluation_id, "status": s.evaluation.status}
+            for s in c.subjects.select_related("evaluation")
+        ],
+    }
+
+
+@router.post("/comparisons", response={201: dict})
+def create_comparison(request, payload: ComparisonIn):
+    version = dataset_version_for(user=request.auth, ref=payload.dataset_version)
+    comparison = comparisons.comparison_create(
+        team=version.dataset.team,
+        subjects=payload.subjects,
+        dataset_version=version,
+        split=payload.split,
+        mode=payload.mode,
+        name=payload.name,
+        metric_names=payload.metrics,
+        generation=payload.generation,
+        min_votes=payload.min_votes,
+        by=request.auth,
+    )
+    return Status(201, comparison_out(comparison))
+
+
+@router.get("/comparisons/{comparison_id}")
+def get_comparison(request, comparison_id: int):
+    return comparison_out(selectors.comparison_get(user=request.auth, comparison_id=comparison_id))
+
+
+@router.get("/comparisons/{comparison_id}/next", response={200: dict, 204: None})
+def next_pair(request, comparison_id: int):
+    comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
+    vote = comparisons.next_pair(comparison=comparison, reviewer=request.auth)
+    if vote is None:
+        return Status(204, None)
+    return comparisons.pair_view(vote)
+
+
+@router.post("/comparisons/{comparison_id}/votes", response={201: dict})
+def cast_vote(request, comparison_id: int, payload: VoteIn):
+    comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
+    vote = comparisons.vote_cast(
+        comparison=comparison,
+        vote_id=payload.pair,
+        reviewer=request.auth,
+        choice=payload.choice,
+        comment=payload.comment,
+    )
+    return Status(201, {"pair": vote.pk, "choice": vote.choice})
+
+
+@router.get("/comparisons/{comparison_id}/results")
+def comparison_results(request, comparison_id: int):
+    comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
+    out = {"comparison": comparison_out(comparison), "automatic": None, "human": None}
+    if all(
+        s.evaluation.status == EvaluationRun.Status.SUCCEEDED
+        for s in comparison.subjects.select_related("evaluation")
+    ):
+        out["automatic"] = comparisons.auto_results(comparison)
+    if comparison.mode == "human":
+        out["human"] = comparisons.human_results(comparison)
+    return out
+
+
+@router.post("/comparisons/{comparison_id}/export-preferences", response={201: dict})
+def export_preferences(request, comparison_id: int, payload: ExportIn = None):
+    from experiments.api import version_out
+    from experiments.selectors import dataset_get
+
+    comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
+    dataset = (
+        dataset_get(user=request.auth, dataset_id=payload.dataset)
+        if payload and payload.dataset
+        else None
+    )
+    version = comparisons.export_preferences(
+        comparison=comparison, by=request.auth, dataset=dataset
+    )
+    return Status(201, version_out(version))

@@ -1,0 +1,49 @@
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+
+from evaluation.models import Comparison, EvaluationRun
+from finetune_hub.errors import invalid
+from finetune_hub.selectors import get_visible, visible_to
+
+
+def evaluations_for(*, user) -> QuerySet[EvaluationRun]:
+    return visible_to(EvaluationRun.objects.select_related("dataset_version__dataset"), user=user)
+
+
+def evaluation_get(*, user, evaluation_id: int) -> EvaluationRun:
+    return get_visible(
+        EvaluationRun.objects.select_related("dataset_version__dataset", "team"),
+        user=user,
+        what="Evaluation",
+        pk=evaluation_id,
+    )
+
+
+def samples_page(
+    *, evaluation: EvaluationRun, order: str | None = None, page: int = 1, page_size: int = 50
+):
+    """Per-sample results, by position or by a metric (`-bleu`: best first) to see where
+    a subject wins and loses."""
+    qs = evaluation.samples.all()
+    if order:
+        metric = order.lstrip("-")
+        if metric not in evaluation.results and metric != "loss":
+            raise invalid(f"Cannot order by {metric!r}", field="order", status=422)
+        samples = sorted(
+            qs, key=lambda s: s.scores.get(metric, float("nan")), reverse=order.startswith("-")
+        )
+        return Paginator(samples, page_size).get_page(page)
+    return Paginator(qs.order_by("position"), page_size).get_page(page)
+
+
+def comparisons_for(*, user) -> QuerySet[Comparison]:
+    return visible_to(Comparison.objects.select_related("dataset_version__dataset"), user=user)
+
+
+def comparison_get(*, user, comparison_id: int) -> Comparison:
+    return get_visible(
+        Comparison.objects.select_related("dataset_version__dataset", "team"),
+        user=user,
+        what="Comparison",
+        pk=comparison_id,
+    )

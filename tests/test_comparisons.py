@@ -1,0 +1,243 @@
+import pytest
+
+from evaluation import comparisons
+from evaluation.models import Comparison, EvaluationRun, SampleResult, Vote
+from evaluation.services import _score
+from experiments.models import DatasetVersion
+from finetune_hub.models import Membership, Role
+from tests.conftest import ApiClient, make_user
+from tests.training_helpers import make_version
+
+
+def scored(team, owner, version, label, predict):
+    """An evaluation whose predictions come from `predict(example fields)`: no model needed."""
+    evaluation = EvaluationRun.objects.create(
+        team=team,
+        subject_kind="base_model",
+        base_model=label,
+        dataset_version=version,
+        split="eval",
+        metrics=["exact_match", "chrf"],
+        generation={},
+        status="succeeded",
+        created_by=owner,
+    )
+    SampleResult.objects.bulk_create(
+        SampleResult(
+            evaluation=evaluation,
+            example=e,
+            position=e.position,
+            prompt="p",
+            reference=e.fields["output"],
+            prediction=predict(e),
+        )
+        for e in version.examples.filter(split="eval")
+    )
+    _score(evaluation)
+    evaluation.refresh_from_db()
+    return evaluation
+
+
+@pytest.fixture
+def version(team, owner):
+    return make_version(team, owner, n=300)
+
+
+@pytest.fixture
+def subjects(team, owner, version):
+    good = scored(team, owner, version, "good", lambda e: e.fields["output"])
+    bad = scored(
+        team, owner, version, "bad", lambda e: e.fields["output"] if e.position % 4 == 0 else "nope"
+    )
+    return good, bad
+
+
+@pytest.fixture
+def human(team, owner, reviewer, version, subjects):
+    return comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+        min_votes=5,
+    )
+
+
+def test_subjects_reuse_existing_evaluations(human, subjects):
+    assert [s.evaluation for s in human.subjects.all()] == list(subjects)
+    assert human.pairs.count() == subjects[0].samples.count()
+
+
+def test_automatic_comparison_finds_the_better_subject(team, owner, version, subjects):
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "bad"}, {"base_model": "good"}],
+        dataset_version=version,
+        by=owner,
+    )
+    results = comparisons.auto_results(comparison)
+    test = next(t for t in results["tests"] if t["metric"] == "exact_match")
+    assert test["difference"] == pytest.approx(
+        subjects[0].results["exact_match"]["score"] - subjects[1].results["exact_match"]["score"]
+    )
+    assert test["significant"] and test["subject_better"] and test["ci_low"] > 0
+
+
+def test_next_pair_is_blind(api, reviewer, human):
+    client = ApiClient(reviewer)
+    body = client.get(f"/api/comparisons/{human.pk}/next").json()
+    assert set(body) == {"pair", "prompt", "left", "right"}
+    assert "good" not in str(body) and "bad" not in str(body).replace("nope", "")
+    # Asking again before voting serves the same pair, sides unchanged.
+    assert client.get(f"/api/comparisons/{human.pk}/next").json() == body
+
+
+def test_sides_are_randomised_and_votes_map_back(human, reviewer):
+    sides, outcomes = set(), []
+    while vote := comparisons.next_pair(comparison=human, reviewer=reviewer):
+        view = comparisons.pair_view(vote)
+        sides.add(vote.left_is_a)
+        choice = (
+            "left"
+            if view["left"] != "nope" and view["right"] == "nope"
+            else ("right" if view["right"] != "nope" and view["left"] == "nope" else "tie")
+        )
+        vote = comparisons.vote_cast(
+            comparison=human, vote_id=vote.pk, reviewer=reviewer, choice=choice
+        )
+        outcomes.append(vote.outcome)
+    assert sides == {True, False}
+    assert "b" not in outcomes and "a" in outcomes  # the good subject (a) always won
+
+
+def test_one_vote_per_reviewer_per_pair_and_each_pair_once(human, reviewer):
+    client = ApiClient(reviewer)
+    first = client.get(f"/api/comparisons/{human.pk}/next").json()
+    assert (
+        client.post(
+            f"/api/comparisons/{human.pk}/votes", {"pair": first["pair"], "choice": "left"}
+        ).status_code
+        == 201
+    )
+    again = client.post(
+        f"/api/comparisons/{human.pk}/votes", {"pair": first["pair"], "choice": "right"}
+    )
+    assert again.status_code == 409
+    assert client.post(
+        f"/api/comparisons/{human.pk}/votes", {"pair": first["pair"], "choice": "maybe"}
+    ).status_code in (409, 422)
+    seen = {first["pair"]}
+    while True:
+        r = client.get(f"/api/comparisons/{human.pk}/next")
+        if r.status_code == 204:
+            break
+        vote = r.json()["pair"]
+        assert vote not in seen
+        seen.add(vote)
+        client.post(f"/api/comparisons/{human.pk}/votes", {"pair": vote, "choice": "tie"})
+    pairs = {Vote.objects.get(pk=v).pair_id for v in seen}
+    assert len(pairs) == human.pairs.count()
+
+
+def test_pairs_are_balanced_between_reviewers(human, team, reviewer):
+    other = make_user("reviewer2")
+    Membership.objects.create(team=team, user=other, role=Role.REVIEWER)
+    first = comparisons.next_pair(comparison=human, reviewer=reviewer)
+    comparisons.vote_cast(comparison=human, vote_id=first.pk, reviewer=reviewer, choice="left")
+    second = comparisons.next_pair(comparison=human, reviewer=other)
+    assert second.pair_id != first.pair_id  # an unvoted pair comes before a voted one
+
+
+def test_human_results_win_rate_sign_test_and_kappa(human, team, reviewer):
+    other = make_user("reviewer2")
+    Membership.objects.create(team=team, user=other, role=Role.REVIEWER)
+    for user in (reviewer, other):
+        for i in range(10):
+            vote = comparisons.next_pair(comparison=human, reviewer=user)
+            a_wins = i < 8
+            left = vote.left_is_a == a_wins
+            comparisons.vote_cast(
+                comparison=human, vote_id=vote.pk, reviewer=user, choice="left" if left else "right"
+            )
+    results = comparisons.human_results(human)
+    row = results["pairwise"]["0-1"]
+    assert (row["wins_a"], row["wins_b"]) == (16, 4)
+    assert row["win_rate_a"] == 0.8
+    assert row["p_value"] == pytest.approx(0.01181793212890625, abs=1e-12)  # 2*P(X<=4|20)
+    assert row["verdict"] == "subject 0 wins"
+    assert row["ci_low"] < 0.8 < row["ci_high"]
+
+
+def test_verdict_waits_for_the_minimum_votes(human, reviewer):
+    vote = comparisons.next_pair(comparison=human, reviewer=reviewer)
+    comparisons.vote_cast(comparison=human, vote_id=vote.pk, reviewer=reviewer, choice="left")
+    assert comparisons.human_results(human)["pairwise"]["0-1"]["verdict"] == "not enough votes"
+
+
+def test_three_subjects_get_bradley_terry_ratings(team, owner, reviewer, version, subjects):
+    scored(team, owner, version, "mid", lambda e: e.fields["output"] if e.position % 2 else "x")
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "mid"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+    )
+    while vote := comparisons.next_pair(comparison=comparison, reviewer=reviewer):
+        # the lower subject index always wins
+        comparisons.vote_cast(
+            comparison=comparison,
+            vote_id=vote.pk,
+            reviewer=reviewer,
+            choice="left" if vote.left_is_a else "right",
+        )
+    ratings = comparisons.human_results(comparison)["ratings"]
+    assert ratings[0]["score"] > ratings[1]["score"] > ratings[2]["score"]
+
+
+def test_member_cannot_review_and_outsiders_get_404(human, member, outsider_api):
+    r = ApiClient(member).get(f"/api/comparisons/{human.pk}/next")
+    assert r.status_code == 403
+    for path in ["", "/next", "/results"]:
+        assert outsider_api.get(f"/api/comparisons/{human.pk}{path}").status_code == 404
+    for path in ["/votes", "/export-preferences"]:
+        assert (
+            outsider_api.post(
+                f"/api/comparisons/{human.pk}{path}", {"pair": 1, "choice": "left"}
+            ).status_code
+            == 404
+        )
+    assert not Vote.objects.exists()
+
+
+def test_export_preferences_makes_a_dpo_ready_version(human, reviewer, owner, api):
+    for _ in range(6):
+        vote = comparisons.next_pair(comparison=human, reviewer=reviewer)
+        comparisons.vote_cast(
+            comparison=human,
+            vote_id=vote.pk,
+            reviewer=reviewer,
+            choice="left" if vote.left_is_a else "right",
+        )
+    r = api.post(f"/api/comparisons/{human.pk}/export-preferences")
+    assert r.status_code == 201, r.content
+    version = DatasetVersion.objects.get(dataset_id=r.json()["dataset"], number=1)
+    assert version.format == "preference" and version.size > 0
+    example = version.examples.first()
+    assert example.fields["chosen"] != "nope" and example.fields["rejected"] == "nope"
+
+
+def test_comparison_input_errors(api, version, tiny_model):
+    def post(**body):
+        return api.post("/api/comparisons", {"dataset_version": version.pk, **body})
+
+    assert post(subjects=[{"base_model": tiny_model}]).json()["errors"][0]["field"] == "subjects"
+    r = post(subjects=[{"base_model": tiny_model}] * 2)
+    assert r.status_code == 400 and "twice" in r.json()["detail"]
+    r = post(subjects=[{"base_model": tiny_model}, {"run": 999}], mode="human")
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "subject.run"
+    assert (
+        post(subjects=[{"base_model": "a"}, {"base_model": "b"}], mode="vibes").status_code == 400
+    )
+    assert not Comparison.objects.exists()
