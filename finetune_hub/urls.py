@@ -13,4 +13,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("", include("experiments.urls")),
+    path("", include("evaluation.urls")),
 ]

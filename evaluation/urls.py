@@ -1,0 +1,18 @@
+from django.urls import path
+
+from evaluation import views
+
+urlpatterns = [
+    path("evaluations/", views.evaluation_list, name="evaluation_list"),
+    path("evaluations/new/", views.evaluation_new, name="evaluation_new"),
+    path("evaluations/<int:evaluation_id>/", views.evaluation_detail, name="evaluation_detail"),
+    path("evaluations/<int:evaluation_id>/retry/", views.evaluation_retry, name="evaluation_retry"),
+    path("comparisons/new/", views.comparison_new, name="comparison_new"),
+    path("comparisons/<int:comparison_id>/", views.comparison_detail, name="comparison_detail"),
+    path(
+        "comparisons/<int:comparison_id>/review/", views.comparison_review, name="comparison_review"
+    ),
+    path(
+        "comparisons/<int:comparison_id>/export/", views.comparison_export, name="comparison_export"
+    ),
+]

@@ -1,0 +1,215 @@
+import difflib
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_http_methods, require_POST
+
+from evaluation import comparisons, metrics, selectors, services
+from evaluation.models import Comparison, EvaluationRun
+from experiments.models import DatasetVersion, TrainingRun
+from experiments.training.selectors import dataset_version_for
+from finetune_hub.errors import ServiceError
+from finetune_hub.selectors import visible_to
+from finetune_hub.views import visible_or_404
+
+
+def _choices(request) -> dict:
+    user = request.user
+    return {
+        "versions": visible_to(
+            DatasetVersion.objects.filter(status="published"), user=user, team_path="dataset__team"
+        )
+        .select_related("dataset")
+        .order_by("dataset__name", "-number"),
+        "runs": visible_to(
+            TrainingRun.objects.filter(status="succeeded"), user=user, team_path="experiment__team"
+        ).select_related("experiment"),
+        "metric_names": [*metrics.MODULES, "loss"],
+    }
+
+
+def _subject_from(value: str) -> dict:
+    kind, _, ref = value.partition(":")
+    if kind == "run" and ref.isdigit():
+        return {"run": int(ref)}
+    return {"base_model": ref or "embedded"}
+
+
+def evaluation_list(request):
+    return render(
+        request,
+        "evaluation/evaluation_list.html",
+        {
+            "evaluations": selectors.evaluations_for(user=request.user)[:200],
+            "comparisons": selectors.comparisons_for(user=request.user)[:200],
+            **_choices(request),
+        },
+    )
+
+
+@require_POST
+def evaluation_new(request):
+    try:
+        version = dataset_version_for(
+            user=request.user, ref=int(request.POST.get("dataset_version") or 0)
+        )
+        evaluation = services.evaluation_create(
+            team=version.dataset.team,
+            subject=_subject_from(request.POST.get("subject", "")),
+            dataset_version=version,
+            split=request.POST.get("split", "eval"),
+            metric_names=request.POST.getlist("metrics") or None,
+            generation_settings={"max_new_tokens": int(request.POST.get("max_new_tokens") or 64)},
+            by=request.user,
+        )
+    except (ServiceError, ValueError) as exc:
+        messages.error(request, getattr(exc, "detail", str(exc)))
+        return redirect("evaluation_list")
+    return redirect("evaluation_detail", evaluation_id=evaluation.pk)
+
+
+def evaluation_detail(request, evaluation_id: int):
+    evaluation = visible_or_404(
+        selectors.evaluation_get, user=request.user, evaluation_id=evaluation_id
+    )
+    order = request.GET.get("order") or None
+    try:
+        page = selectors.samples_page(
+            evaluation=evaluation, order=order, page=request.GET.get("page") or 1
+        )
+    except ServiceError:
+        order, page = None, selectors.samples_page(evaluation=evaluation)
+    return render(
+        request,
+        "evaluation/evaluation_detail.html",
+        {
+            "evaluation": evaluation,
+            "page": page,
+            "order": order,
+            "active": evaluation.status in ("queued", "running"),
+        },
+    )
+
+
+@require_POST
+def evaluation_retry(request, evaluation_id: int):
+    evaluation = visible_or_404(
+        selectors.evaluation_get, user=request.user, evaluation_id=evaluation_id
+    )
+    try:
+        services.evaluation_retry(evaluation=evaluation, by=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    return redirect("evaluation_detail", evaluation_id=evaluation_id)
+
+
+@require_POST
+def comparison_new(request):
+    try:
+        version = dataset_version_for(
+            user=request.user, ref=int(request.POST.get("dataset_version") or 0)
+        )
+        subjects = [_subject_from(v) for v in request.POST.getlist("subjects") if v]
+        comparison = comparisons.comparison_create(
+            team=version.dataset.team,
+            subjects=subjects,
+            dataset_version=version,
+            split=request.POST.get("split", "eval"),
+            mode=request.POST.get("mode", "auto"),
+            name=request.POST.get("name", ""),
+            by=request.user,
+            min_votes=int(request.POST.get("min_votes") or 20),
+        )
+    except (ServiceError, ValueError) as exc:
+        messages.error(request, getattr(exc, "detail", str(exc)))
+        return redirect("evaluation_list")
+    return redirect("comparison_detail", comparison_id=comparison.pk)
+
+
+def word_diff(a: str, b: str) -> tuple[str, str]:
+    """Both texts with the words the other lacks marked (<del> in a, <ins> in b)."""
+    left, right = a.split(), b.split()
+    out_a, out_b = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=left, b=right).get_opcodes():
+        chunk_a, chunk_b = escape(" ".join(left[i1:i2])), escape(" ".join(right[j1:j2]))
+        if op == "equal":
+            out_a.append(chunk_a)
+            out_b.append(chunk_b)
+            continue
+        if chunk_a:
+            out_a.append(f"<del>{chunk_a}</del>")
+        if chunk_b:
+            out_b.append(f"<ins>{chunk_b}</ins>")
+    return mark_safe(" ".join(out_a)), mark_safe(" ".join(out_b))
+
+
+def comparison_detail(request, comparison_id: int):
+    comparison = visible_or_404(
+        selectors.comparison_get, user=request.user, comparison_id=comparison_id
+    )
+    subjects = list(comparison.subjects.select_related("evaluation"))
+    ready = all(s.evaluation.status == EvaluationRun.Status.SUCCEEDED for s in subjects)
+    a, b = int(request.GET.get("a") or 0), int(request.GET.get("b") or 1)
+    rows = []
+    if ready and {a, b} <= set(range(len(subjects))) and a != b:
+        for row in comparisons.side_by_side(comparison, a, b):
+            row["diff_a"], row["diff_b"] = word_diff(row["a"], row["b"])
+            rows.append(row)
+    return render(
+        request,
+        "evaluation/comparison_detail.html",
+        {
+            "comparison": comparison,
+            "subjects": subjects,
+            "ready": ready,
+            "a": a,
+            "b": b,
+            "automatic": comparisons.auto_results(comparison) if ready else None,
+            "human": comparisons.human_results(comparison)
+            if comparison.mode == Comparison.Mode.HUMAN
+            else None,
+            "rows": rows,
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def comparison_review(request, comparison_id: int):
+    comparison = visible_or_404(
+        selectors.comparison_get, user=request.user, comparison_id=comparison_id
+    )
+    try:
+        if request.method == "POST":
+            comparisons.vote_cast(
+                comparison=comparison,
+                vote_id=int(request.POST.get("pair") or 0),
+                reviewer=request.user,
+                choice=request.POST.get("choice", ""),
+                comment=request.POST.get("comment", ""),
+            )
+            return redirect("comparison_review", comparison_id=comparison_id)
+        vote = comparisons.next_pair(comparison=comparison, reviewer=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        return redirect("comparison_detail", comparison_id=comparison_id)
+    return render(
+        request,
+        "evaluation/review.html",
+        {"comparison": comparison, "view": comparisons.pair_view(vote) if vote else None},
+    )
+
+
+@require_POST
+def comparison_export(request, comparison_id: int):
+    comparison = visible_or_404(
+        selectors.comparison_get, user=request.user, comparison_id=comparison_id
+    )
+    try:
+        version = comparisons.export_preferences(comparison=comparison, by=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+        return redirect("comparison_detail", comparison_id=comparison_id)
+    messages.success(request, f"Exported {version.size} preference pairs as {version}")
+    return redirect("version_detail", dataset_id=version.dataset_id, number=version.number)

@@ -1,0 +1,115 @@
+from django.test import Client
+
+from evaluation import comparisons
+from evaluation.models import Comparison, EvaluationRun, Vote
+from evaluation.views import word_diff
+from tests.test_comparisons import scored
+from tests.training_helpers import make_version
+
+
+def test_word_diff_marks_changed_words_and_escapes():
+    a, b = word_diff("category=billing; priority=high <b>", "category=billing; priority=low <b>")
+    assert a == "category=billing; <del>priority=high</del> &lt;b&gt;"
+    assert b == "category=billing; <ins>priority=low</ins> &lt;b&gt;"
+
+
+def test_evaluation_and_comparison_pages(browser_client, team, owner, tiny_model):
+    version = make_version(team, owner, n=200)
+    assert browser_client.get("/evaluations/").status_code == 200
+    r = browser_client.post(
+        "/evaluations/new/",
+        {
+            "subject": f"base:{tiny_model}",
+            "dataset_version": version.pk,
+            "metrics": ["bleu", "loss"],
+        },
+    )
+    evaluation = EvaluationRun.objects.get()
+    assert r["Location"] == f"/evaluations/{evaluation.pk}/" and evaluation.metrics == [
+        "bleu",
+        "loss",
+    ]
+    assert browser_client.get(r["Location"]).status_code == 200
+    good = scored(team, owner, version, "good", lambda e: e.fields["output"])
+    scored(team, owner, version, "bad", lambda e: "nope")
+    r = browser_client.post(
+        "/comparisons/new/",
+        {
+            "subjects": ["base:good", "base:bad"],
+            "dataset_version": version.pk,
+            "mode": "human",
+            "min_votes": "3",
+        },
+    )
+    comparison = Comparison.objects.get()
+    page = browser_client.get(r["Location"])
+    html = page.content.decode()
+    assert page.status_code == 200 and "<del>" in html and "not significant" not in html
+    assert "better" in html or "worse" in html
+    assert comparison.subjects.first().evaluation == good
+
+
+def test_review_page_votes_blind_and_exports(browser_client, team, owner, reviewer):
+    version = make_version(team, owner, n=200)
+    scored(team, owner, version, "good", lambda e: e.fields["output"])
+    scored(team, owner, version, "bad", lambda e: "nope")
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+    )
+    client = Client()
+    client.force_login(reviewer)
+    page = client.get(f"/comparisons/{comparison.pk}/review/")
+    html = page.content.decode()
+    assert page.status_code == 200 and "good" not in html and "Left is better" in html
+    pair = page.context["view"]["pair"]
+    client.post(f"/comparisons/{comparison.pk}/review/", {"pair": pair, "choice": "left"})
+    assert Vote.objects.get(pk=pair).choice == "left"
+    r = browser_client.post(f"/comparisons/{comparison.pk}/export/")
+    assert r.status_code == 302 and "/datasets/" in r["Location"]
+
+
+def test_evaluation_pages_refuse_outsiders(browser_client, team, owner, outsider):
+    version = make_version(team, owner, n=200)
+    evaluation = scored(team, owner, version, "good", lambda e: "x")
+    scored(team, owner, version, "bad", lambda e: "y")
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+    )
+    browser_client.force_login(outsider)
+    for path in [
+        f"/evaluations/{evaluation.pk}/",
+        f"/comparisons/{comparison.pk}/",
+        f"/comparisons/{comparison.pk}/review/",
+    ]:
+        assert browser_client.get(path).status_code == 404, path
+    for path in [f"/evaluations/{evaluation.pk}/retry/", f"/comparisons/{comparison.pk}/export/"]:
+        assert browser_client.post(path).status_code == 404, path
+    assert "good" not in browser_client.get("/evaluations/").content.decode()
+
+
+def test_evaluation_api_for_owner_and_outsider(api, outsider_api, team, owner, tiny_model):
+    version = make_version(team, owner, n=200)
+    r = api.post(
+        "/api/evaluations",
+        {"subject": {"base_model": tiny_model}, "dataset_version": version.pk, "metrics": ["chrf"]},
+    )
+    assert r.status_code == 201, r.content
+    evaluation_id = r.json()["id"]
+    assert api.get(f"/api/evaluations/{evaluation_id}").json()["status"] == "queued"
+    assert api.get(f"/api/evaluations/{evaluation_id}/samples").json()["count"] == 0
+    for path in [f"/api/evaluations/{evaluation_id}", f"/api/evaluations/{evaluation_id}/samples"]:
+        assert outsider_api.get(path).status_code == 404
+    assert outsider_api.post(f"/api/evaluations/{evaluation_id}/retry").status_code == 404
+    r = outsider_api.post(
+        "/api/evaluations", {"subject": {"base_model": tiny_model}, "dataset_version": version.pk}
+    )
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "dataset_version"
+    assert EvaluationRun.objects.count() == 1
