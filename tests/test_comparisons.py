@@ -241,3 +241,45 @@ def test_comparison_input_errors(api, version, tiny_model):
         post(subjects=[{"base_model": "a"}, {"base_model": "b"}], mode="vibes").status_code == 400
     )
     assert not Comparison.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_exported_preferences_train_a_dpo_run(team, owner, reviewer, tiny_model, cpu_worker):
+    from experiments.training.runner import train_next_run
+    from experiments.training.services import experiment_create, run_enqueue
+
+    version = make_version(team, owner, n=400)
+    scored(team, owner, version, "good", lambda e: e.fields["output"])
+    scored(team, owner, version, "bad", lambda e: "nope")
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+    )
+    while vote := comparisons.next_pair(comparison=comparison, reviewer=reviewer):
+        comparisons.vote_cast(
+            comparison=comparison,
+            vote_id=vote.pk,
+            reviewer=reviewer,
+            choice="left" if vote.left_is_a else "right",
+        )
+    preferences = comparisons.export_preferences(comparison=comparison, by=owner)
+    assert preferences.size == comparison.pairs.count()
+    experiment = experiment_create(
+        team=team,
+        name="dpo-from-votes",
+        dataset_version=preferences,
+        base_model=tiny_model,
+        technique="dpo",
+        hyperparameters={
+            "max_steps": 3,
+            "per_device_train_batch_size": 2,
+            "max_length": 128,
+            "logging_steps": 1,
+        },
+        by=owner,
+    )
+    run = train_next_run(run_id=run_enqueue(experiment=experiment, by=owner).pk)
+    assert run.status == "succeeded" and run.step == 3, run.error

@@ -2,6 +2,8 @@
 
 import pytest
 
+from evaluation.comparisons import auto_results, comparison_create
+from evaluation.services import evaluation_execute
 from experiments.models import Dataset, MetricPoint
 from experiments.services import dataset_version_upload
 from experiments.training.runner import train_next_run
@@ -52,3 +54,19 @@ def test_lora_on_the_demo_dataset_lowers_the_loss(team, owner, cpu_worker, setti
     assert last < 0.7 * first, losses
     assert (artifact_path(run.output_path) / "adapter_model.safetensors").exists()
     assert run.base_model_info["gguf_sha256"]
+
+    # The adapter against the base model on the demo eval split, with paired intervals.
+    comparison = comparison_create(
+        team=team,
+        subjects=[{"base_model": "embedded"}, {"run": run.pk}],
+        dataset_version=version,
+        metric_names=["exact_match", "chrf", "loss"],
+        by=owner,
+        generation={"max_new_tokens": 24, "batch_size": 16},
+    )
+    for subject in comparison.subjects.all():
+        assert evaluation_execute(evaluation_id=subject.evaluation_id).status == "succeeded"
+    tests = {t["metric"]: t for t in auto_results(comparison)["tests"]}
+    assert tests["loss"]["difference"] < 0 and tests["loss"]["significant"], tests["loss"]
+    assert tests["loss"]["ci_high"] < 0
+    assert tests["chrf"]["difference"] > 0, tests["chrf"]
