@@ -21,13 +21,13 @@ def chromium_available() -> bool:
 
 
 @pytest.fixture
-def page(live_server):
+def page(live_server, monkeypatch):
     if not chromium_available():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing (make browser-deps installs it)")
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
     # Playwright runs an event loop in this thread; the ORM calls the tests make are safe.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
