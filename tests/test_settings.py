@@ -8,12 +8,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args, **env):
+    # A production process starts from a clean environment, not this test run's.
+    base = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, **env},
+        env={**base, **env},
         timeout=120,
     )
 
