@@ -64,3 +64,5 @@ test: install browser-deps lint test-sqlite test-postgres
 bench: install
 	$(PY) manage.py shell -c "from experiments.base_models import ensure_embedded; ensure_embedded()"
 	$(PY) bench/train_memory.py --shape tiny --techniques lora,prefix,full --steps 10 --batch 4 --max-length 256
+	$(PY) bench/generation.py --prompts 48 --max-new-tokens 32 --batch-size 16
+	$(PY) bench/metrics.py --pairs 10000
