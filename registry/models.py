@@ -1,18 +1,20 @@
 from django.conf import settings
 from django.db import models
 
-from experiments.models import TrainingRun
+from experiments.models import DatasetVersion, TrainingRun
 from finetune_hub.models import Team
 
 
 class RegisteredModel(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="registered_models")
-    name = models.CharField(max_length=100)
+    name = models.SlugField(max_length=100)
     description = models.TextField(blank=True)
+    policy = models.JSONField(default=dict, help_text="promotion policy (registry.policy)")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["team", "name"], name="registered_model_name_unique")
         ]
@@ -27,10 +29,18 @@ class ModelVersion(models.Model):
     )
     number = models.PositiveIntegerField()
     source_run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="+")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+    base_model = models.CharField(max_length=500)
+    base_model_info = models.JSONField(default=dict, help_text="path, hash or revision, dtype")
+    kind = models.CharField(max_length=8, help_text="adapter or full")
+    artifact_path = models.CharField(max_length=500, help_text="under ARTIFACT_ROOT")
+    artifacts = models.JSONField(default=dict, help_text="file name -> sha256")
+    description = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        ordering = ["registered_model", "-number"]
         constraints = [
             models.UniqueConstraint(
                 fields=["registered_model", "number"], name="model_version_number_unique"
@@ -39,3 +49,133 @@ class ModelVersion(models.Model):
 
     def __str__(self):
         return f"{self.registered_model.name} v{self.number}"
+
+
+class Alias(models.Model):
+    """A name that points at one version. The unique constraint makes "production" have
+    exactly one holder; every move is an AliasEvent."""
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="aliases"
+    )
+    name = models.SlugField(max_length=50)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "name"], name="one_holder_per_alias"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.registered_model.name}@{self.name}"
+
+
+class AliasEvent(models.Model):
+    """Append-only history: sequence numbers per alias chain without gaps."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="alias_events"
+    )
+    alias = models.SlugField(max_length=50)
+    sequence = models.PositiveIntegerField()
+    action = models.CharField(max_length=10, choices=Action.choices)
+    from_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.TextField()
+    evidence = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["registered_model", "alias", "sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "alias", "sequence"], name="alias_event_sequence_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.alias} #{self.sequence}"
+
+
+class PromotionRequest(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPLIED = "applied"
+        REJECTED = "rejected"
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="promotion_requests"
+    )
+    alias = models.SlugField(max_length=50)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    evidence = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"promote {self.version} to {self.alias} ({self.status})"
+
+
+class ServedGeneration(models.Model):
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="generations"
+    )
+    alias = models.SlugField(max_length=50)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="generations")
+    messages = models.JSONField()
+    output = models.TextField()
+    latency_ms = models.FloatField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"generation {self.pk} by {self.version}"
+
+
+class Feedback(models.Model):
+    generation = models.ForeignKey(
+        ServedGeneration, on_delete=models.CASCADE, related_name="feedback"
+    )
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="feedback")
+    rating = models.SmallIntegerField(help_text="+1 thumbs up, -1 thumbs down")
+    comment = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_to = models.ForeignKey(
+        "experiments.Example", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(rating__in=[-1, 1]), name="rating_is_a_thumb"
+            ),
+            models.UniqueConstraint(fields=["generation", "created_by"], name="one_feedback_each"),
+        ]
+
+    def __str__(self):
+        return f"{'+' if self.rating > 0 else '-'}1 on {self.version}"

@@ -1,0 +1,89 @@
+"""A version as an archive: its adapter folder (plain `peft.PeftModel.from_pretrained` loads
+it) or the merged model (merge_and_unload, plain `transformers` loads it), safetensors only,
+with a manifest of SHA-256 hashes. Files are checked against the hashes recorded at
+registration before anything is packed."""
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+from experiments.training.checkpoint_state import assert_no_pickles
+from finetune_hub.errors import Conflict, invalid
+from finetune_hub.storage import artifact_path
+from registry.models import ModelVersion
+
+KINDS = ("adapter", "merged")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safetensors_only(folder: Path) -> Path:
+    """Refuses (409) a folder holding a pickle file: it is never loaded."""
+    try:
+        assert_no_pickles(folder)
+    except ValueError as exc:
+        raise Conflict(f"Refusing to load: {exc}") from None
+    return folder
+
+
+def verified_folder(version: ModelVersion) -> Path:
+    folder = safetensors_only(artifact_path(version.artifact_path))
+    for name, expected in version.artifacts.items():
+        if _sha256(folder / name) != expected:
+            raise Conflict(f"{name} of {version} does not match its recorded SHA-256")
+    return folder
+
+
+def _merged_folder(version: ModelVersion) -> Path:
+    target = artifact_path(f"registry/{version.registered_model_id}/v{version.number}/merged")
+    if (target / "model.safetensors").exists() or (
+        target / "model.safetensors.index.json"
+    ).exists():
+        return target
+    from transformers import AutoTokenizer
+
+    from evaluation import generation
+
+    model, _ = generation.load(version.base_model, version.artifact_path)
+    if version.kind == "adapter":
+        model = model.merge_and_unload()
+    tmp = target.with_name("merged.partial")
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(verified_folder(version)).save_pretrained(tmp)
+    safetensors_only(tmp)
+    tmp.rename(target)
+    return target
+
+
+def archive(version: ModelVersion, kind: str) -> Path:
+    if kind not in KINDS:
+        raise invalid("kind is adapter or merged", field="kind", status=422)
+    if kind == "adapter" and version.kind != "adapter":
+        raise Conflict(f"{version} is a full model; export it as merged")
+    folder = verified_folder(version) if kind == "adapter" else _merged_folder(version)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    manifest = {
+        "model": version.registered_model.name,
+        "version": version.number,
+        "kind": kind,
+        "base_model": version.base_model,
+        "base_model_info": version.base_model_info,
+        "files": {p.name: _sha256(p) for p in files},
+    }
+    target = artifact_path(f"registry/{version.registered_model_id}/v{version.number}/{kind}.zip")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".partial")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        root = f"{version.registered_model.name}-v{version.number}-{kind}"
+        for path in files:
+            zf.write(path, f"{root}/{path.name}")
+        zf.writestr(f"{root}/manifest.json", json.dumps(manifest, indent=2))
+    tmp.replace(target)
+    return target

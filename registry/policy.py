@@ -1,0 +1,181 @@
+"""Promotion policy per registered model, and the check of a version against it. Each
+failed rule is reported by name, so a refused promotion (409) says what to fix."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evaluation.models import Comparison, EvaluationRun
+from finetune_hub.errors import FieldError, ServiceError
+
+
+class Threshold(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self):
+        if self.min is None and self.max is None:
+            raise ValueError(f"threshold on {self.metric} needs min or max")
+        return self
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gated_aliases: list[str] = Field(default_factory=lambda: ["production"])
+    evaluation_dataset_version: int | None = None
+    evaluation_split: Literal["train", "eval", "test"] = "eval"
+    thresholds: list[Threshold] = Field(default_factory=list)
+    require_ab_win: bool = False
+    ab_metric: str = "chrf"
+    require_approval: bool = False
+    two_person_rule: bool = False
+
+    @model_validator(mode="after")
+    def _evaluation_named(self):
+        if (self.thresholds or self.require_ab_win) and self.evaluation_dataset_version is None:
+            raise ValueError("thresholds and the A/B rule need evaluation_dataset_version")
+        return self
+
+
+def parse(raw: dict | None) -> Policy:
+    try:
+        return Policy.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ServiceError(
+            "Invalid policy",
+            status=422,
+            errors=[
+                FieldError(
+                    field="policy." + ".".join(map(str, e["loc"])) if e["loc"] else "policy",
+                    message=e["msg"].removeprefix("Value error, "),
+                )
+                for e in exc.errors()
+            ],
+        ) from None
+
+
+def _subject_filter(version) -> dict:
+    """Evaluations of a version count whether they name the version or its source run."""
+    from django.db.models import Q
+
+    return Q(model_version=version) | Q(training_run=version.source_run)
+
+
+def latest_evaluation(version, policy: Policy) -> EvaluationRun | None:
+    return (
+        EvaluationRun.objects.filter(
+            _subject_filter(version),
+            status="succeeded",
+            dataset_version_id=policy.evaluation_dataset_version,
+            split=policy.evaluation_split,
+        )
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def ab_evidence(version, holder, policy: Policy) -> dict | None:
+    """The newest automatic comparison in which the version beat the holder significantly
+    on the policy's metric, or None."""
+    from evaluation.comparisons import auto_results
+
+    comparisons = Comparison.objects.filter(
+        dataset_version_id=policy.evaluation_dataset_version,
+        split=policy.evaluation_split,
+        team=version.registered_model.team,
+    ).order_by("-created_at")
+    for comparison in comparisons[:20]:
+        subjects = {s.index: s.evaluation for s in comparison.subjects.select_related("evaluation")}
+        mine = [i for i, e in subjects.items() if _is(e, version)]
+        theirs = [i for i, e in subjects.items() if _is(e, holder)]
+        if not mine or not theirs or any(e.status != "succeeded" for e in subjects.values()):
+            continue
+        for test in auto_results(comparison)["tests"]:
+            if test["metric"] != policy.ab_metric or not test["significant"]:
+                continue
+            # auto tests compare subject i against subject 0
+            if (test["subject"] in mine and 0 in theirs and test["subject_better"]) or (
+                test["subject"] in theirs and 0 in mine and not test["subject_better"]
+            ):
+                return {"comparison": comparison.pk, **test}
+    return None
+
+
+def _is(evaluation: EvaluationRun, version) -> bool:
+    return evaluation.model_version_id == version.pk or (
+        evaluation.training_run_id is not None
+        and evaluation.training_run_id == version.source_run_id
+    )
+
+
+def check(version, alias: str, holder) -> tuple[list[FieldError], dict]:
+    """(failed rules, evidence) for moving `alias` to `version` under the model's policy."""
+    policy = parse(version.registered_model.policy)
+    if alias not in policy.gated_aliases:
+        return [], {"policy": "not gated"}
+    failures, evidence = [], {"policy": policy.model_dump()}
+    if policy.thresholds:
+        evaluation = latest_evaluation(version, policy)
+        if evaluation is None:
+            failures.append(
+                FieldError(
+                    field="thresholds",
+                    message=(
+                        f"No finished evaluation of {version} on dataset version "
+                        f"{policy.evaluation_dataset_version} / {policy.evaluation_split}"
+                    ),
+                )
+            )
+        else:
+            evidence["evaluation"] = {"id": evaluation.pk, "results": evaluation.results}
+            failures += _threshold_failures(policy, evaluation)
+    if policy.require_ab_win and holder is not None and holder != version:
+        found = ab_evidence(version, holder, policy)
+        if found is None:
+            failures.append(
+                FieldError(
+                    field="require_ab_win",
+                    message=(
+                        f"No comparison shows {version} significantly better than the holder "
+                        f"{holder} on {policy.ab_metric}"
+                    ),
+                )
+            )
+        else:
+            evidence["comparison"] = found
+    return failures, evidence
+
+
+def _threshold_failures(policy: Policy, evaluation: EvaluationRun) -> list[FieldError]:
+    failures = []
+    for rule in policy.thresholds:
+        result = evaluation.results.get(rule.metric)
+        if result is None:
+            failures.append(
+                FieldError(
+                    field=f"thresholds.{rule.metric}",
+                    message=f"evaluation {evaluation.pk} has no {rule.metric}",
+                )
+            )
+            continue
+        score = result["score"]
+        if rule.min is not None and score < rule.min:
+            failures.append(
+                FieldError(
+                    field=f"thresholds.{rule.metric}",
+                    message=f"{rule.metric} {score:.4g} is below {rule.min}",
+                )
+            )
+        if rule.max is not None and score > rule.max:
+            failures.append(
+                FieldError(
+                    field=f"thresholds.{rule.metric}",
+                    message=f"{rule.metric} {score:.4g} is above {rule.max}",
+                )
+            )
+    return failures

@@ -1,0 +1,115 @@
+from datetime import datetime
+
+from django.db.models import Avg, Count, Q, QuerySet
+
+from evaluation.models import EvaluationRun
+from finetune_hub.errors import NotFound
+from finetune_hub.selectors import visible_to
+from registry.models import Alias, AliasEvent, ModelVersion, RegisteredModel
+
+
+def models_for(*, user) -> QuerySet[RegisteredModel]:
+    return visible_to(RegisteredModel.objects.select_related("team"), user=user)
+
+
+def model_get(*, user, name: str, team: int | None = None) -> RegisteredModel:
+    """By name among the caller's teams (a team id disambiguates a name used twice)."""
+    qs = models_for(user=user).filter(name=name)
+    if team is not None:
+        qs = qs.filter(team_id=team)
+    model = qs.order_by("team_id").first()
+    if model is None:
+        raise NotFound("Registered model not found")
+    return model
+
+
+def version_get(*, model: RegisteredModel, number: int) -> ModelVersion:
+    version = (
+        model.versions.select_related("source_run__experiment", "dataset_version__dataset")
+        .filter(number=number)
+        .first()
+    )
+    if version is None:
+        raise NotFound("Model version not found")
+    return version
+
+
+def lineage(version: ModelVersion) -> dict:
+    """From the version back to the data: run, experiment, dataset version and the versions
+    (annotation drafts published) it descends from."""
+    run = version.source_run
+    experiment = run.experiment
+    chain, data = [], version.dataset_version
+    while data is not None:
+        chain.append(
+            {
+                "dataset": data.dataset_id,
+                "name": data.dataset.name,
+                "number": data.number,
+                "sha256": data.sha256,
+                "message": data.message,
+                "annotation": data.validation_report.get("annotation"),
+                "published_by": data.published_by.username if data.published_by else None,
+                "published_at": data.published_at,
+            }
+        )
+        data = data.parent
+    return {
+        "model_version": {"model": version.registered_model.name, "number": version.number},
+        "run": {
+            "id": run.pk,
+            "status": run.status,
+            "attempt": run.attempt,
+            "steps": run.step,
+            "finished_at": run.finished_at,
+            "peak_memory_bytes": run.peak_memory_bytes,
+        },
+        "experiment": {
+            "id": experiment.pk,
+            "name": experiment.name,
+            "technique": experiment.technique,
+            "hyperparameters": experiment.hyperparameters,
+        },
+        "base_model": {"ref": version.base_model, **version.base_model_info},
+        "dataset_versions": chain,
+    }
+
+
+def evaluations_of(version: ModelVersion) -> QuerySet[EvaluationRun]:
+    return (
+        EvaluationRun.objects.filter(
+            Q(model_version=version) | Q(training_run=version.source_run), status="succeeded"
+        )
+        .select_related("dataset_version__dataset")
+        .order_by("-finished_at")
+    )
+
+
+def history(*, model: RegisteredModel, alias: str) -> QuerySet[AliasEvent]:
+    return (
+        AliasEvent.objects.filter(registered_model=model, alias=alias)
+        .select_related("from_version", "to_version", "actor", "approved_by")
+        .order_by("sequence")
+    )
+
+
+def holder_at(*, model: RegisteredModel, alias: str, when: datetime) -> AliasEvent | None:
+    return (
+        AliasEvent.objects.filter(registered_model=model, alias=alias, created_at__lte=when)
+        .order_by("-sequence")
+        .select_related("to_version")
+        .first()
+    )
+
+
+def aliases_of(model: RegisteredModel) -> QuerySet[Alias]:
+    return model.aliases.select_related("version").order_by("name")
+
+
+def feedback_by_version(model: RegisteredModel) -> list[dict]:
+    rows = model.versions.annotate(
+        ups=Count("feedback", filter=Q(feedback__rating=1)),
+        downs=Count("feedback", filter=Q(feedback__rating=-1)),
+        mean=Avg("feedback__rating"),
+    ).order_by("number")
+    return [{"version": v.number, "up": v.ups, "down": v.downs} for v in rows]

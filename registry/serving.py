@@ -1,0 +1,70 @@
+"""Serving the version an alias holds. Each process loads a base model once and keeps the
+adapters of the versions it served on it (peft multi-adapter); promotion and rollback
+change which adapter answers on the next request, with no restart."""
+
+import threading
+import time
+
+import torch
+
+from evaluation import generation
+from experiments import base_models
+from registry.export import verified_folder
+from registry.models import ModelVersion
+
+
+class ModelServer:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.bases: dict[str, tuple] = {}  # base path -> (peft model or base, tokenizer, adapters)
+        self.full: dict[int, tuple] = {}  # version pk -> (model, tokenizer)
+
+    def _base(self, ref: str):
+        path = base_models.resolve(ref)
+        if path not in self.bases:
+            model, tokenizer = generation.load(ref)
+            self.bases[path] = [model, tokenizer, set()]
+        return self.bases[path]
+
+    def _model_for(self, version: ModelVersion):
+        """Files are checked against their recorded hashes (and for pickles) when a version is
+        first loaded in this process, not on every request."""
+        if version.kind == "full":
+            if version.pk not in self.full:
+                verified_folder(version)
+                self.full[version.pk] = generation.load(version.base_model, version.artifact_path)
+            return self.full[version.pk]
+        entry = self._base(version.base_model)
+        name = f"v{version.pk}"
+        if name not in entry[2]:
+            from peft import PeftModel
+
+            folder = verified_folder(version)
+            if entry[2]:
+                entry[0].load_adapter(str(folder), adapter_name=name)
+            else:
+                entry[0] = PeftModel.from_pretrained(entry[0], str(folder), adapter_name=name)
+                entry[0].eval()
+            entry[2].add(name)
+        entry[0].set_adapter(name)
+        return entry[0], entry[1]
+
+    def generate(
+        self, version: ModelVersion, messages: list[dict], max_new_tokens: int
+    ) -> tuple[str, float]:
+        started = time.perf_counter()
+        with self.lock, torch.no_grad():
+            model, tokenizer = self._model_for(version)
+            if getattr(tokenizer, "chat_template", None):
+                prompt = tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            else:
+                prompt = "\n".join(m["content"] for m in messages)
+            answers, _, _ = generation.generate(
+                model, tokenizer, [prompt], max_new_tokens=max_new_tokens, batch_size=1
+            )
+        return answers[0], (time.perf_counter() - started) * 1000
+
+
+server = ModelServer()
