@@ -13,11 +13,19 @@ from registry.export import verified_folder
 from registry.models import ModelVersion
 
 
+def _key(version: ModelVersion) -> str:
+    """The version and the hash of its weights: a cached model is never the wrong one."""
+    weights = next(
+        (h for n, h in sorted(version.artifacts.items()) if n.endswith(".safetensors")), ""
+    )
+    return f"v{version.pk}-{weights[:12]}"
+
+
 class ModelServer:
     def __init__(self):
         self.lock = threading.Lock()
         self.bases: dict[str, tuple] = {}  # base path -> (peft model or base, tokenizer, adapters)
-        self.full: dict[int, tuple] = {}  # version pk -> (model, tokenizer)
+        self.full: dict[str, tuple] = {}  # version key -> (model, tokenizer)
 
     def _base(self, ref: str):
         path = base_models.resolve(ref)
@@ -29,13 +37,14 @@ class ModelServer:
     def _model_for(self, version: ModelVersion):
         """Files are checked against their recorded hashes (and for pickles) when a version is
         first loaded in this process, not on every request."""
+        key = _key(version)
         if version.kind == "full":
-            if version.pk not in self.full:
+            if key not in self.full:
                 verified_folder(version)
-                self.full[version.pk] = generation.load(version.base_model, version.artifact_path)
-            return self.full[version.pk]
+                self.full[key] = generation.load(version.base_model, version.artifact_path)
+            return self.full[key]
         entry = self._base(version.base_model)
-        name = f"v{version.pk}"
+        name = key
         if name not in entry[2]:
             from peft import PeftModel
 

@@ -20,11 +20,15 @@ def tiny_model():
 
 @pytest.fixture(autouse=True)
 def isolated_artifacts(settings, tmp_path, tiny_model):
+    from registry.serving import server
+
     settings.ARTIFACT_ROOT = (tmp_path / "artifacts").resolve()
     settings.DEFAULT_BASE_MODEL = tiny_model
     settings.MODEL_CACHE_DIR = Path(tiny_model).parent
     yield settings.ARTIFACT_ROOT
     shutil.rmtree(settings.ARTIFACT_ROOT, ignore_errors=True)
+    server.bases.clear()  # models loaded from this test's artifacts go with them
+    server.full.clear()
 
 
 class ApiClient:

@@ -289,3 +289,117 @@ def test_it_validates_ownership(outsider_api, api, model, versions, owner):
     assert outsider_api.delete(f"{base}/versions/2").status_code == 404
     assert outsider_api.get("/api/registry/models").json() == []
     assert AliasEvent.objects.count() == 1 and ModelVersion.objects.count() == 2
+
+
+def test_exported_adapter_loads_with_plain_peft_and_matches_serving(
+    api, model, versions, owner, tmp_path, tiny_model
+):
+    import subprocess
+    import sys
+    import zipfile
+
+    import torch
+
+    from registry.serving import server
+
+    r = api.get(f"{BASE}/versions/1/export", kind="adapter")
+    assert r.status_code == 200
+    archive = tmp_path / "adapter.zip"
+    archive.write_bytes(b"".join(r.streaming_content))
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "out")
+        names = zf.namelist()
+    assert any(n.endswith("manifest.json") for n in names)
+    assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)
+    folder = next((tmp_path / "out").iterdir())
+    ids = [[1, 5, 9, 14, 3]]
+    # A fresh interpreter, isolated from this project: only transformers and peft.
+    script = (
+        "import sys, json, torch\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "from peft import PeftModel\n"
+        f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({tiny_model!r}), "
+        f"{str(folder)!r}).eval()\n"
+        f"print(json.dumps(m(torch.tensor({ids})).logits[0, -1, :50].tolist()))\n"
+        "assert not any(k.split('.')[0] in ('finetune_hub', 'experiments', 'registry', "
+        "'evaluation') for k in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    plain = torch.tensor(__import__("json").loads(out.stdout.strip().splitlines()[-1]))
+    served, _ = server._model_for(versions[0])
+    with torch.no_grad():
+        ours = served(torch.tensor(ids)).logits[0, -1, :50]
+    torch.testing.assert_close(plain, ours, rtol=0, atol=1e-5)
+
+
+def test_merged_export_loads_with_plain_transformers(api, model, versions, tmp_path):
+    import zipfile
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from registry.serving import server
+
+    r = api.get(f"{BASE}/versions/2/export", kind="merged")
+    assert r.status_code == 200
+    archive = tmp_path / "merged.zip"
+    archive.write_bytes(b"".join(r.streaming_content))
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path / "merged")
+        manifest = __import__("json").loads(
+            zf.read(next(n for n in zf.namelist() if n.endswith("manifest.json")))
+        )
+    folder = next((tmp_path / "merged").iterdir())
+    assert "model.safetensors" in manifest["files"]
+    merged = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    served, _ = server._model_for(versions[1])
+    ids = torch.tensor([[2, 7, 11]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, served(ids).logits, rtol=0, atol=1e-4)
+    assert api.get(f"{BASE}/versions/2/export", kind="weights").status_code == 422
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_promotions_leave_one_holder_and_a_chained_history(team, owner, tiny_model):
+    """Real concurrent connections (on PostgreSQL in `make test`): every promotion lands, one
+    after the other, and the events chain without gaps."""
+    model = services.model_create(team=team, name="racing", by=owner)
+    first = trained_run(team, owner, tiny_model, seed=5)
+    versions = [services.version_register(model=model, run=first, by=owner) for _ in range(4)]
+    barrier, errors = threading.Barrier(len(versions)), []
+
+    def promote_one(version):
+        try:
+            barrier.wait()
+            services.alias_promote(
+                model=model,
+                alias="production",
+                version=version,
+                by=owner,
+                reason=f"race {version.number}",
+            )
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=promote_one, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    events = list(AliasEvent.objects.filter(registered_model=model).order_by("sequence"))
+    assert [e.sequence for e in events] == [1, 2, 3, 4]
+    assert events[0].from_version is None
+    for before, after in zip(events, events[1:], strict=False):
+        assert after.from_version_id == before.to_version_id
+    holder = model.aliases.get(name="production").version
+    assert holder.pk == events[-1].to_version_id
