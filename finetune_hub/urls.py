@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/", api.urls),
     path("", include("experiments.urls")),
     path("", include("evaluation.urls")),
+    path("", include("registry.urls")),
 ]

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from registry import views
+
+urlpatterns = [
+    path("registry/", views.model_list, name="model_list"),
+    path("registry/<slug:name>/", views.model_detail, name="model_detail"),
+    path("registry/<slug:name>/v/<int:number>/", views.version_detail, name="registry_version"),
+    path(
+        "registry/<slug:name>/v/<int:number>/export/<str:kind>/",
+        views.version_export,
+        name="registry_export",
+    ),
+    path("registry/<slug:name>/<str:action>/", views.model_action, name="model_action"),
+]
