@@ -102,13 +102,31 @@ def resolve(ref: str) -> str:
 
 
 def describe(ref: str) -> dict:
-    """What was loaded, recorded with a run: path, file hash or revision."""
+    """What was loaded, recorded with a run: path, and the GGUF hash (embedded), the
+    weight files' hashes (a local folder) or, from the loaded config, the hub revision."""
     path = resolve(ref)
     info = {"ref": ref, "path": path}
     marker = Path(path) / "finetune_hub.json"
     if marker.exists():
         info.update(json.loads(marker.read_text()))
+    elif Path(path).is_dir():
+        info["files_sha256"] = _weights_sha256(
+            tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _weights(Path(path))),
+            path,
+        )
     return info
+
+
+def _weights(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.suffix == ".safetensors" or p.name == "config.json"
+    )
+
+
+@lru_cache(maxsize=32)
+def _weights_sha256(files: tuple, folder: str) -> dict:
+    """Cached per process by name, size and mtime: an 8B model is hashed once, not per run."""
+    return {name: file_sha256(Path(folder) / name) for name, _, _ in files}
 
 
 @lru_cache(maxsize=8)

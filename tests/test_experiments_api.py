@@ -264,3 +264,18 @@ def test_it_validates_ownership(outsider_api, api, team, owner, tiny_model, vers
 def test_anonymous_gets_401(anon_api, api, team, owner, tiny_model):
     for path in ["/api/experiments", "/api/runs/queue", "/api/workers", "/api/runs/1"]:
         assert anon_api.get(path).status_code == 401
+
+
+def test_a_local_base_model_is_recorded_with_its_file_hashes(settings, tiny_model):
+    import hashlib
+    import shutil
+
+    from experiments.base_models import describe
+
+    folder = settings.ARTIFACT_ROOT / "base_models" / "plain"
+    shutil.copytree(tiny_model, folder)
+    (folder / "finetune_hub.json").unlink()
+    info = describe(str(folder))
+    expected = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert info["files_sha256"]["model.safetensors"] == expected
+    assert "config.json" in info["files_sha256"] and info["path"] == str(folder)
