@@ -142,6 +142,19 @@ def set_policy(request, name: str, payload: dict, team: int | None = None):
     return {"name": model.name, "policy": model.policy}
 
 
+class ScheduleIn(Schema):
+    every_days: int | None = None
+
+
+@router.put("/registry/models/{name}/schedule")
+def set_schedule(request, name: str, payload: ScheduleIn, team: int | None = None):
+    """Scheduled retraining of production on the newest data, then a comparison."""
+    model = services.schedule_set(
+        model=_model(request, name, team), every_days=payload.every_days, by=request.auth
+    )
+    return {"name": model.name, "retrain_every_days": model.retrain_every_days}
+
+
 @router.post("/registry/models/{name}/versions", response={201: dict})
 def register_version(request, name: str, payload: VersionIn, team: int | None = None):
     model = _model(request, name, team)

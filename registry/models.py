@@ -10,6 +10,10 @@ class RegisteredModel(models.Model):
     name = models.SlugField(max_length=100)
     description = models.TextField(blank=True)
     policy = models.JSONField(default=dict, help_text="promotion policy (registry.policy)")
+    retrain_every_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="retrain production on the newest data this often"
+    )
+    last_retrain_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -179,3 +183,29 @@ class Feedback(models.Model):
 
     def __str__(self):
         return f"{'+' if self.rating > 0 else '-'}1 on {self.version}"
+
+
+class RetrainJob(models.Model):
+    """A scheduled retraining: production's experiment on newer data, then a comparison."""
+
+    class Status(models.TextChoices):
+        TRAINING = "training"
+        COMPARED = "compared"
+        FAILED = "failed"
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="retrain_jobs"
+    )
+    production = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="+")
+    comparison = models.ForeignKey(
+        "evaluation.Comparison", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"retrain {self.registered_model} ({self.status})"

@@ -44,6 +44,18 @@ def policy_set(*, model: RegisteredModel, policy: dict, by) -> RegisteredModel:
     return model
 
 
+@transaction.atomic
+def schedule_set(*, model: RegisteredModel, every_days: int | None, by) -> RegisteredModel:
+    membership_require(user=by, team=model.team, role=Role.APPROVER)
+    if every_days is not None and not 1 <= every_days <= 365:
+        raise invalid(
+            "every_days is between 1 and 365, or null to stop", field="every_days", status=422
+        )
+    model.retrain_every_days = every_days
+    model.save(update_fields=["retrain_every_days"])
+    return model
+
+
 def version_register(
     *, model: RegisteredModel, run: TrainingRun, by, description: str = ""
 ) -> ModelVersion:

@@ -403,3 +403,34 @@ def test_concurrent_promotions_leave_one_holder_and_a_chained_history(team, owne
         assert after.from_version_id == before.to_version_id
     holder = model.aliases.get(name="production").version
     assert holder.pk == events[-1].to_version_id
+
+
+def test_scheduled_retraining_trains_on_newer_data_and_opens_a_comparison(
+    api, model, versions, owner, cpu_worker
+):
+    from experiments.models import TrainingRun
+    from experiments.services import dataset_version_upload
+    from registry.retraining import compare_finished, retrain_due
+    from tests.data import examples, jsonl
+
+    assert api.put(f"{BASE}/schedule", {"every_days": 7}).status_code == 200
+    assert api.put(f"{BASE}/schedule", {"every_days": 0}).status_code == 422
+    move(model, "production", versions[0], owner)
+    assert retrain_due() == []  # no newer data yet
+    model.refresh_from_db()
+    model.last_retrain_at = None
+    model.save()
+    dataset = versions[0].dataset_version.dataset
+    newer = dataset_version_upload(
+        dataset=dataset,
+        filename="v2.jsonl",
+        by=owner,
+        data=jsonl(examples("instruction", 130)).encode(),
+    )
+    [job] = retrain_due()
+    assert job.run.experiment.dataset_version == newer and job.production == versions[0]
+    assert retrain_due() == []  # not due again for 7 days
+    TrainingRun.objects.filter(pk=job.run_id).update(status="succeeded", output_path="x")
+    [compared] = compare_finished()
+    subjects = [s.evaluation for s in compared.comparison.subjects.order_by("index")]
+    assert subjects[0].model_version == versions[0] and subjects[1].training_run == job.run
