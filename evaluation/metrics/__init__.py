@@ -70,3 +70,26 @@ def macro_f1(predicted: np.ndarray, reference: np.ndarray) -> float:
         fn = np.sum((predicted != label) & (reference == label))
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     return float(np.mean(f1s))
+
+
+def text_pair_info(description: str, citation: str = ""):
+    """The MetricInfo of a metric over (prediction, reference) strings."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(
+        description=description,
+        citation=citation,
+        inputs_description="predictions: list of str; references: list of str (one each)",
+        features=datasets.Features(
+            {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+        ),
+    )
+
+
+def match_scores(name: str, predictions: list[str], references: list[str]) -> dict:
+    """1 per sample where the prediction equals the reference after stripping whitespace
+    (exact match for text, accuracy for labels)."""
+    hits = [float(p.strip() == r.strip()) for p, r in zip(predictions, references, strict=True)]
+    score = sum(hits) / len(hits) if hits else 0.0
+    return {name: {"score": score, "per_sample": hits, "stats": [[h] for h in hits]}}

@@ -1,23 +1,16 @@
 """The shared body of the BLEU, chrF and TER evaluate modules: sacreBLEU computes the
 per-sentence statistics once; the corpus score and the sentence scores both come from them."""
 
-import datasets
-import evaluate
 from sacrebleu.metrics import BLEU, CHRF, TER
 
-FEATURES = datasets.Features(
-    {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-)
+from evaluation.metrics import text_pair_info
+
 CLASSES = {"bleu": BLEU, "chrf": CHRF, "ter": TER}
 
 
-def info(name: str, description: str) -> evaluate.MetricInfo:
-    return evaluate.MetricInfo(
-        description=description,
-        citation="Post, 2018. A Call for Clarity in Reporting BLEU Scores (sacreBLEU).",
-        inputs_description="predictions: list of str; references: list of str (one each)",
-        features=FEATURES,
-        reference_urls=["https://github.com/mjpost/sacrebleu"],
+def info(description: str):
+    return text_pair_info(
+        description, "Post, 2018. A Call for Clarity in Reporting BLEU Scores (sacreBLEU)."
     )
 
 

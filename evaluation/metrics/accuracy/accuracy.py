@@ -1,22 +1,13 @@
-import datasets
 import evaluate
+
+from evaluation.metrics import match_scores, text_pair_info
 
 
 class Accuracy(evaluate.Metric):
-    """Classification accuracy: the predicted label (the generated text, stripped) against
-    the reference label."""
+    """Classification accuracy: the generated label (stripped) against the reference label."""
 
     def _info(self):
-        return evaluate.MetricInfo(
-            description="Accuracy of predicted labels",
-            citation="",
-            inputs_description="predictions: list of str labels; references: list of str labels",
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return text_pair_info("Accuracy of predicted labels")
 
     def _compute(self, predictions, references):
-        hits = [float(p.strip() == r.strip()) for p, r in zip(predictions, references, strict=True)]
-        score = sum(hits) / len(hits) if hits else 0.0
-        return {"accuracy": {"score": score, "per_sample": hits, "stats": [[h] for h in hits]}}
+        return match_scores("accuracy", predictions, references)

@@ -1,8 +1,7 @@
-import datasets
 import evaluate
 import numpy as np
 
-from evaluation.metrics import macro_f1
+from evaluation.metrics import macro_f1, text_pair_info
 
 
 class F1(evaluate.Metric):
@@ -10,14 +9,7 @@ class F1(evaluate.Metric):
     (predicted label id, reference label id), so a resample recomputes the real macro-F1."""
 
     def _info(self):
-        return evaluate.MetricInfo(
-            description="Macro-averaged F1 over labels",
-            citation="",
-            inputs_description="predictions: list of str labels; references: list of str labels",
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+        return text_pair_info("Macro-averaged F1 over labels")
 
     def _compute(self, predictions, references):
         predictions = [p.strip() for p in predictions]

@@ -1,6 +1,7 @@
-import datasets
 import evaluate
 from rouge_score import rouge_scorer, scoring
+
+from evaluation.metrics import text_pair_info
 
 TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 
@@ -10,13 +11,9 @@ class Rouge(evaluate.Metric):
     rouge module reports with use_aggregator=False, then a mean)."""
 
     def _info(self):
-        return evaluate.MetricInfo(
-            description="ROUGE F-measures (rouge-score), per sample and their mean",
-            citation="Lin, 2004. ROUGE: A Package for Automatic Evaluation of Summaries.",
-            inputs_description="predictions: list of str; references: list of str",
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
+        return text_pair_info(
+            "ROUGE F-measures (rouge-score), per sample and their mean",
+            "Lin, 2004. ROUGE: A Package for Automatic Evaluation of Summaries.",
         )
 
     def _compute(self, predictions, references, use_stemmer=False):
