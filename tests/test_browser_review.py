@@ -1,0 +1,61 @@
+import pytest
+
+from evaluation import comparisons
+from evaluation.models import Vote
+from registry import services
+from tests.browser import log_in
+from tests.registry_helpers import trained_run
+from tests.test_comparisons import scored
+from tests.training_helpers import make_version
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_blind_review_in_the_browser(page, team, owner, reviewer):
+    version = make_version(team, owner, n=200)
+    scored(team, owner, version, "good", lambda e: e.fields["output"])
+    scored(team, owner, version, "bad", lambda e: "nope")
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+        min_votes=2,
+    )
+    log_in(page, "reviewer", "reviewer-pass-123")
+    page.goto(f"/comparisons/{comparison.pk}/")
+    page.click("text=Review pairs")
+    for _ in range(3):
+        left = page.inner_text("#left")
+        page.click(
+            "button:has-text('Left is better')"
+            if left != "nope"
+            else "button:has-text('Right is better')"
+        )
+        page.wait_for_load_state()
+    assert Vote.objects.exclude(choice="").count() == 3
+    assert all(v.outcome == "a" for v in Vote.objects.exclude(choice=""))
+    page.goto(f"/comparisons/{comparison.pk}/")
+    human = page.inner_text("#human")
+    assert "3 – 0" in human and "no significant difference" in human  # p = 0.25 at 3 votes
+    assert page.locator("#side-by-side ins").count() > 0
+
+
+def test_promote_and_roll_back_in_the_browser(page, team, owner, tiny_model):
+    model = services.model_create(team=team, name="triage", by=owner)
+    first = trained_run(team, owner, tiny_model, seed=1)
+    for run in (first, trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)):
+        services.version_register(model=model, run=run, by=owner)
+    log_in(page, "owner", "owner-pass-123")
+    page.goto("/registry/triage/")
+    for number in ("1", "2"):
+        page.select_option("#pversion", number)
+        page.fill("#preason", f"ship v{number}")
+        page.click("button:has-text('Promote (through the policy)')")
+        page.wait_for_selector(f"#alias-production:has-text('v{number}')")
+    page.fill("input[name=reason][placeholder='why roll back']", "regression")
+    page.click("button:has-text('Roll back')")
+    page.wait_for_selector("#alias-production:has-text('v1')")
+    assert page.locator("table.history tr").count() == 4  # header and three events
+    page.screenshot(path="var/screenshot-registry.png", full_page=True)
