@@ -73,8 +73,11 @@ def comparison_create(
     membership_require(user=by, team=team, role=Role.MEMBER)
     if mode not in Comparison.Mode.values:
         raise invalid(f"mode is auto or human, not {mode!r}", field="mode")
-    if len(subjects) < 2:
-        raise invalid("Compare at least two subjects", field="subjects")
+    if len(subjects) < 2 or not all(isinstance(s, dict) for s in subjects):
+        raise invalid(
+            "Compare at least two subjects, each {run}, {model_version} or {base_model}",
+            field="subjects",
+        )
     if len({json.dumps(s, sort_keys=True) for s in subjects}) != len(subjects):
         raise invalid("The same subject is listed twice", field="subjects")
     if not 1 <= min_votes <= 10_000:

@@ -74,9 +74,22 @@ def _metrics(names: list[str] | None, fmt: str) -> list[str]:
 
 
 def _subject(subject: dict, team: Team) -> dict:
-    kind = next((k for k in EvaluationRun.Subject.values if subject.get(k) is not None), None)
-    if kind is None:
-        raise invalid("subject needs one of run, model_version or base_model", field="subject")
+    kinds = [
+        k
+        for k in EvaluationRun.Subject.values
+        if isinstance(subject, dict) and subject.get(k) is not None
+    ]
+    if len(kinds) != 1:
+        raise invalid(
+            "subject needs exactly one of run, model_version or base_model", field="subject"
+        )
+    kind = kinds[0]
+    expected = str if kind == EvaluationRun.Subject.BASE_MODEL else int
+    if not isinstance(subject[kind], expected) or isinstance(subject[kind], bool):
+        raise invalid(
+            f"subject.{kind} must be {'text' if expected is str else 'an id'}",
+            field=f"subject.{kind}",
+        )
     if kind == EvaluationRun.Subject.RUN:
         run = TrainingRun.objects.filter(pk=subject["run"], experiment__team=team).first()
         if run is None:

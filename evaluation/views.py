@@ -12,7 +12,7 @@ from experiments.models import DatasetVersion, TrainingRun
 from experiments.training.selectors import dataset_version_for
 from finetune_hub.errors import ServiceError
 from finetune_hub.selectors import visible_to
-from finetune_hub.views import visible_or_404
+from finetune_hub.views import form_int, visible_or_404
 
 
 def _choices(request) -> dict:
@@ -53,7 +53,7 @@ def evaluation_list(request):
 def evaluation_new(request):
     try:
         version = dataset_version_for(
-            user=request.user, ref=int(request.POST.get("dataset_version") or 0)
+            user=request.user, ref=form_int(request.POST, "dataset_version", 0)
         )
         evaluation = services.evaluation_create(
             team=version.dataset.team,
@@ -61,7 +61,7 @@ def evaluation_new(request):
             dataset_version=version,
             split=request.POST.get("split", "eval"),
             metric_names=request.POST.getlist("metrics") or None,
-            generation_settings={"max_new_tokens": int(request.POST.get("max_new_tokens") or 64)},
+            generation_settings={"max_new_tokens": form_int(request.POST, "max_new_tokens", 64)},
             by=request.user,
         )
     except (ServiceError, ValueError) as exc:
@@ -109,7 +109,7 @@ def evaluation_retry(request, evaluation_id: int):
 def comparison_new(request):
     try:
         version = dataset_version_for(
-            user=request.user, ref=int(request.POST.get("dataset_version") or 0)
+            user=request.user, ref=form_int(request.POST, "dataset_version", 0)
         )
         subjects = [_subject_from(v) for v in request.POST.getlist("subjects") if v]
         comparison = comparisons.comparison_create(
@@ -120,7 +120,7 @@ def comparison_new(request):
             mode=request.POST.get("mode", "auto"),
             name=request.POST.get("name", ""),
             by=request.user,
-            min_votes=int(request.POST.get("min_votes") or 20),
+            min_votes=form_int(request.POST, "min_votes", 20),
         )
     except (ServiceError, ValueError) as exc:
         messages.error(request, getattr(exc, "detail", str(exc)))
@@ -151,7 +151,10 @@ def comparison_detail(request, comparison_id: int):
     )
     subjects = list(comparison.subjects.select_related("evaluation"))
     ready = all(s.evaluation.status == EvaluationRun.Status.SUCCEEDED for s in subjects)
-    a, b = int(request.GET.get("a") or 0), int(request.GET.get("b") or 1)
+    try:
+        a, b = form_int(request.GET, "a", 0), form_int(request.GET, "b", 1)
+    except ServiceError:
+        a, b = 0, 1
     rows = []
     if ready and {a, b} <= set(range(len(subjects))) and a != b:
         for row in comparisons.side_by_side(comparison, a, b):
@@ -184,7 +187,7 @@ def comparison_review(request, comparison_id: int):
         if request.method == "POST":
             comparisons.vote_cast(
                 comparison=comparison,
-                vote_id=int(request.POST.get("pair") or 0),
+                vote_id=form_int(request.POST, "pair", 0),
                 reviewer=request.user,
                 choice=request.POST.get("choice", ""),
                 comment=request.POST.get("comment", ""),

@@ -6,7 +6,7 @@ from experiments import selectors, services
 from experiments.models import DataFormat, Example, Split
 from finetune_hub.errors import ServiceError
 from finetune_hub.selectors import teams_for_user
-from finetune_hub.views import visible_or_404
+from finetune_hub.views import form_int, visible_or_404
 
 
 def dataset_list(request):
@@ -66,8 +66,8 @@ def version_upload(request, dataset_id: int):
             data=upload.read(),
             by=request.user,
             fmt=request.POST.get("format", "auto"),
-            max_length=int(request.POST.get("max_length") or 2048),
-            seed=int(request.POST.get("seed") or 0),
+            max_length=form_int(request.POST, "max_length", 2048),
+            seed=form_int(request.POST, "seed", 0),
             message=request.POST.get("message", ""),
         )
     except (ServiceError, ValueError) as exc:

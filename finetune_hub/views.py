@@ -83,3 +83,14 @@ def tokens(request):
             return redirect("tokens")
         _, raw = auth.token_create(user=request.user, name=request.POST.get("name", "token"))
     return render(request, "tokens.html", {"tokens": request.user.api_tokens.all(), "raw": raw})
+
+
+def form_int(data, name: str, default: int) -> int:
+    """An integer form or query field, or a 400 that names the field."""
+    raw = (data.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ServiceError(f"{name} must be a whole number, not {raw!r}", status=400) from None

@@ -272,7 +272,8 @@ def generate(*, model: RegisteredModel, alias: str, messages: list[dict], max_ne
             "max_new_tokens must be between 1 and 1024", field="max_new_tokens", status=422
         )
     if not messages or any(
-        m.get("role") not in ("system", "user", "assistant")
+        not isinstance(m, dict)
+        or m.get("role") not in ("system", "user", "assistant")
         or not isinstance(m.get("content"), str)
         for m in messages
     ):

@@ -9,7 +9,7 @@ from experiments.models import TrainingRun
 from experiments.training.selectors import run_get
 from finetune_hub.errors import ServiceError
 from finetune_hub.selectors import teams_for_user, visible_to
-from finetune_hub.views import visible_or_404
+from finetune_hub.views import form_int, visible_or_404
 from registry import export, selectors, services
 from registry.models import PromotionRequest
 
@@ -106,16 +106,24 @@ ACTIONS = {"register", "promote", "rollback", "approve", "reject", "policy", "ge
 @require_POST
 def model_action(request, name: str, action: str):
     model = _model(request, name)
-    post = request.POST
     if action not in ACTIONS:
         raise Http404
+    try:
+        _dispatch(request, model, action)
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+    return redirect("model_detail", name=name)
+
+
+def _dispatch(request, model, action: str) -> None:
+    post = request.POST
     if action == "register":
-        run = visible_or_404(run_get, user=request.user, run_id=int(post.get("run") or 0))
+        run = visible_or_404(run_get, user=request.user, run_id=form_int(post, "run", 0))
         if version := _run(request, services.version_register, model=model, run=run):
             messages.success(request, f"Registered {version}")
     elif action == "promote":
         version = visible_or_404(
-            selectors.version_get, model=model, number=int(post.get("version") or 0)
+            selectors.version_get, model=model, number=form_int(post, "version", 0)
         )
         result = _run(
             request,
@@ -144,7 +152,7 @@ def model_action(request, name: str, action: str):
             policy = json.loads(post.get("policy") or "{}")
         except json.JSONDecodeError as exc:
             messages.error(request, f"Policy is not JSON: {exc.msg} (line {exc.lineno})")
-            return redirect("model_detail", name=name)
+            return
         _run(request, services.policy_set, model=model, policy=policy)
     elif action == "generate":
         served = _run(
@@ -153,7 +161,7 @@ def model_action(request, name: str, action: str):
             model=model,
             alias=post.get("alias", "production"),
             messages=[{"role": "user", "content": post.get("prompt", "")}],
-            max_new_tokens=int(post.get("max_new_tokens") or 64),
+            max_new_tokens=form_int(post, "max_new_tokens", 64),
         )
         if served:
             request.session["last_generation"] = {
@@ -166,14 +174,13 @@ def model_action(request, name: str, action: str):
             request,
             services.feedback_add,
             model=model,
-            generation_id=int(post.get("generation") or 0),
-            rating=int(post.get("rating") or 0),
+            generation_id=form_int(post, "generation", 0),
+            rating=form_int(post, "rating", 0),
             comment=post.get("comment", ""),
         )
         if item and post.get("annotate"):
             _run(request, services.feedback_to_annotation, feedback=item)
             messages.success(request, "Sent to the dataset's annotation draft")
-    return redirect("model_detail", name=name)
 
 
 def version_export(request, name: str, number: int, kind: str):

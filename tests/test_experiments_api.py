@@ -279,3 +279,42 @@ def test_a_local_base_model_is_recorded_with_its_file_hashes(settings, tiny_mode
     expected = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert info["files_sha256"]["model.safetensors"] == expected
     assert "config.json" in info["files_sha256"] and info["path"] == str(folder)
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/api/evaluations", {"subject": {"run": "abc"}, "dataset_version": 1}, "subject.run"),
+        (
+            "/api/evaluations",
+            {"subject": {"run": 1, "base_model": "x"}, "dataset_version": 1},
+            "subject",
+        ),
+        (
+            "/api/evaluations",
+            {"subject": {"base_model": "x"}, "dataset_version": {"dataset": 1}},
+            "dataset_version",
+        ),
+        ("/api/comparisons", {"subjects": ["a", "b"], "dataset_version": 1}, "subjects"),
+        (
+            "/api/experiments",
+            {"team": 1, "name": "x", "dataset_version": {"number": 1}, "technique": "lora"},
+            "dataset_version",
+        ),
+    ],
+)
+def test_malformed_references_are_4xx_not_500(api, team, owner, path, body, field):
+    make_version(team, owner)
+    body = {**body, "team": team.pk} if path == "/api/experiments" else body
+    r = api.post(path, body)
+    assert 400 <= r.status_code < 500, r.content
+    errors = r.json().get("errors") or [{}]
+    assert errors[0].get("field", "").startswith(field), r.json()
+
+
+def test_generate_with_malformed_messages_is_422(api, team, owner):
+    from registry.services import model_create
+
+    model_create(team=team, name="m", by=owner)
+    r = api.post("/api/registry/models/m/aliases/production/generate", {"messages": ["hi"]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("messages")

@@ -26,11 +26,16 @@ def experiment_get(*, user, experiment_id: int) -> Experiment:
 
 def dataset_version_for(*, user, ref) -> DatasetVersion:
     """A version named by its id, or by {"dataset": id, "number": n}."""
-    lookup = (
-        {"dataset_id": ref["dataset"], "number": ref["number"]}
-        if isinstance(ref, dict)
-        else {"pk": ref}
-    )
+    if isinstance(ref, dict) and all(isinstance(ref.get(k), int) for k in ("dataset", "number")):
+        lookup = {"dataset_id": ref["dataset"], "number": ref["number"]}
+    elif isinstance(ref, int) and not isinstance(ref, bool):
+        lookup = {"pk": ref}
+    else:
+        raise invalid(
+            'Name the version by id or {"dataset": id, "number": n}',
+            field="dataset_version",
+            status=422,
+        )
     try:
         return get_visible(
             DatasetVersion.objects.select_related("dataset__team"),

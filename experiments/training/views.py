@@ -8,7 +8,7 @@ from experiments.models import DatasetVersion, Technique, TrainingRun
 from experiments.training import forms, selectors, services
 from finetune_hub.errors import ServiceError, invalid
 from finetune_hub.selectors import teams_for_user, visible_to
-from finetune_hub.views import visible_or_404
+from finetune_hub.views import form_int, visible_or_404
 
 
 def experiment_list(request):
@@ -49,7 +49,7 @@ def experiment_new(request):
         if team is None:
             raise invalid("Choose one of your teams", field="team")
         version = selectors.dataset_version_for(
-            user=request.user, ref=int(request.POST.get("dataset_version") or 0)
+            user=request.user, ref=form_int(request.POST, "dataset_version", 0)
         )
         experiment = services.experiment_create(
             team=team,
@@ -89,7 +89,7 @@ def run_queue_new(request, experiment_id: int):
     )
     try:
         run = services.run_enqueue(
-            experiment=experiment, by=request.user, priority=int(request.POST.get("priority") or 0)
+            experiment=experiment, by=request.user, priority=form_int(request.POST, "priority", 0)
         )
     except (ServiceError, ValueError) as exc:
         messages.error(request, getattr(exc, "detail", f"Invalid priority: {exc}"))
@@ -121,7 +121,7 @@ def run_action(request, run_id: int, action: str):
     try:
         if action == "priority":
             services.run_set_priority(
-                run=run, priority=int(request.POST.get("priority") or 0), by=request.user
+                run=run, priority=form_int(request.POST, "priority", 0), by=request.user
             )
         else:
             RUN_ACTIONS[action](run=run, by=request.user)
