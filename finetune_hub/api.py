@@ -1,16 +1,40 @@
 """The root NinjaAPI: authentication, the one error shape, and the teams/tokens routes."""
 
-from django.http import Http404
+from functools import wraps
+
+from django.http import Http404, JsonResponse
 from ninja import NinjaAPI, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from finetune_hub.auth import api_auth, token_create
+from finetune_hub.auth import api_auth, token_create, token_user
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import ApiToken, Role
 from finetune_hub.selectors import members_of, membership_require, teams_for_user
 from finetune_hub.services import membership_set, team_create
 
-api = NinjaAPI(title="finetune_hub", version="1", auth=api_auth, urls_namespace="api")
+
+def authenticated_docs(view):
+    """The schema and docs pages answer only a session or a bearer token, like every
+    endpoint but /api/health."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        user = token_user(header[7:]) if header.startswith("Bearer ") else request.user
+        if user is None or not user.is_authenticated:
+            return JsonResponse({"detail": "Authentication required"}, status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+api = NinjaAPI(
+    title="finetune_hub",
+    version="1",
+    auth=api_auth,
+    urls_namespace="api",
+    docs_decorator=authenticated_docs,
+)
 
 
 def _error(request, status: int, detail: str, errors: list | None = None):

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # the API docs page served from its own static files, not a CDN
     "huey.contrib.djhuey",
     "finetune_hub",
     "experiments",

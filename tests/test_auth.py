@@ -97,3 +97,15 @@ def test_token_page_shows_a_new_token_once(browser_client, owner):
     assert raw.startswith("fth_") and raw in r.content.decode()
     assert raw not in browser_client.get("/tokens/").content.decode()
     assert Client().get("/api/teams", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+
+
+def test_api_docs_and_charts_need_no_cdn(browser_client):
+    docs = browser_client.get("/api/docs").content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert browser_client.get("/api/openapi.json").status_code == 200
+
+
+def test_schema_and_docs_need_authentication(anon_api, api):
+    assert anon_api.get("/api/openapi.json").status_code == 401
+    assert anon_api.get("/api/docs").status_code == 401
+    assert api.get("/api/openapi.json").json()["info"]["title"] == "finetune_hub"
