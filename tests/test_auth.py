@@ -109,3 +109,10 @@ def test_schema_and_docs_need_authentication(anon_api, api):
     assert anon_api.get("/api/openapi.json").status_code == 401
     assert anon_api.get("/api/docs").status_code == 401
     assert api.get("/api/openapi.json").json()["info"]["title"] == "finetune_hub"
+
+
+def test_tokens_are_private_to_their_user(api, outsider_api, owner):
+    token_id = ApiToken.objects.get(user=owner).pk
+    assert outsider_api.delete(f"/api/tokens/{token_id}").status_code == 404
+    assert [t["name"] for t in outsider_api.get("/api/tokens").json()] == ["tests"]
+    assert ApiToken.objects.filter(pk=token_id).exists()
