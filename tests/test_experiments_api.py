@@ -304,7 +304,9 @@ def test_a_local_base_model_is_recorded_with_its_file_hashes(settings, tiny_mode
     ],
 )
 def test_malformed_references_are_4xx_not_500(api, team, owner, path, body, field):
-    make_version(team, owner)
+    version = make_version(team, owner)
+    if body.get("dataset_version") == 1:  # a real id: only the other field is malformed
+        body = {**body, "dataset_version": version.pk}
     body = {**body, "team": team.pk} if path == "/api/experiments" else body
     r = api.post(path, body)
     assert 400 <= r.status_code < 500, r.content
