@@ -94,7 +94,11 @@ SQLITE_OPTIONS = {
     ),
 }
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    DATABASES = {
+        "default": dj_database_url.parse(
+            os.environ["DATABASE_URL"], conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", 60))
+        )
+    }
 else:
     DATABASES = {
         "default": {

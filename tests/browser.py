@@ -37,6 +37,11 @@ def page(live_server, monkeypatch):
         page.set_default_timeout(15000)
         yield page
         browser.close()
+        # ORM calls made while Playwright's loop runs use connections of their own context;
+        # close them here, in that context, or PostgreSQL keeps a session open.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def log_in(page, username: str, password: str) -> None:
