@@ -2,7 +2,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, QuerySet
 
 from experiments.datasets import formats
-from experiments.models import Dataset, DatasetVersion, Example
+from experiments.models import Dataset, DatasetVersion
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.selectors import get_visible, visible_to
 
@@ -83,8 +83,3 @@ def version_diff(*, a: DatasetVersion, b: DatasetVersion, limit: int = 200) -> d
         "removed": sorted(removed, key=lambda e: e.position)[:limit],
         "changed": sorted(changed, key=lambda pair: pair[1].position)[:limit],
     }
-
-
-def example_status_counts(*, version: DatasetVersion) -> dict:
-    rows = version.examples.values("status").annotate(n=Count("id"))
-    return {status: 0 for status in Example.Status.values} | {r["status"]: r["n"] for r in rows}
