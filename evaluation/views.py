@@ -26,7 +26,7 @@ def _choices(request) -> dict:
         "runs": visible_to(
             TrainingRun.objects.filter(status="succeeded"), user=user, team_path="experiment__team"
         ).select_related("experiment"),
-        "metric_names": [*metrics.MODULES, "loss"],
+        "metric_names": [*metrics.available(), "loss"],
     }
 
 

@@ -189,3 +189,20 @@ LOGGING = {
 BASE_MODEL_DIRS = [Path(p).resolve() for p in os.environ.get("BASE_MODEL_DIRS", "").split(":") if p]
 # The tokenizer uploads are measured with when the request names none.
 DEFAULT_BASE_MODEL = os.environ.get("DEFAULT_BASE_MODEL", "embedded")
+
+# Metric code: requests name metrics from an allow-list (evaluation.metrics). An operator may
+# add local evaluate modules by name ("name=/path/to/module.py,other=/path/dir") and may let
+# requests name hub metrics, which downloads and runs their scripts: both are off by default.
+EXTRA_METRIC_MODULES = dict(
+    item.split("=", 1)
+    for item in os.environ.get("EXTRA_METRIC_MODULES", "").split(",")
+    if "=" in item
+)
+ALLOW_HUB_METRICS = os.environ.get("ALLOW_HUB_METRICS", "0") == "1"
+
+# Hub models: offline-first. HF_HUB_OFFLINE=1 never contacts the hub (only cached models);
+# otherwise a request waits at most HUB_TIMEOUT seconds for a model's config and tokenizer,
+# and workers download weights. HF_HUB_CACHE: where (huggingface_hub's default otherwise).
+HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+HF_HUB_CACHE = os.environ.get("HF_HUB_CACHE") or None
+HUB_TIMEOUT = float(os.environ.get("HUB_TIMEOUT", 2))

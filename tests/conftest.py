@@ -31,6 +31,15 @@ def isolated_artifacts(settings, tmp_path, tiny_model):
     server.full.clear()
 
 
+@pytest.fixture
+def model_root(settings, tmp_path):
+    """An operator's model folder (BASE_MODEL_DIRS), apart from the artifact root."""
+    root = (tmp_path / "model-root").resolve()
+    root.mkdir()
+    settings.BASE_MODEL_DIRS = [root]
+    return root
+
+
 class ApiClient:
     """Django's test Client (full middleware) speaking JSON with a bearer token."""
 

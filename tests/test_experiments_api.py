@@ -266,13 +266,13 @@ def test_anonymous_gets_401(anon_api, api, team, owner, tiny_model):
         assert anon_api.get(path).status_code == 401
 
 
-def test_a_local_base_model_is_recorded_with_its_file_hashes(settings, tiny_model):
+def test_a_local_base_model_is_recorded_with_its_file_hashes(model_root, tiny_model):
     import hashlib
     import shutil
 
     from experiments.base_models import describe
 
-    folder = settings.ARTIFACT_ROOT / "base_models" / "plain"
+    folder = model_root / "plain"
     shutil.copytree(tiny_model, folder)
     (folder / "finetune_hub.json").unlink()
     info = describe(str(folder))

@@ -62,8 +62,10 @@ def test_cancel_stops_the_process_and_keeps_the_last_checkpoint(
     assert run.pid is None and run.finished_at
 
 
-def test_a_crash_fails_the_run_with_the_error_and_log_lines(team, owner, tiny_model, cpu_worker):
-    broken = settings.ARTIFACT_ROOT / "base_models" / "broken"
+def test_a_crash_fails_the_run_with_the_error_and_log_lines(
+    team, owner, tiny_model, cpu_worker, model_root
+):
+    broken = model_root / "broken"
     shutil.copytree(tiny_model, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     version = make_version(team, owner)

@@ -1,15 +1,20 @@
 """Metrics through the `evaluate` interface. Each metric is a local evaluate module in this
-folder (evaluate.load by name needs a hub); a name that is not here is handed to
-evaluate.load as it is, which works when the machine is online.
+folder (evaluate.load by name needs a hub). A metric name from a request is looked up in an
+allow-list and nothing else: the local modules, the modules a site admin lists in
+EXTRA_METRIC_MODULES (name -> path, set by the operator, never by a request) and, only when
+ALLOW_HUB_METRICS is on, hub ids. A name is never a path, so no uploaded file can be run as a
+metric script, and the check happens before anything is imported.
 
 Every module returns, besides its corpus score, the per-sample scores and the per-sample
 statistics the corpus score is computed from, so confidence intervals and paired tests
 resample samples and recompute the real corpus metric (as sacreBLEU's own bootstrap does)."""
 
+import re
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 
 HERE = Path(__file__).resolve().parent
 MODULES = {
@@ -34,13 +39,40 @@ REPORTED = {
 LOWER_IS_BETTER = {"ter", "loss", "perplexity"}
 
 
+# Hub metric ids: "name" or "namespace/name", the hub's own repo id syntax (no path parts).
+HUB_METRIC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+
+
+class UnknownMetric(ValueError):
+    pass
+
+
+def available() -> list[str]:
+    """The metric names a request may use (besides 'loss', which the model computes)."""
+    return [*MODULES, *settings.EXTRA_METRIC_MODULES]
+
+
+def source(name: str) -> str:
+    """What evaluate.load is given for an allowed `name`; UnknownMetric otherwise. Pure: it
+    imports and reads nothing, so it can run while a request is validated."""
+    if not isinstance(name, str):
+        raise UnknownMetric("a metric name is text")
+    if name in MODULES:
+        return str(HERE / MODULES[name])
+    if name in settings.EXTRA_METRIC_MODULES:
+        return str(settings.EXTRA_METRIC_MODULES[name])
+    if settings.ALLOW_HUB_METRICS and HUB_METRIC_ID.fullmatch(name) and ".." not in name:
+        return name
+    raise UnknownMetric(f"unknown metric {name[:100]!r}; choose from {', '.join(available())}")
+
+
 @cache
 def load(name: str):
+    """The evaluate module of an allowed metric name (see `source`)."""
+    path = source(name)
     import evaluate
 
-    if name in MODULES:
-        return evaluate.load(str(HERE / MODULES[name]))
-    return evaluate.load(name)
+    return evaluate.load(path)
 
 
 @cache

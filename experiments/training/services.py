@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 def load_config(base_model: str):
     from transformers import AutoConfig
 
-    path = base_models.resolve(base_model)
+    path = base_models.model_folder(base_model, request=True)
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
+        log.info("Config of %s failed to load: %r", base_model, exc)
         raise invalid(
-            f"Cannot load the model config of {base_model!r}: {exc}", field="base_model"
+            f"Cannot read the model config of {base_model[:200]!r}", field="base_model"
         ) from None
 
 

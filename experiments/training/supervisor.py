@@ -27,6 +27,7 @@ def child_env() -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1", ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT))
     env["FINETUNE_HUB_DB_NAME"] = str(connection.settings_dict["NAME"])
     env["MODEL_CACHE_DIR"] = str(settings.MODEL_CACHE_DIR)
+    env["BASE_MODEL_DIRS"] = ":".join(map(str, settings.BASE_MODEL_DIRS))
     return env
 
 
