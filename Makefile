@@ -7,7 +7,8 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 HOST ?= 127.0.0.1:8000
 
-.PHONY: install demo serve worker test lint test-sqlite test-postgres browser-deps bench
+.PHONY: install demo serve serve-prod worker test lint test-sqlite test-postgres browser-deps bench \
+	bench-load
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,18 @@ serve:
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	echo "Dashboard on http://$(HOST)  (worker pid $$worker)"; \
 	$(PY) manage.py runserver $(HOST)
+
+# Production: gunicorn (WEB_WORKERS x WEB_THREADS, finetune_hub/gunicorn.conf.py, which
+# refuses a configuration over the database connection budget) and one Huey worker.
+# Settings come from the environment (README, "Production"): FINETUNE_HUB_ENV=production,
+# SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL, WEB_BIND. Migrate once per release
+# yourself (manage.py migrate): several hosts must not race to do it.
+serve-prod: install
+	$(PY) manage.py check --deploy
+	$(PY) manage.py collectstatic --noinput -v 0
+	@$(PY) manage.py run_huey & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(VENV)/bin/gunicorn -c finetune_hub/gunicorn.conf.py
 
 worker: install
 	$(PY) manage.py run_huey
@@ -66,3 +79,12 @@ bench: install
 	$(PY) bench/train_memory.py --shape tiny --techniques lora,prefix,full --steps 10 --batch 4 --max-length 256
 	$(PY) bench/generation.py --prompts 48 --max-new-tokens 32 --batch-size 16
 	$(PY) bench/metrics.py --pairs 10000
+
+# 50 readers + 4 writers for 2 minutes against gunicorn, on SQLite and, when it answers, on
+# PostgreSQL (results: bench/results/load-*.json, bench/RESULTS.md).
+LOAD_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/loadbench
+bench-load: install
+	$(PY) bench/load.py --db sqlite
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2).close()" 2>/dev/null; then \
+	  $(PY) bench/load.py --db postgres --database-url $(LOAD_DATABASE_URL); \
+	else echo "SKIPPED: PostgreSQL load run (nothing on 127.0.0.1:5432)"; fi

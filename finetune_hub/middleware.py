@@ -1,5 +1,11 @@
+import logging
+
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
+from django.db import DatabaseError, connection
+from django.http import HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
 
 # The API answers 401 itself; the login page, admin and static files handle their own access.
 OPEN_PREFIXES = ("/api/", "/accounts/login/", "/admin/", "/" + settings.STATIC_URL.lstrip("/"))
@@ -15,3 +21,32 @@ class LoginRequiredMiddleware:
         if not request.user.is_authenticated and not request.path.startswith(OPEN_PREFIXES):
             return redirect_to_login(request.get_full_path())
         return self.get_response(request)
+
+
+class DatabaseConnectionMiddleware:
+    """Takes the request's database connection before anything else runs. When the pool has
+    none free within DB_POOL_TIMEOUT (or the database refuses one) the answer is 503 with
+    Retry-After, JSON under /api, instead of a 500 from whichever query happened to be first
+    (the session, the token, the view)."""
+
+    RETRY_AFTER_S = "5"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            connection.ensure_connection()
+        except DatabaseError as exc:
+            logger.warning("No database connection for %s: %s", request.path, exc)
+            return self.unavailable(request)
+        return self.get_response(request)
+
+    def unavailable(self, request):
+        detail = "The database is busy or unavailable; try again shortly"
+        if request.path.startswith("/api/"):
+            response = JsonResponse({"detail": detail}, status=503)
+        else:
+            response = HttpResponse(detail, status=503, content_type="text/plain")
+        response["Retry-After"] = self.RETRY_AFTER_S
+        return response

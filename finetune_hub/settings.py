@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from finetune_hub import capacity
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("FINETUNE_HUB_VAR", BASE_DIR / "var")).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "finetune_hub.middleware.DatabaseConnectionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -93,12 +96,35 @@ SQLITE_OPTIONS = {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
     ),
 }
+# PostgreSQL connections are a budget (finetune_hub/capacity.py): each process draws from
+# Django's psycopg pool (DB_POOLING=django) or holds one connection a thread to pgbouncer
+# (DB_POOLING=pgbouncer); the check in finetune_hub/checks.py refuses a configuration whose
+# processes could together open more than DB_MAX_CONNECTIONS.
+WEB_WORKERS = capacity.web_workers()
+WEB_THREADS = capacity.web_threads()
+HUEY_PROCESSES = capacity.env_int("HUEY_PROCESSES", 1)
+DB_MAX_CONNECTIONS = capacity.env_int("DB_MAX_CONNECTIONS", capacity.DEFAULT_DB_MAX_CONNECTIONS)
+DB_POOLING = os.environ.get("DB_POOLING", "django")
+if DB_POOLING not in ("django", "pgbouncer"):
+    raise RuntimeError("DB_POOLING must be 'django' or 'pgbouncer'")
+DB_POOL = {
+    "min_size": capacity.env_int("DB_POOL_MIN_SIZE", 1),
+    "max_size": capacity.env_int("DB_POOL_MAX_SIZE", WEB_THREADS),
+    # A request waits this long for a free connection, then answers 503 (middleware.py).
+    "timeout": float(os.environ.get("DB_POOL_TIMEOUT") or 10),
+}
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {
-        "default": dj_database_url.parse(
-            os.environ["DATABASE_URL"], conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", 60))
-        )
-    }
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        if DB_POOLING == "django":
+            # The pool hands connections out and takes them back; persistent ones would
+            # bypass it. Health checks: no dead connection after a database restart.
+            DATABASES["default"]["OPTIONS"] = {"pool": DB_POOL}
+            DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        else:
+            # pgbouncer in transaction mode: no server-side cursors across transactions.
+            DATABASES["default"]["CONN_MAX_AGE"] = capacity.env_int("DB_CONN_MAX_AGE", 0)
+            DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 else:
     DATABASES = {
         "default": {
