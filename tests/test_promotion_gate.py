@@ -1,0 +1,218 @@
+"""The promotion gate: each policy rule alone and combined, with the refusal reasons asserted.
+
+Evaluations and comparisons are built from per-sample results with known outcomes (exact
+match hits), so significance and direction are decided by the real paired bootstrap, not
+by stubbed numbers: a version significantly worse than production, one better but not
+significantly, and one better and significantly."""
+
+import pytest
+from django.utils import timezone
+
+from evaluation.models import Comparison, ComparisonSubject, EvaluationRun, SampleResult
+from registry import services
+from registry.models import AliasEvent
+from tests.registry_helpers import trained_run
+
+
+@pytest.fixture
+def model(team, owner):
+    return services.model_create(team=team, name="triage", by=owner)
+
+
+@pytest.fixture
+def versions(model, team, owner, tiny_model):
+    first = trained_run(team, owner, tiny_model, seed=1)
+    second = trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)
+    return [services.version_register(model=model, run=r, by=owner) for r in (first, second)]
+
+
+@pytest.fixture
+def production(model, versions, owner):
+    services.alias_promote(
+        model=model, alias="production", version=versions[0], by=owner, reason="first"
+    )
+    return versions[0]
+
+
+def eval_examples(version):
+    dataset_version = version.source_run.experiment.dataset_version
+    return list(dataset_version.examples.filter(split="eval").order_by("pk"))
+
+
+def scored(version, hits: list[int], owner) -> EvaluationRun:
+    """A finished evaluation of `version` with these exact-match hits, one per eval example."""
+    examples = eval_examples(version)
+    assert len(hits) == len(examples)
+    score = sum(hits) / len(hits)
+    evaluation = EvaluationRun.objects.create(
+        team=version.registered_model.team,
+        subject_kind="model_version",
+        model_version=version,
+        base_model=version.base_model,
+        dataset_version=examples[0].version,
+        split="eval",
+        metrics=["exact_match"],
+        generation={},
+        status="succeeded",
+        results={"exact_match": {"score": score, "ci_low": 0.0, "ci_high": 1.0, "n": len(hits)}},
+        created_by=owner,
+        finished_at=timezone.now(),
+    )
+    SampleResult.objects.bulk_create(
+        SampleResult(
+            evaluation=evaluation,
+            example=example,
+            position=i,
+            prompt="p",
+            reference="r",
+            prediction="r" if hit else "x",
+            scores={"exact_match": float(hit)},
+            stats={"exact_match": [float(hit)]},
+        )
+        for i, (example, hit) in enumerate(zip(examples, hits, strict=True))
+    )
+    return evaluation
+
+
+def compared(first: EvaluationRun, second: EvaluationRun, owner) -> Comparison:
+    comparison = Comparison.objects.create(
+        team=first.team,
+        dataset_version=first.dataset_version,
+        split="eval",
+        mode="auto",
+        created_by=owner,
+    )
+    for index, evaluation in enumerate((first, second)):
+        ComparisonSubject.objects.create(comparison=comparison, index=index, evaluation=evaluation)
+    return comparison
+
+
+def set_policy(model, owner, **rules):
+    dataset_version = model.versions.first().source_run.experiment.dataset_version_id
+    services.policy_set(
+        model=model,
+        by=owner,
+        policy={"evaluation_dataset_version": dataset_version, "ab_metric": "exact_match", **rules},
+    )
+
+
+def promote(api, number):
+    return api.put(
+        "/api/registry/models/triage/aliases/production", {"version": number, "reason": "ship"}
+    )
+
+
+def holder(model):
+    return model.aliases.get(name="production").version.number
+
+
+def outcomes(n: int, ones: int) -> list[int]:
+    return [1] * ones + [0] * (n - ones)
+
+
+@pytest.mark.parametrize("production_first", [True, False])
+def test_a_significantly_worse_version_is_refused(
+    api, model, versions, production, owner, production_first
+):
+    set_policy(model, owner, require_ab_win=True)
+    n = len(eval_examples(versions[0]))
+    good, bad = scored(versions[0], [1] * n, owner), scored(versions[1], [0] * n, owner)
+    compared(good, bad, owner) if production_first else compared(bad, good, owner)
+    r = promote(api, 2)
+    assert r.status_code == 409, r.content
+    assert [e["field"] for e in r.json()["errors"]] == ["require_ab_win"]
+    assert "significantly better than the holder" in r.json()["errors"][0]["message"]
+    assert holder(model) == 1
+
+
+def test_a_better_but_not_significant_version_is_refused(api, model, versions, production, owner):
+    set_policy(model, owner, require_ab_win=True)
+    n = len(eval_examples(versions[0]))
+    compared(
+        scored(versions[0], outcomes(n, n // 2), owner),
+        scored(versions[1], outcomes(n, n // 2 + 1), owner),
+        owner,
+    )
+    r = promote(api, 2)
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "require_ab_win"
+    assert holder(model) == 1
+
+
+@pytest.mark.parametrize("production_first", [True, False])
+def test_a_significantly_better_version_is_promoted_with_its_evidence(
+    api, model, versions, production, owner, production_first
+):
+    set_policy(model, owner, require_ab_win=True)
+    n = len(eval_examples(versions[0]))
+    old, new = scored(versions[0], [0] * n, owner), scored(versions[1], [1] * n, owner)
+    comparison = compared(old, new, owner) if production_first else compared(new, old, owner)
+    r = promote(api, 2)
+    assert r.status_code == 200, r.content
+    assert holder(model) == 2
+    evidence = AliasEvent.objects.filter(to_version__number=2).get().evidence
+    assert evidence["comparison"]["comparison"] == comparison.pk
+    assert evidence["comparison"]["significant"] is True
+
+
+def test_a_win_on_another_metric_does_not_count(api, model, versions, production, owner):
+    set_policy(model, owner, require_ab_win=True, ab_metric="chrf")
+    n = len(eval_examples(versions[0]))
+    compared(scored(versions[0], [0] * n, owner), scored(versions[1], [1] * n, owner), owner)
+    r = promote(api, 2)
+    assert r.status_code == 409 and "on chrf" in r.json()["errors"][0]["message"]
+
+
+def test_thresholds_alone_refuse_below_and_above_and_pass_inside(
+    api, model, versions, production, owner
+):
+    n = len(eval_examples(versions[0]))
+    scored(versions[1], outcomes(n, n // 4), owner)
+    set_policy(model, owner, thresholds=[{"metric": "exact_match", "min": 0.5}])
+    r = promote(api, 2)
+    assert r.status_code == 409
+    [error] = r.json()["errors"]
+    assert error["field"] == "thresholds.exact_match" and "is below 0.5" in error["message"]
+    set_policy(model, owner, thresholds=[{"metric": "exact_match", "max": 0.1}])
+    r = promote(api, 2)
+    assert r.status_code == 409 and "is above 0.1" in r.json()["errors"][0]["message"]
+    set_policy(model, owner, thresholds=[{"metric": "exact_match", "min": 0.2, "max": 0.3}])
+    assert promote(api, 2).status_code == 200 and holder(model) == 2
+
+
+def test_combined_rules_report_every_failure(api, model, versions, production, owner):
+    n = len(eval_examples(versions[0]))
+    compared(scored(versions[0], [1] * n, owner), scored(versions[1], outcomes(n, 1), owner), owner)
+    set_policy(
+        model,
+        owner,
+        require_ab_win=True,
+        thresholds=[{"metric": "exact_match", "min": 0.9}, {"metric": "bleu", "min": 10}],
+    )
+    r = promote(api, 2)
+    assert r.status_code == 409
+    fields = sorted(e["field"] for e in r.json()["errors"])
+    assert fields == ["require_ab_win", "thresholds.bleu", "thresholds.exact_match"]
+    assert holder(model) == 1
+
+
+def test_an_ungated_alias_moves_without_evidence(api, model, versions, production, owner):
+    set_policy(model, owner, require_ab_win=True, thresholds=[{"metric": "bleu", "min": 99}])
+    r = api.put("/api/registry/models/triage/aliases/staging", {"version": 2, "reason": "try it"})
+    assert r.status_code == 200
+
+
+def test_the_ab_rule_with_approval_waits_for_the_approver_only_after_the_win(
+    api, model, versions, production, owner
+):
+    set_policy(model, owner, require_ab_win=True, require_approval=True)
+    n = len(eval_examples(versions[0]))
+    worse = compared(
+        scored(versions[0], [1] * n, owner), scored(versions[1], [0] * n, owner), owner
+    )
+    r = promote(api, 2)
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "require_ab_win"
+    worse.delete()
+    compared(scored(versions[0], [0] * n, owner), scored(versions[1], [1] * n, owner), owner)
+    r = promote(api, 2)
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    assert holder(model) == 1
