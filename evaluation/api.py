@@ -1,8 +1,10 @@
-from ninja import Router, Schema, Status
+from django.http import HttpResponse
+from ninja import Query, Router, Schema, Status
 
 from evaluation import comparisons, selectors, services
 from evaluation.models import EvaluationRun
 from experiments.training.selectors import dataset_version_for
+from finetune_hub.pagination import PageIn, api_page
 
 router = Router(tags=["evaluation and comparisons"])
 
@@ -84,8 +86,9 @@ def create_evaluation(request, payload: EvaluationIn):
 
 
 @router.get("/evaluations")
-def list_evaluations(request):
-    return [evaluation_out(e) for e in selectors.evaluations_for(user=request.auth)[:200]]
+def list_evaluations(request, response: HttpResponse, paging: Query[PageIn]):
+    evaluations = selectors.evaluations_for(user=request.auth).order_by("-created_at", "-pk")
+    return [evaluation_out(e) for e in api_page(evaluations, paging, response)]
 
 
 @router.get("/evaluations/{evaluation_id}")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from evaluation import generation, metrics, statistics
 from evaluation.models import EvaluationRun, SampleResult
 from experiments.models import DataFormat, DatasetVersion, TrainingRun
+from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
@@ -127,6 +128,7 @@ def evaluation_create(
         raise invalid("No such published dataset version in this team", field="dataset_version")
     if not dataset_version.counts.get(split):
         raise invalid(f"The version has no {split!r} examples", field="split")
+    quotas.queue_room_require(team=team, kind="evaluations")
     evaluation = EvaluationRun.objects.create(
         team=team,
         dataset_version=dataset_version,

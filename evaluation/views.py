@@ -11,6 +11,7 @@ from evaluation.models import Comparison, EvaluationRun
 from experiments.models import DatasetVersion, TrainingRun
 from experiments.training.selectors import dataset_version_for
 from finetune_hub.errors import ServiceError
+from finetune_hub.pagination import paginate
 from finetune_hub.selectors import visible_to
 from finetune_hub.views import form_int, visible_or_404
 
@@ -42,8 +43,10 @@ def evaluation_list(request):
         request,
         "evaluation/evaluation_list.html",
         {
-            "evaluations": selectors.evaluations_for(user=request.user)[:200],
-            "comparisons": selectors.comparisons_for(user=request.user)[:200],
+            "evaluations": paginate(request, selectors.evaluations_for(user=request.user)),
+            "comparisons": paginate(
+                request, selectors.comparisons_for(user=request.user), param="comparisons"
+            ),
             **_choices(request),
         },
     )

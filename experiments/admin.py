@@ -8,19 +8,56 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
 from django.utils.html import format_html
 
 from experiments import services
 from experiments.datasets import formats
 from experiments.models import Dataset, DatasetVersion, Example
 from finetune_hub.errors import ServiceError
+from finetune_hub.models import Team
+
+# From each model the desk shows or offers to the user who may see the row (a member of
+# its team). Users are visible to those they share a team with.
+MEMBER_PATHS = {
+    Team: "memberships__user",
+    Dataset: "team__memberships__user",
+    DatasetVersion: "dataset__team__memberships__user",
+    Example: "version__dataset__team__memberships__user",
+    get_user_model(): "memberships__team__memberships__user",
+}
+
+
+def scoped(queryset: QuerySet, user) -> QuerySet:
+    """The rows of `queryset` a staff user may see: those of their teams (all for a
+    superuser). A model without a known path gives nothing rather than everything."""
+    if user.is_superuser:
+        return queryset
+    path = MEMBER_PATHS.get(queryset.model)
+    if path is None:
+        return queryset.none()
+    return queryset.filter(**{path: user}).distinct()
+
+
+class ScopedRelatedFilter(admin.RelatedOnlyFieldListFilter):
+    """Filter choices: related rows that the visible rows use and that are themselves in
+    the user's teams; Django's own related filters list every row of the table."""
+
+    def field_choices(self, field, request, model_admin):
+        related = field.remote_field.model._default_manager.all()
+        used = model_admin.get_queryset(request).values_list(f"{self.field_path}__pk", flat=True)
+        visible = scoped(related, request.user).values("pk")
+        return field.get_choices(
+            include_blank=False,
+            limit_choices_to=Q(pk__in=used) & Q(pk__in=visible),
+            ordering=self.field_admin_ordering(field, request, model_admin),
+        )
 
 
 class TeamScopedAdmin(admin.ModelAdmin):
     """Team roles decide what a staff user may do here, not Django's per-model permissions:
-    rows are limited to the user's teams and every write goes through a service."""
-
-    team_path = "team"
+    rows, filters and choices are limited to the user's teams and every write goes through
+    a service."""
 
     def has_module_permission(self, request):
         return request.user.is_active and request.user.is_staff
@@ -29,10 +66,19 @@ class TeamScopedAdmin(admin.ModelAdmin):
         return self.has_module_permission(request)
 
     def get_queryset(self, request):
-        qs = super().get_queryset(request)
-        if request.user.is_superuser:
-            return qs
-        return qs.filter(**{f"{self.team_path}__memberships__user": request.user}).distinct()
+        return scoped(super().get_queryset(request), request.user)
+
+    @staticmethod
+    def _choices(db_field, request) -> QuerySet:
+        return scoped(db_field.remote_field.model._default_manager.all(), request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        kwargs["queryset"] = self._choices(db_field, request)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        kwargs["queryset"] = self._choices(db_field, request)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def run(self, request, fn, **kwargs):
         try:
@@ -46,7 +92,7 @@ class TeamScopedAdmin(admin.ModelAdmin):
 @admin.register(Dataset)
 class DatasetAdmin(TeamScopedAdmin):
     list_display = ["name", "team", "task", "created_by", "created_at"]
-    list_filter = ["task", "team"]
+    list_filter = ["task", ("team", ScopedRelatedFilter)]
     search_fields = ["name"]
     readonly_fields = ["created_by", "created_at"]
 
@@ -56,9 +102,8 @@ class DatasetAdmin(TeamScopedAdmin):
 
 @admin.register(DatasetVersion)
 class DatasetVersionAdmin(TeamScopedAdmin):
-    team_path = "dataset__team"
     list_display = ["__str__", "status", "parent", "format", "size", "created_by", "created_at"]
-    list_filter = ["status", "format", "dataset"]
+    list_filter = ["status", "format", ("dataset", ScopedRelatedFilter)]
     actions = ["publish", "discard"]
     readonly_fields = [f.name for f in DatasetVersion._meta.fields if f.name != "message"]
 
@@ -86,7 +131,8 @@ class LabelFilter(admin.SimpleListFilter):
     parameter_name = "label"
 
     def lookups(self, request, model_admin):
-        labels = Dataset.objects.exclude(labels=[]).values_list("labels", flat=True)
+        datasets = scoped(Dataset.objects.exclude(labels=[]), request.user)
+        labels = datasets.values_list("labels", flat=True)
         return [(label, label) for label in sorted({x for ls in labels for x in ls})]
 
     def queryset(self, request, queryset):
@@ -95,9 +141,8 @@ class LabelFilter(admin.SimpleListFilter):
 
 class ExampleActionForm(ActionForm):
     reason = forms.CharField(required=False, help_text="for flagging")
-    annotator = forms.ModelChoiceField(
-        get_user_model().objects.filter(is_active=True), required=False, help_text="for assigning"
-    )
+    # Its options are set per request (ExampleAdmin.changelist_view): the user's team mates.
+    annotator = forms.IntegerField(required=False, widget=forms.Select, help_text="for assigning")
 
 
 class ExampleForm(forms.ModelForm):
@@ -145,7 +190,6 @@ class ExampleForm(forms.ModelForm):
 
 @admin.register(Example)
 class ExampleAdmin(TeamScopedAdmin):
-    team_path = "version__dataset__team"
     form = ExampleForm
     action_form = ExampleActionForm
     list_display = [
@@ -157,7 +201,13 @@ class ExampleAdmin(TeamScopedAdmin):
         "annotator",
         "flag_reason",
     ]
-    list_filter = ["status", "split", LabelFilter, "annotator", "version"]
+    list_filter = [
+        "status",
+        "split",
+        LabelFilter,
+        ("annotator", ScopedRelatedFilter),
+        ("version", ScopedRelatedFilter),
+    ]
     search_fields = ["fields", "notes"]
     list_select_related = ["version__dataset", "annotator"]
     readonly_fields = [
@@ -178,6 +228,20 @@ class ExampleAdmin(TeamScopedAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # rejecting leaves an example out of the next version instead
+
+    def annotators(self, request) -> QuerySet:
+        users = get_user_model().objects.filter(is_active=True)
+        return scoped(users, request.user).order_by("username")
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        form = getattr(response, "context_data", {}).get("action_form")
+        if form is not None:
+            form.fields["annotator"].widget.choices = [
+                ("", "---------"),
+                *self.annotators(request).values_list("pk", "username"),
+            ]
+        return response
 
     def has_change_permission(self, request, obj=None):
         return obj is None or obj.version.is_draft
@@ -226,11 +290,15 @@ class ExampleAdmin(TeamScopedAdmin):
 
     @admin.action(description="Assign selected examples to the chosen annotator")
     def assign(self, request, queryset):
-        annotator_id = request.POST.get("annotator")
-        if not annotator_id:
-            self.message_user(request, "Choose an annotator", messages.ERROR)
+        annotator_id = request.POST.get("annotator", "")
+        annotator = (
+            self.annotators(request).filter(pk=annotator_id).first()
+            if annotator_id.isdigit()
+            else None
+        )
+        if annotator is None:
+            self.message_user(request, "Choose an annotator of your team", messages.ERROR)
             return
-        annotator = get_user_model().objects.get(pk=annotator_id)
         n = self.run(request, services.examples_assign, examples=queryset, annotator=annotator)
         if n is not None:
             self.message_user(request, f"{n} examples assigned to {annotator}")

@@ -5,6 +5,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from experiments import selectors, services
 from experiments.models import DataFormat, Example, Split
 from finetune_hub.errors import ServiceError
+from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
 from finetune_hub.views import form_int, visible_or_404
 
@@ -13,7 +14,7 @@ def dataset_list(request):
     return render(
         request,
         "experiments/dataset_list.html",
-        {"datasets": selectors.datasets_for(user=request.user)},
+        {"datasets": paginate(request, selectors.datasets_for(user=request.user))},
     )
 
 
@@ -47,7 +48,7 @@ def dataset_detail(request, dataset_id: int):
         "experiments/dataset_detail.html",
         {
             "dataset": dataset,
-            "versions": selectors.versions_of(dataset=dataset),
+            "versions": paginate(request, selectors.versions_of(dataset=dataset)),
             "formats": ["auto", *DataFormat.values],
         },
     )
@@ -77,7 +78,7 @@ def version_upload(request, dataset_id: int):
             "experiments/dataset_detail.html",
             {
                 "dataset": dataset,
-                "versions": selectors.versions_of(dataset=dataset),
+                "versions": paginate(request, selectors.versions_of(dataset=dataset)),
                 "formats": ["auto", *DataFormat.values],
                 "upload_error": error,
             },

@@ -10,7 +10,7 @@ from finetune_hub.auth import api_auth, token_create, token_user
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import ApiToken, Role
 from finetune_hub.selectors import members_of, membership_require, teams_for_user
-from finetune_hub.services import membership_set, team_create
+from finetune_hub.services import membership_notice, membership_set, team_create
 
 
 def authenticated_docs(view):
@@ -106,6 +106,10 @@ class MemberOut(Schema):
     role: str
 
 
+class MemberSetOut(MemberOut):
+    detail: str
+
+
 @teams.post("", response={201: TeamOut})
 def create_team(request, payload: TeamIn):
     team = team_create(name=payload.name, by=request.auth)
@@ -121,13 +125,13 @@ def list_teams(request):
     ]
 
 
-@teams.post("/{team_id}/members", response={201: MemberOut})
+@teams.post("/{team_id}/members", response={201: MemberSetOut})
 def add_member(request, team_id: int, payload: MemberIn):
+    """The same answer whether or not the username exists (no user enumeration)."""
     team = membership_require(user=request.auth, team=team_id).team
-    membership = membership_set(
-        team=team, username=payload.username, role=payload.role, by=request.auth
-    )
-    return Status(201, {"username": membership.user.username, "role": membership.role})
+    membership_set(team=team, username=payload.username, role=payload.role, by=request.auth)
+    notice = membership_notice(username=payload.username, role=payload.role)
+    return Status(201, {"username": payload.username, "role": payload.role, "detail": notice})
 
 
 @teams.get("/{team_id}/members", response=list[MemberOut])

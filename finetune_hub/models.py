@@ -18,7 +18,10 @@ class Role(models.TextChoices):
 
 
 class Team(models.Model):
-    name = models.CharField(max_length=100, unique=True)
+    # Not unique across the site: a global constraint would tell anyone who tries a name
+    # that some other tenant uses it. Teams are addressed by id; a name is unique only among
+    # the teams of the user who creates it (finetune_hub.services.team_create).
+    name = models.CharField(max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams"

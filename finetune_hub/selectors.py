@@ -4,6 +4,12 @@ from finetune_hub.errors import NotFound, PermissionDenied
 from finetune_hub.models import Membership, Role, Team
 
 
+def is_site_admin(user) -> bool:
+    """Operators of the installation (workers, hosts, every team). is_staff alone is not
+    enough: team members get it to use the annotation desk in the admin."""
+    return bool(user and user.is_authenticated and user.is_superuser)
+
+
 def teams_for_user(*, user) -> QuerySet[Team]:
     return Team.objects.filter(memberships__user=user).order_by("name")
 

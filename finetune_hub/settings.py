@@ -216,6 +216,10 @@ BASE_MODEL_DIRS = [Path(p).resolve() for p in os.environ.get("BASE_MODEL_DIRS", 
 # The tokenizer uploads are measured with when the request names none.
 DEFAULT_BASE_MODEL = os.environ.get("DEFAULT_BASE_MODEL", "embedded")
 
+# Per-team limits on queued work (finetune_hub.quotas): past them a request is refused (429).
+TEAM_MAX_QUEUED_RUNS = int(os.environ.get("TEAM_MAX_QUEUED_RUNS", 20))
+TEAM_MAX_QUEUED_EVALUATIONS = int(os.environ.get("TEAM_MAX_QUEUED_EVALUATIONS", 50))
+
 # Metric code: requests name metrics from an allow-list (evaluation.metrics). An operator may
 # add local evaluate modules by name ("name=/path/to/module.py,other=/path/dir") and may let
 # requests name hub metrics, which downloads and runs their scripts: both are off by default.

@@ -7,8 +7,9 @@ from experiments.selectors import datasets_for
 from finetune_hub import auth
 from finetune_hub.errors import NotFound, ServiceError
 from finetune_hub.models import Role
+from finetune_hub.pagination import paginate
 from finetune_hub.selectors import members_of, membership_require, teams_for_user
-from finetune_hub.services import membership_set, team_create
+from finetune_hub.services import membership_notice, membership_set, team_create
 
 
 def visible_or_404(fn, **kwargs):
@@ -47,13 +48,9 @@ def team_detail(request, team_id: int):
     error = None
     if request.method == "POST":
         try:
-            membership_set(
-                team=membership.team,
-                username=request.POST.get("username", ""),
-                role=request.POST.get("role", Role.MEMBER),
-                by=request.user,
-            )
-            messages.success(request, "Member saved")
+            username, role = request.POST.get("username", ""), request.POST.get("role", Role.MEMBER)
+            membership_set(team=membership.team, username=username, role=role, by=request.user)
+            messages.success(request, membership_notice(username=username, role=role))
             return redirect("team_detail", team_id=team_id)
         except ServiceError as exc:
             error = exc
@@ -64,10 +61,10 @@ def team_detail(request, team_id: int):
             "team": membership.team,
             "membership": membership,
             "error": error,
-            "members": members_of(team=membership.team),
+            "members": paginate(request, members_of(team=membership.team), param="members"),
             "roles": Role.values,
             "is_admin": membership.allows(Role.ADMIN),
-            "datasets": datasets_for(user=request.user, team=team_id),
+            "datasets": paginate(request, datasets_for(user=request.user, team=team_id)),
         },
         status=error.status if error else 200,
     )

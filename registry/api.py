@@ -1,13 +1,15 @@
 from datetime import datetime
 
-from django.http import FileResponse
-from ninja import Router, Schema, Status
+from django.http import FileResponse, HttpResponse
+from ninja import Query, Router, Schema, Status
 
 from experiments.training.selectors import run_get
 from finetune_hub.errors import invalid
+from finetune_hub.pagination import PageIn, api_page
 from finetune_hub.selectors import membership_require
 from registry import export, selectors, services
 from registry.models import AliasEvent, ModelVersion, PromotionRequest
+from registry.policy import Policy
 
 router = Router(tags=["registry"])
 
@@ -16,7 +18,7 @@ class ModelIn(Schema):
     team: int
     name: str
     description: str = ""
-    policy: dict | None = None
+    policy: Policy | None = None
 
 
 class VersionIn(Schema):
@@ -115,7 +117,7 @@ def create_model(request, payload: ModelIn):
         team=team,
         name=payload.name,
         description=payload.description,
-        policy=payload.policy,
+        policy=payload.policy.model_dump() if payload.policy else None,
         by=request.auth,
     )
     return Status(
@@ -124,7 +126,8 @@ def create_model(request, payload: ModelIn):
 
 
 @router.get("/registry/models")
-def list_models(request):
+def list_models(request, response: HttpResponse, paging: Query[PageIn]):
+    models = selectors.models_for(user=request.auth).order_by("team_id", "name", "pk")
     return [
         {
             "id": m.pk,
@@ -132,13 +135,21 @@ def list_models(request):
             "name": m.name,
             "aliases": {a.name: a.version.number for a in selectors.aliases_of(m)},
         }
-        for m in selectors.models_for(user=request.auth)
+        for m in api_page(models, paging, response)
     ]
 
 
-@router.put("/registry/models/{name}/policy")
-def set_policy(request, name: str, payload: dict, team: int | None = None):
-    model = services.policy_set(model=_model(request, name, team), policy=payload, by=request.auth)
+class PolicyOut(Schema):
+    name: str
+    policy: Policy
+
+
+@router.put("/registry/models/{name}/policy", response=PolicyOut)
+def set_policy(request, name: str, payload: Policy, team: int | None = None):
+    """Replaces the promotion policy with the JSON body (fields left out take defaults)."""
+    model = services.policy_set(
+        model=_model(request, name, team), policy=payload.model_dump(), by=request.auth
+    )
     return {"name": model.name, "policy": model.policy}
 
 
@@ -211,8 +222,17 @@ def rollback(request, name: str, alias: str, payload: ReasonIn, team: int | None
 
 
 @router.get("/registry/models/{name}/aliases/{alias}/history")
-def alias_history(request, name: str, alias: str, team: int | None = None):
-    return [event_out(e) for e in selectors.history(model=_model(request, name, team), alias=alias)]
+def alias_history(
+    request,
+    name: str,
+    alias: str,
+    response: HttpResponse,
+    paging: Query[PageIn],
+    team: int | None = None,
+):
+    """The alias's events, oldest first, a page at a time (X-Total-Count: how many)."""
+    events = selectors.history(model=_model(request, name, team), alias=alias)
+    return [event_out(e) for e in api_page(events, paging, response)]
 
 
 @router.get("/registry/models/{name}/aliases/{alias}/at")
@@ -235,8 +255,11 @@ def alias_at(request, name: str, alias: str, time: str, team: int | None = None)
 
 
 @router.get("/registry/models/{name}/promotions")
-def list_promotions(request, name: str, team: int | None = None):
-    return [request_out(r) for r in _model(request, name, team).promotion_requests.all()]
+def list_promotions(
+    request, name: str, response: HttpResponse, paging: Query[PageIn], team: int | None = None
+):
+    requests = _model(request, name, team).promotion_requests.order_by("-created_at", "-pk")
+    return [request_out(r) for r in api_page(requests, paging, response)]
 
 
 @router.post("/registry/models/{name}/promotions/{request_id}/{decision}")

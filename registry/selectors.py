@@ -93,6 +93,15 @@ def history(*, model: RegisteredModel, alias: str) -> QuerySet[AliasEvent]:
     )
 
 
+def model_history(*, model: RegisteredModel) -> QuerySet[AliasEvent]:
+    """Every alias event of the model, newest first (the model page shows it a page at a time)."""
+    return (
+        AliasEvent.objects.filter(registered_model=model)
+        .select_related("from_version", "to_version", "actor", "approved_by")
+        .order_by("-created_at", "-pk")
+    )
+
+
 def holder_at(*, model: RegisteredModel, alias: str, when: datetime) -> AliasEvent | None:
     return (
         AliasEvent.objects.filter(registered_model=model, alias=alias, created_at__lte=when)

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from experiments.models import TrainingRun
 from experiments.training.selectors import run_get
 from finetune_hub.errors import ServiceError
+from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user, visible_to
 from finetune_hub.views import form_int, visible_or_404
 from registry import export, selectors, services
@@ -41,7 +42,12 @@ def model_list(request):
         request,
         "registry/model_list.html",
         {
-            "models": selectors.models_for(user=request.user).prefetch_related("aliases__version"),
+            "models": paginate(
+                request,
+                selectors.models_for(user=request.user)
+                .order_by("team__name", "name", "pk")
+                .prefetch_related("aliases__version"),
+            ),
             "teams": teams_for_user(user=request.user),
         },
     )
@@ -51,27 +57,32 @@ def _model(request, name):
     return visible_or_404(selectors.model_get, user=request.user, name=name)
 
 
+# The newest succeeded runs offered for registration; an older one is registered by id (API).
+RUN_CHOICES = 100
+
+
 def model_detail(request, name: str):
     model = _model(request, name)
-    aliases = list(selectors.aliases_of(model))
-    alias_names = sorted({a.name for a in aliases} | {"production", "staging"})
+    versions = model.versions.select_related("source_run__experiment").prefetch_related("aliases")
+    pending = model.promotion_requests.filter(status=PromotionRequest.Status.PENDING)
+    runs = visible_to(
+        TrainingRun.objects.filter(status="succeeded"),
+        user=request.user,
+        team_path="experiment__team",
+    )
     return render(
         request,
         "registry/model_detail.html",
         {
             "model": model,
-            "versions": model.versions.select_related("source_run__experiment"),
-            "aliases": aliases,
-            "histories": {
-                name: list(selectors.history(model=model, alias=name)) for name in alias_names
-            },
-            "requests": model.promotion_requests.filter(status=PromotionRequest.Status.PENDING),
+            "versions": paginate(request, versions.order_by("-number"), param="versions"),
+            "aliases": paginate(request, selectors.aliases_of(model), param="aliases"),
+            "history": paginate(request, selectors.model_history(model=model), param="history"),
+            "requests": paginate(
+                request, pending.select_related("version", "requested_by"), param="requests"
+            ),
             "feedback": selectors.feedback_by_version(model),
-            "runs": visible_to(
-                TrainingRun.objects.filter(status="succeeded"),
-                user=request.user,
-                team_path="experiment__team",
-            ).select_related("experiment"),
+            "runs": runs.select_related("experiment").order_by("-finished_at", "-pk")[:RUN_CHOICES],
             "policy": json.dumps(model.policy, indent=2),
         },
     )

@@ -8,7 +8,7 @@ def test_creator_becomes_admin(api, owner):
     assert Membership.objects.get(team_id=r.json()["id"], user=owner).role == Role.ADMIN
 
 
-def test_team_names_are_unique_and_required(api):
+def test_team_names_are_unique_among_my_teams_and_required(api):
     assert api.post("/api/teams", {"name": "Acme"}).status_code == 409
     r = api.post("/api/teams", {"name": "  "})
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "name"
@@ -35,7 +35,10 @@ def test_member_cannot_add_members(team, member, reviewer):
 
 
 def test_bad_member_input(api, team):
+    # An unknown username gets the answer a known one gets (tests/security/test_information_leaks)
     r = api.post(f"/api/teams/{team.pk}/members", {"username": "ghost", "role": "member"})
+    assert r.status_code == 201 and not team.memberships.filter(user__username="ghost").exists()
+    r = api.post(f"/api/teams/{team.pk}/members", {"username": " ", "role": "member"})
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "username"
     r = api.post(f"/api/teams/{team.pk}/members", {"username": "owner", "role": "king"})
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "role"

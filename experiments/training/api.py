@@ -1,8 +1,10 @@
+from django.http import HttpResponse
 from ninja import Query, Router, Schema, Status
 
 from experiments.models import TrainingRun
 from experiments.training import selectors, services
-from finetune_hub.selectors import membership_require
+from finetune_hub.pagination import PageIn, api_page
+from finetune_hub.selectors import is_site_admin, membership_require
 
 router = Router(tags=["experiments and runs"])
 
@@ -40,7 +42,8 @@ def _version_ref(ref):
     return ref.dict() if isinstance(ref, VersionRef) else ref
 
 
-def run_out(run: TrainingRun) -> dict:
+def run_out(run: TrainingRun, site_admin: bool = False) -> dict:
+    """A run as the API shows it. The worker's name is host:pid: for site admins only."""
     return {
         "id": run.pk,
         "experiment": run.experiment_id,
@@ -48,7 +51,7 @@ def run_out(run: TrainingRun) -> dict:
         "priority": run.priority,
         "attempt": run.attempt,
         "max_attempts": run.max_attempts,
-        "worker": run.worker.name if run.worker else None,
+        "worker": run.worker.name if run.worker and site_admin else None,
         "step": run.step,
         "total_steps": run.total_steps,
         "progress": round(run.progress, 4),
@@ -67,7 +70,7 @@ def run_out(run: TrainingRun) -> dict:
     }
 
 
-def experiment_out(experiment, with_runs: bool = False) -> dict:
+def experiment_out(experiment, with_runs: bool = False, site_admin: bool = False) -> dict:
     out = {
         "id": experiment.pk,
         "team": experiment.team_id,
@@ -85,7 +88,7 @@ def experiment_out(experiment, with_runs: bool = False) -> dict:
         "created_at": experiment.created_at,
     }
     if with_runs:
-        out["runs"] = [run_out(r) for r in selectors.runs_of(experiment=experiment)]
+        out["runs"] = [run_out(r, site_admin) for r in selectors.runs_of(experiment=experiment)]
     return out
 
 
@@ -124,15 +127,19 @@ def create_experiment(request, payload: ExperimentIn):
 
 
 @router.get("/experiments")
-def list_experiments(request, team: int | None = None):
-    return [experiment_out(e) for e in selectors.experiments_for(user=request.auth, team=team)]
+def list_experiments(
+    request, response: HttpResponse, paging: Query[PageIn], team: int | None = None
+):
+    experiments = selectors.experiments_for(user=request.auth, team=team).order_by(
+        "-created_at", "-pk"
+    )
+    return [experiment_out(e) for e in api_page(experiments, paging, response)]
 
 
 @router.get("/experiments/{experiment_id}")
 def get_experiment(request, experiment_id: int):
-    return experiment_out(
-        selectors.experiment_get(user=request.auth, experiment_id=experiment_id), True
-    )
+    experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
+    return experiment_out(experiment, True, is_site_admin(request.auth))
 
 
 @router.post("/experiments/{experiment_id}/runs", response={201: dict})
@@ -141,7 +148,7 @@ def queue_run(request, experiment_id: int, payload: RunIn = None):
     run = services.run_enqueue(
         experiment=experiment, by=request.auth, priority=payload.priority if payload else 0
     )
-    return Status(201, run_out(run))
+    return Status(201, run_out(run, is_site_admin(request.auth)))
 
 
 def _keys(keys: str | None) -> list[str] | None:
@@ -163,21 +170,27 @@ def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: 
     compared = selectors.runs_for_compare(
         user=request.auth, ids=run_ids, keys=_keys(metric_keys), max_points=max_points
     )
-    return [{"run": run_out(c["run"]), "metrics": c["metrics"]} for c in compared]
+    admin = is_site_admin(request.auth)
+    return [{"run": run_out(c["run"], admin), "metrics": c["metrics"]} for c in compared]
 
 
 @router.get("/runs/queue")
-def run_queue(request):
-    return [run_out(r) for r in selectors.queue_for(user=request.auth)]
+def run_queue(request, response: HttpResponse, paging: Query[PageIn]):
+    admin = is_site_admin(request.auth)
+    runs = api_page(selectors.queue_for(user=request.auth), paging, response)
+    return [run_out(r, admin) for r in runs]
 
 
 @router.get("/workers")
 def list_workers(request):
+    """Live workers and their devices, so users see what a run can get. Host and PID
+    (the name is host:pid) are for site admins only."""
+    admin = is_site_admin(request.auth)
     return [
         {
-            "name": w.name,
-            "host": w.host,
-            "pid": w.pid,
+            "name": w.name if admin else None,
+            "host": w.host if admin else None,
+            "pid": w.pid if admin else None,
             "cuda": w.cuda,
             "devices": w.devices,
             "heartbeat_at": w.heartbeat_at,
@@ -188,7 +201,7 @@ def list_workers(request):
 
 @router.get("/runs/{run_id}")
 def get_run(request, run_id: int):
-    return run_out(selectors.run_get(user=request.auth, run_id=run_id))
+    return run_out(selectors.run_get(user=request.auth, run_id=run_id), is_site_admin(request.auth))
 
 
 @router.get("/runs/{run_id}/metrics")
@@ -210,16 +223,17 @@ def get_logs(request, run_id: int, tail: int = 200):
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(request, run_id: int):
     run = selectors.run_get(user=request.auth, run_id=run_id)
-    return run_out(services.run_cancel(run=run, by=request.auth))
+    return run_out(services.run_cancel(run=run, by=request.auth), is_site_admin(request.auth))
 
 
 @router.post("/runs/{run_id}/resume")
 def resume_run(request, run_id: int):
     run = selectors.run_get(user=request.auth, run_id=run_id)
-    return run_out(services.run_resume(run=run, by=request.auth))
+    return run_out(services.run_resume(run=run, by=request.auth), is_site_admin(request.auth))
 
 
 @router.post("/runs/{run_id}/priority")
 def set_priority(request, run_id: int, payload: PriorityIn):
     run = selectors.run_get(user=request.auth, run_id=run_id)
-    return run_out(services.run_set_priority(run=run, priority=payload.priority, by=request.auth))
+    run = services.run_set_priority(run=run, priority=payload.priority, by=request.auth)
+    return run_out(run, is_site_admin(request.auth))

@@ -19,6 +19,7 @@ from experiments.models import (
 from experiments.training import hyperparameters as hp
 from experiments.training import workers
 from experiments.training.estimate import estimate
+from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, full_clean, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
@@ -124,7 +125,7 @@ def capacity_problem(experiment: Experiment) -> str | None:
     best = max(live, key=lambda w: w.memory_bytes)
     need = estimates["cuda" if best.cuda else "cpu"]["total_gb"]
     return (
-        f"The run needs about {need:.1f} GB; the largest live worker ({best.name}) has "
+        f"The run needs about {need:.1f} GB; the largest live worker has "
         f"{best.memory_bytes / 1e9:.1f} GB"
     )
 
@@ -144,6 +145,7 @@ def run_enqueue(
     membership_require(user=by, team=experiment.team, role=Role.MEMBER)
     if problem := capacity_problem(experiment):
         raise Conflict(problem)
+    quotas.queue_room_require(team=experiment.team, kind="runs")
     run = TrainingRun.objects.create(experiment=experiment, priority=priority, created_by=by)
     if dispatch:
         dispatch_on_commit()
@@ -232,6 +234,7 @@ def run_resume(*, run: TrainingRun, by) -> TrainingRun:
         raise Conflict(f"Only a failed or cancelled run resumes; this one is {run.status}")
     if problem := capacity_problem(run.experiment):
         raise Conflict(problem)
+    quotas.queue_room_require(team=run.experiment.team, kind="runs")
     run.status = TrainingRun.Status.QUEUED
     run.cancel_requested = False
     run.max_attempts = max(run.max_attempts, run.attempt + 1)

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from experiments.models import DatasetVersion, Technique, TrainingRun
 from experiments.training import forms, selectors, services
 from finetune_hub.errors import ServiceError, invalid
+from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user, visible_to
 from finetune_hub.views import form_int, visible_or_404
 
@@ -16,7 +17,12 @@ def experiment_list(request):
         request,
         "experiments/experiment_list.html",
         {
-            "experiments": selectors.experiments_for(user=request.user).prefetch_related("runs"),
+            "experiments": paginate(
+                request,
+                selectors.experiments_for(user=request.user)
+                .order_by("-created_at", "-pk")
+                .prefetch_related("runs"),
+            ),
         },
     )
 
@@ -78,7 +84,10 @@ def experiment_detail(request, experiment_id: int):
     return render(
         request,
         "experiments/experiment_detail.html",
-        {"experiment": experiment, "runs": selectors.runs_of(experiment=experiment)},
+        {
+            "experiment": experiment,
+            "runs": paginate(request, selectors.runs_of(experiment=experiment)),
+        },
     )
 
 
@@ -137,7 +146,10 @@ def run_queue(request):
     return render(
         request,
         "experiments/run_queue.html",
-        {"runs": selectors.queue_for(user=request.user), "workers": selectors.workers_live()},
+        {
+            "runs": paginate(request, selectors.queue_for(user=request.user)),
+            "workers": paginate(request, selectors.workers_live(), param="workers"),
+        },
     )
 
 

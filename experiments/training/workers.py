@@ -58,13 +58,15 @@ def live_workers():
 
 
 def fits(worker: Worker, estimates: dict) -> str | None:
-    """None when the worker can take a run with these per-device estimates, else why not."""
+    """None when the worker can take a run with these per-device estimates, else why not.
+    The reason goes into the run's error, which every team member reads: it does not name
+    the worker (host and PID are for site admins)."""
     estimate = estimates["cuda" if worker.cuda else "cpu"]
     if estimate["needs_cuda"] and not worker.cuda:
-        return f"needs a CUDA GPU; worker {worker.name} has CPU only"
+        return "needs a CUDA GPU; the worker has CPU only"
     if estimate["total_bytes"] > worker.memory_bytes:
         return (
-            f"needs about {estimate['total_gb']:.1f} GB; worker {worker.name} has "
+            f"needs about {estimate['total_gb']:.1f} GB; the worker has "
             f"{worker.memory_bytes / 1e9:.1f} GB"
         )
     return None

@@ -24,7 +24,28 @@
     form.querySelectorAll(".hp").forEach((el) => { el.style.display = shown.includes(el.dataset.group) ? "" : "none"; });
   }
 
-  function row(label, value) { return `<tr><td>${label}</td><td><b>${value}</b></td></tr>`; }
+  // Server text (error messages echo what was typed) is only ever set as textContent.
+  function el(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = String(text);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function row(label, value) {
+    const tr = el("tr");
+    const cell = el("td");
+    cell.append(el("b", value));
+    tr.append(el("td", label), cell);
+    return tr;
+  }
+
+  function showErrors(data) {
+    const box = el("div", undefined, "errors");
+    box.append(el("div", data.detail || "Invalid input"));
+    (data.errors || []).forEach((e) => box.append(el("div", `${e.field}: ${e.message}`)));
+    out.replaceChildren(box);
+  }
 
   let timer;
   async function estimate() {
@@ -33,17 +54,20 @@
       headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}, body: JSON.stringify(body)});
     const data = await r.json();
     if (!r.ok) {
-      out.innerHTML = `<div class="errors">${data.detail}<br>${(data.errors || []).map((e) => `${e.field}: ${e.message}`).join("<br>")}</div>`;
+      showErrors(data);
       return;
     }
     const gpu = data.estimate.cuda, cpu = data.estimate.cpu;
-    out.innerHTML = `<table>${row("Parameters", gpu.total_params.toLocaleString())}
-      ${row("Trainable", gpu.trainable_params.toLocaleString())}
-      ${row("Weights", gpu.weights_human)}${row("Gradients", gpu.gradients_human)}
-      ${row("Optimizer", gpu.optimizer_human)}${row("Activations", gpu.activations_human)}
-      ${row("Total on a GPU", gpu.total_human)}${row("Total on CPU", cpu.total_human)}
-      ${row("Learning rate", data.hyperparameters.learning_rate)}</table>
-      ${gpu.needs_cuda ? '<p class="badge warn">needs a CUDA worker</p>' : ""}`;
+    const table = el("table");
+    table.append(
+      row("Parameters", gpu.total_params.toLocaleString()),
+      row("Trainable", gpu.trainable_params.toLocaleString()),
+      row("Weights", gpu.weights_human), row("Gradients", gpu.gradients_human),
+      row("Optimizer", gpu.optimizer_human), row("Activations", gpu.activations_human),
+      row("Total on a GPU", gpu.total_human), row("Total on CPU", cpu.total_human),
+      row("Learning rate", data.hyperparameters.learning_rate));
+    out.replaceChildren(table);
+    if (gpu.needs_cuda) out.append(el("p", "needs a CUDA worker", "badge warn"));
   }
 
   form.addEventListener("input", () => { showGroups(); clearTimeout(timer); timer = setTimeout(estimate, 300); });
