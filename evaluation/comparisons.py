@@ -130,10 +130,20 @@ def _require_scored(comparison: Comparison) -> list[EvaluationRun]:
 
 # Human review
 
+CALIBRATION_MIN = 5
+
+
+def _calibration(comparison: Comparison) -> list[int]:
+    """The pairs every reviewer judges first, so reviewers meet on the same pairs and their
+    agreement (kappa) can be measured: a tenth of the pairs, at least CALIBRATION_MIN."""
+    ids = list(comparison.pairs.order_by("pk").values_list("pk", flat=True))
+    return ids[: max(CALIBRATION_MIN, len(ids) // 10)]
+
 
 def next_pair(*, comparison: Comparison, reviewer) -> Vote | None:
-    """The caller's next blind pair: their unanswered one if any, else a pair they have not
-    seen with the fewest votes so far (so every pair gets votes), sides at random."""
+    """The caller's next blind pair: their unanswered one if any, else the calibration pairs
+    they have not judged, else a pair they have not seen with the fewest votes so far (so
+    every pair gets votes). Sides at random."""
     membership_require(user=reviewer, team=comparison.team, role=Role.REVIEWER)
     if comparison.mode != Comparison.Mode.HUMAN:
         raise Conflict("This comparison is automatic; it has no human review")
@@ -142,8 +152,13 @@ def next_pair(*, comparison: Comparison, reviewer) -> Vote | None:
     if pending:
         return pending
     seen = Vote.objects.filter(pair__comparison=comparison, reviewer=reviewer).values("pair_id")
+    calibration = _calibration(comparison)
     for _ in range(5):
-        pair = comparison.pairs.exclude(pk__in=seen).order_by("votes_count", "?").first()
+        unseen = comparison.pairs.exclude(pk__in=seen)
+        pair = (
+            unseen.filter(pk__in=calibration).order_by("pk").first()
+            or unseen.order_by("votes_count", "?").first()
+        )
         if pair is None:
             return None
         try:

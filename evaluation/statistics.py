@@ -5,6 +5,7 @@ Bradley-Terry strengths for more than two subjects, Cohen's kappa for agreement.
 import math
 
 import numpy as np
+from scipy.special import expit
 from scipy.stats import binomtest, norm
 
 from evaluation.metrics import score_from_stats
@@ -70,22 +71,30 @@ def sign_test(wins: int, losses: int) -> float:
     return float(binomtest(wins, wins + losses, 0.5).pvalue)
 
 
-def bradley_terry(
-    outcomes: list[tuple[int, int]], n_items: int, iterations: int = 200
-) -> np.ndarray:
-    """Strengths by Hunter's MM algorithm from (winner, loser) pairs; a tie is passed as
-    both orders with half weight by the caller. Returns log-strengths centred at 0."""
+def bradley_terry(outcomes: list[tuple[int, int]], n_items: int) -> np.ndarray:
+    """Bradley-Terry log-strengths from (winner, loser) pairs, centred at 0; a tie is passed
+    as both orders by the caller. Each item also plays one virtual game against a reference
+    of strength 1 and wins half of it: the prior keeps unbeaten items finite and fixes the
+    scale. The posterior mode is found by Newton's method (the log-posterior is strictly
+    concave; Hunter's MM iteration converges too slowly on lopsided data)."""
     wins = np.zeros((n_items, n_items))
     for winner, loser in outcomes:
         wins[winner, loser] += 1
     games = wins + wins.T
-    total_wins = wins.sum(1) + 0.5  # a half-win prior keeps unbeaten items finite
-    strength = np.ones(n_items)
-    for _ in range(iterations):
-        denom = (games / (strength[:, None] + strength[None, :])).sum(1) + 1.0 / (strength + 1)
-        strength = total_wins / denom
-        strength /= np.exp(np.log(strength).mean())
-    return np.log(strength)
+    total_wins = wins.sum(1) + 0.5
+    theta = np.zeros(n_items)
+    for _ in range(200):
+        p = expit(theta[:, None] - theta[None, :])  # P(i beats j)
+        prior = expit(theta)  # P(i beats the reference)
+        gradient = total_wins - (games * p).sum(1) - prior
+        weights = games * p * p.T
+        information = np.diag(weights.sum(1) + prior * (1 - prior)) - weights
+        step = np.linalg.solve(information, gradient)
+        step *= min(1.0, 2.0 / max(np.abs(step).max(), 1e-300))  # damped on lopsided data
+        theta += step
+        if np.abs(step).max() < 1e-12:
+            break
+    return theta - theta.mean()
 
 
 def bradley_terry_ci(

@@ -1,6 +1,6 @@
 import pytest
 
-from evaluation import comparisons
+from evaluation import comparisons, statistics
 from evaluation.models import Comparison, EvaluationRun, SampleResult, Vote
 from evaluation.services import _score
 from experiments.models import DatasetVersion
@@ -140,33 +140,58 @@ def test_one_vote_per_reviewer_per_pair_and_each_pair_once(human, reviewer):
     assert len(pairs) == human.pairs.count()
 
 
-def test_pairs_are_balanced_between_reviewers(human, team, reviewer):
-    other = make_user("reviewer2")
-    Membership.objects.create(team=team, user=other, role=Role.REVIEWER)
-    first = comparisons.next_pair(comparison=human, reviewer=reviewer)
-    comparisons.vote_cast(comparison=human, vote_id=first.pk, reviewer=reviewer, choice="left")
-    second = comparisons.next_pair(comparison=human, reviewer=other)
-    assert second.pair_id != first.pair_id  # an unvoted pair comes before a voted one
+def vote_for(comparison, user, outcome: str):
+    """Serve the user's next pair and answer it so that the pair's outcome is `outcome`."""
+    vote = comparisons.next_pair(comparison=comparison, reviewer=user)
+    choice = {"tie": "tie", "both_bad": "both_bad"}.get(outcome)
+    if choice is None:
+        choice = "left" if vote.left_is_a == (outcome == "a") else "right"
+    comparisons.vote_cast(comparison=comparison, vote_id=vote.pk, reviewer=user, choice=choice)
+    return vote
 
 
-def test_human_results_win_rate_sign_test_and_kappa(human, team, reviewer):
+def second_reviewer(team):
     other = make_user("reviewer2")
     Membership.objects.create(team=team, user=other, role=Role.REVIEWER)
+    return other
+
+
+def test_reviewers_meet_on_the_calibration_pairs_then_spread(human, team, reviewer):
+    other = second_reviewer(team)
+    calibration = comparisons._calibration(human)
+    assert len(calibration) == max(comparisons.CALIBRATION_MIN, human.pairs.count() // 10)
+    mine = [vote_for(human, reviewer, "a").pair_id for _ in range(len(calibration) + 1)]
+    theirs = [vote_for(human, other, "a").pair_id for _ in range(len(calibration) + 1)]
+    assert mine[:-1] == theirs[:-1] == calibration  # both judged the same pairs first
+    assert mine[-1] != theirs[-1]  # after calibration an unvoted pair comes before a voted one
+    assert mine[-1] not in calibration and theirs[-1] not in calibration
+
+
+def test_human_results_win_rate_sign_test_and_kappa_by_hand(human, team, reviewer):
+    other = second_reviewer(team)
+    # Calibration pairs (5): reviewer 1 says a,a,b,b,tie; reviewer 2 says a,b,b,b,a.
+    # Agreement 3/5 (pairs 1, 3, 4); chance: a 2/5*2/5 + b 2/5*3/5 + tie 1/5*0 = 10/25;
+    # kappa = (15/25 - 10/25) / (1 - 10/25) = 5/15 = 1/3.
+    for outcome in ["a", "a", "b", "b", "tie"]:
+        vote_for(human, reviewer, outcome)
+    for outcome in ["a", "b", "b", "b", "a"]:
+        vote_for(human, other, outcome)
+    # Then each judges 6 pairs of their own, subject a winning all of them.
     for user in (reviewer, other):
-        for i in range(10):
-            vote = comparisons.next_pair(comparison=human, reviewer=user)
-            a_wins = i < 8
-            left = vote.left_is_a == a_wins
-            comparisons.vote_cast(
-                comparison=human, vote_id=vote.pk, reviewer=user, choice="left" if left else "right"
-            )
+        for _ in range(6):
+            vote_for(human, user, "a")
     results = comparisons.human_results(human)
+    assert results["kappa"] == pytest.approx(1 / 3, abs=1e-12)
     row = results["pairwise"]["0-1"]
-    assert (row["wins_a"], row["wins_b"]) == (16, 4)
-    assert row["win_rate_a"] == 0.8
-    assert row["p_value"] == pytest.approx(0.01181793212890625, abs=1e-12)  # 2*P(X<=4|20)
+    # decisive votes: a = 2 + 2 + 12 = 16, b = 2 + 3 = 5, one tie
+    assert (row["wins_a"], row["wins_b"], row["ties"]) == (16, 5, 1)
+    assert row["win_rate_a"] == pytest.approx(16 / 21)
+    # two-sided exact sign test: 2 * P(X <= 5 | n=21, p=1/2) = 2 * 27,896 / 2**21
+    assert row["p_value"] == pytest.approx(2 * 27896 / 2**21, abs=1e-12)
     assert row["verdict"] == "subject 0 wins"
-    assert row["ci_low"] < 0.8 < row["ci_high"]
+    low, high = statistics.wilson(16, 21)
+    assert (row["ci_low"], row["ci_high"]) == (low, high)
+    assert (round(low, 4), round(high, 4)) == (0.5491, 0.8937)  # Wilson, z = 1.96, by hand
 
 
 def test_verdict_waits_for_the_minimum_votes(human, reviewer):

@@ -59,3 +59,52 @@ def test_cohen_kappa_against_a_textbook_case():
     b = ["y"] * 20 + ["n"] * 15 + ["n"] * 5 + ["y"] * 10
     assert statistics.cohen_kappa(a, b) == pytest.approx(0.4, abs=1e-12)
     assert statistics.cohen_kappa([], []) is None
+
+
+def test_bradley_terry_two_items_solves_the_map_equation_by_hand():
+    """Two items, A beating B 7 times and losing 3: with the half-win prior the strengths
+    satisfy 7.5 = 10 s/(s + 1/s) + s/(s + 1) (geometric mean 1, so B = 1/s); solve it
+    independently and compare the log-strengths."""
+    from scipy.optimize import brentq
+
+    def equation(s):
+        return 10 * s / (s + 1 / s) + s / (s + 1) - 7.5
+
+    s = brentq(equation, 1e-6, 1e6)
+    scores = statistics.bradley_terry([(0, 1)] * 7 + [(1, 0)] * 3, 2)
+    assert scores[0] == pytest.approx(np.log(s), abs=1e-9)
+    assert scores[1] == pytest.approx(-np.log(s), abs=1e-9)
+
+
+def test_bradley_terry_symmetric_cycle_gives_equal_strengths():
+    cycle = [(0, 1), (1, 2), (2, 0)] * 4
+    assert np.allclose(statistics.bradley_terry(cycle, 3), 0.0, atol=1e-12)
+
+
+def test_bradley_terry_is_the_posterior_mode_found_independently():
+    """The estimate equals the mode of the same model (each item one virtual game, won
+    half, against a reference of strength 1) found by a generic optimiser."""
+    from scipy.optimize import minimize
+
+    outcomes = [(0, 1)] * 5 + [(1, 0)] * 2 + [(1, 2)] * 4 + [(2, 1)] * 3 + [(0, 2)] * 6
+    wins = np.zeros((3, 3))
+    for w, loser in outcomes:
+        wins[w, loser] += 1
+
+    def negative_log_posterior(logs):
+        s = np.exp(logs)
+        games = np.log(s[:, None] / (s[:, None] + s[None, :]))
+        prior = 0.5 * np.log(s / (s + 1)) + 0.5 * np.log(1 / (s + 1))
+        return -(wins * games).sum() - prior.sum()
+
+    mode = minimize(negative_log_posterior, np.zeros(3), method="BFGS", tol=1e-12).x
+    scores = statistics.bradley_terry(outcomes, 3)
+    assert np.allclose(scores, mode - mode.mean(), atol=1e-6)
+
+
+def test_bradley_terry_converges_on_lopsided_data():
+    """Every game won by the stronger item: the prior alone keeps strengths finite, and the
+    estimate must be the mode, symmetric around the middle item."""
+    scores = statistics.bradley_terry([(0, 1)] * 40 + [(1, 2)] * 40 + [(0, 2)] * 40, 3)
+    assert scores[1] == pytest.approx(0.0, abs=1e-6)
+    assert scores[0] == pytest.approx(-scores[2], abs=1e-6) and scores[0] > 4
