@@ -59,6 +59,8 @@ def evaluation_out(e: EvaluationRun) -> dict:
         "generation": e.generation,
         "status": e.status,
         "attempt": e.attempt,
+        "max_attempts": e.max_attempts,
+        "heartbeat_at": e.heartbeat_at,
         "results": e.results,
         "signatures": e.signatures,
         "error": e.error,

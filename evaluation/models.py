@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from experiments.models import DatasetVersion, Example, Split, TrainingRun
+from experiments.models import DatasetVersion, Example, Split, TrainingRun, Worker
 from finetune_hub.models import Team
 
 
@@ -41,6 +41,12 @@ class EvaluationRun(models.Model):
     generation = models.JSONField(help_text="generation settings")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    # Who runs it and when it last reported: the reaper requeues it when both fall silent.
+    worker = models.ForeignKey(
+        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     results = models.JSONField(default=dict, help_text="corpus metrics with 95% intervals")
     signatures = models.JSONField(default=dict)
     error = models.TextField(blank=True)

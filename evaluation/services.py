@@ -1,17 +1,19 @@
 """Evaluation runs: create (validated, enqueued on commit), execute (idempotent: a retry
-fills in the samples that are missing), retry."""
+fills in the samples that are missing), retry, reap (an execution whose worker died is
+queued again, as training runs are)."""
 
 import math
 
 import numpy as np
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evaluation import generation, metrics, statistics
 from evaluation.models import EvaluationRun, SampleResult
-from experiments.models import DataFormat, DatasetVersion, TrainingRun
+from experiments.models import DataFormat, DatasetVersion, TrainingRun, Worker
+from experiments.training import workers
 from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
 from finetune_hub.models import Role, Team
@@ -152,45 +154,107 @@ def _enqueue(evaluation: EvaluationRun) -> None:
 @transaction.atomic
 def evaluation_retry(*, evaluation: EvaluationRun, by) -> EvaluationRun:
     membership_require(user=by, team=evaluation.team, role=Role.MEMBER)
-    if evaluation.status != EvaluationRun.Status.FAILED:
-        raise Conflict(f"Only a failed evaluation is retried; this one is {evaluation.status}")
+    evaluation = EvaluationRun.objects.select_for_update().get(pk=evaluation.pk)
+    dead = _abandoned(stale_after=workers.LIVE_WITHIN).filter(pk=evaluation.pk).exists()
+    if evaluation.status != EvaluationRun.Status.FAILED and not dead:
+        raise Conflict(
+            "Only a failed evaluation, or a running one whose worker died, is retried; "
+            f"this one is {evaluation.status}"
+        )
     EvaluationRun.objects.filter(pk=evaluation.pk).update(
-        status=EvaluationRun.Status.QUEUED, error=""
+        status=EvaluationRun.Status.QUEUED,
+        error="",
+        worker=None,
+        max_attempts=max(evaluation.max_attempts, evaluation.attempt + 1),
     )
     _enqueue(evaluation)
     evaluation.refresh_from_db()
     return evaluation
 
 
-def _claim(evaluation_id: int) -> EvaluationRun | None:
+def _claim(evaluation_id: int, worker: Worker) -> EvaluationRun | None:
     """Queued -> running for exactly one worker (a conditional UPDATE of one row)."""
+    now = timezone.now()
     claimed = EvaluationRun.objects.filter(
         pk=evaluation_id, status=EvaluationRun.Status.QUEUED
     ).update(
-        status=EvaluationRun.Status.RUNNING, started_at=timezone.now(), attempt=F("attempt") + 1
+        status=EvaluationRun.Status.RUNNING,
+        worker=worker,
+        attempt=F("attempt") + 1,
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None,
     )
     return EvaluationRun.objects.get(pk=evaluation_id) if claimed else None
 
 
+def _held(evaluation: EvaluationRun):
+    """The evaluation, while this execution still holds it: once reaped or retried it is
+    another attempt's, and this one must not write over it."""
+    return EvaluationRun.objects.filter(
+        pk=evaluation.pk, status=EvaluationRun.Status.RUNNING, attempt=evaluation.attempt
+    )
+
+
+class ClaimLost(Exception):
+    """This execution was reaped while it was stopped (not dead after all)."""
+
+
 def evaluation_execute(*, evaluation_id: int) -> EvaluationRun | None:
-    evaluation = _claim(evaluation_id)
+    evaluation = _claim(evaluation_id, workers.worker_heartbeat())
     if evaluation is None:
         return None
     try:
         _generate_missing(evaluation)
         _score(evaluation)
+    except ClaimLost:
+        return None
     except Exception as exc:
-        EvaluationRun.objects.filter(pk=evaluation.pk).update(
+        _held(evaluation).update(
             status=EvaluationRun.Status.FAILED,
             error=f"{type(exc).__name__}: {exc}",
             finished_at=timezone.now(),
         )
         raise
-    EvaluationRun.objects.filter(pk=evaluation.pk).update(
-        status=EvaluationRun.Status.SUCCEEDED, finished_at=timezone.now()
-    )
+    _held(evaluation).update(status=EvaluationRun.Status.SUCCEEDED, finished_at=timezone.now())
     evaluation.refresh_from_db()
     return evaluation
+
+
+def _abandoned(*, stale_after):
+    """Running evaluations nothing was heard from within stale_after: neither their own
+    heartbeat (one a chunk) nor their worker's (every few seconds while its process lives,
+    so a slow chunk on a live worker is not taken for a dead one)."""
+    cutoff = timezone.now() - stale_after
+    return EvaluationRun.objects.filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at=None, started_at__lt=cutoff),
+        status=EvaluationRun.Status.RUNNING,
+    ).exclude(worker__heartbeat_at__gte=cutoff)
+
+
+def evaluations_reap_stale(*, stale_after) -> list[int]:
+    """Running evaluations whose worker died (SIGKILL, out of memory): queue them again to
+    fill in the missing samples, or fail them after max_attempts."""
+    return [e.pk for e in _abandoned(stale_after=stale_after) if _reap(e)]
+
+
+@transaction.atomic
+def _reap(evaluation: EvaluationRun) -> bool:
+    heard = evaluation.heartbeat_at or evaluation.started_at
+    reason = f"No heartbeat since {heard:%H:%M:%S} UTC (worker died?)"
+    # The conditional update again: of two reapers (or a reaper and a retry), one acts.
+    if evaluation.attempt >= evaluation.max_attempts:
+        return bool(
+            _held(evaluation).update(
+                status=EvaluationRun.Status.FAILED,
+                error=f"{reason}; gave up after {evaluation.attempt} attempts",
+                finished_at=timezone.now(),
+            )
+        )
+    if not _held(evaluation).update(status=EvaluationRun.Status.QUEUED, error=reason, worker=None):
+        return False
+    _enqueue(evaluation)
+    return True
 
 
 def _subject_output(evaluation: EvaluationRun) -> str | None:
@@ -256,10 +320,12 @@ def _generate_missing(evaluation: EvaluationRun) -> None:
             ignore_conflicts=True,
         )
         tokens, seconds = tokens + new_tokens, seconds + took
-        EvaluationRun.objects.filter(pk=evaluation.pk).update(
+        if not _held(evaluation).update(
             samples_done=evaluation.samples.count(),
             tokens_per_second=tokens / seconds if seconds else None,
-        )
+            heartbeat_at=timezone.now(),
+        ):
+            raise ClaimLost
 
 
 def _score(evaluation: EvaluationRun) -> None:

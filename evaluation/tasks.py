@@ -1,4 +1,5 @@
-from huey.contrib.djhuey import db_task
+from huey import crontab
+from huey.contrib.djhuey import db_periodic_task, db_task
 
 
 @db_task()
@@ -6,3 +7,13 @@ def evaluate(evaluation_id: int):
     from evaluation.services import evaluation_execute
 
     evaluation_execute(evaluation_id=evaluation_id)
+
+
+@db_periodic_task(crontab(minute="*"))
+def reap_stale_evaluations():
+    """The training reaper's twin (same period, same window); it lives here because
+    experiments does not import evaluation."""
+    from evaluation.services import evaluations_reap_stale
+    from experiments.tasks import STALE_AFTER
+
+    return evaluations_reap_stale(stale_after=STALE_AFTER)

@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -19,7 +18,7 @@ from experiments.training import services
 from experiments.training.runner import train_next_run
 from experiments.training.services import experiment_create
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import FAST, make_experiment, make_version
+from tests.training_helpers import FAST, make_experiment, make_version, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LONG = {
@@ -30,15 +29,6 @@ LONG = {
     "logging_steps": 5,
     "per_device_train_batch_size": 2,
 }
-
-
-def wait_for(condition, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def adapter(run):

@@ -1,3 +1,5 @@
+import time
+
 from experiments.models import Dataset, DatasetVersion
 from experiments.services import dataset_version_upload
 from experiments.training.services import experiment_create
@@ -34,3 +36,13 @@ def make_experiment(team, owner, tiny_model, technique="lora", task="instruction
         hyperparameters={**FAST, **params},
         by=owner,
     )
+
+
+def wait_for(condition, timeout=120):
+    """condition()'s first true value, polled until timeout seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
