@@ -42,7 +42,17 @@ class BearerAuth(HttpBearer):
 
 
 class BrowserSessionAuth(SessionAuth):
-    """Django's session with the CSRF check on unsafe methods (ninja's SessionAuth)."""
+    """Django's session with the CSRF check on unsafe methods (ninja's SessionAuth).
+
+    The CSRF check protects a logged-in session, so it is made only for one. ninja checks it
+    first, which answered a write with no credentials, or with a bad or revoked token,
+    403 "CSRF check failed" where the answer is 401; and it parsed the body of a caller
+    nobody had authenticated."""
+
+    def _get_key(self, request):
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
 
 
 # Bearer first: a script that sends a token is never refused over a stale session cookie.
