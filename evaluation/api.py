@@ -4,6 +4,7 @@ from ninja import Query, Router, Schema, Status
 from evaluation import comparisons, selectors, services
 from evaluation.models import EvaluationRun
 from experiments.training.selectors import dataset_version_for
+from finetune_hub.bounds import Id
 from finetune_hub.pagination import PageIn, api_page
 
 router = Router(tags=["evaluation and comparisons"])
@@ -11,7 +12,7 @@ router = Router(tags=["evaluation and comparisons"])
 
 class EvaluationIn(Schema):
     subject: dict
-    dataset_version: int | dict
+    dataset_version: Id | dict
     split: str = "eval"
     metrics: list[str] | None = None
     generation: dict | None = None
@@ -19,23 +20,23 @@ class EvaluationIn(Schema):
 
 class ComparisonIn(Schema):
     subjects: list[dict]
-    dataset_version: int | dict
+    dataset_version: Id | dict
     split: str = "eval"
     mode: str = "auto"
     name: str = ""
     metrics: list[str] | None = None
     generation: dict | None = None
-    min_votes: int = 20
+    min_votes: Id = 20
 
 
 class VoteIn(Schema):
-    pair: int
+    pair: Id
     choice: str
     comment: str = ""
 
 
 class ExportIn(Schema):
-    dataset: int | None = None
+    dataset: Id | None = None
 
 
 def evaluation_out(e: EvaluationRun) -> dict:
@@ -94,12 +95,12 @@ def list_evaluations(request, response: HttpResponse, paging: Query[PageIn]):
 
 
 @router.get("/evaluations/{evaluation_id}")
-def get_evaluation(request, evaluation_id: int):
+def get_evaluation(request, evaluation_id: Id):
     return evaluation_out(selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id))
 
 
 @router.get("/evaluations/{evaluation_id}/samples")
-def get_samples(request, evaluation_id: int, order: str | None = None, page: int = 1):
+def get_samples(request, evaluation_id: Id, order: str | None = None, page: Id = 1):
     evaluation = selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id)
     page_obj = selectors.samples_page(evaluation=evaluation, order=order, page=page)
     return {
@@ -122,7 +123,7 @@ def get_samples(request, evaluation_id: int, order: str | None = None, page: int
 
 
 @router.post("/evaluations/{evaluation_id}/retry")
-def retry_evaluation(request, evaluation_id: int):
+def retry_evaluation(request, evaluation_id: Id):
     evaluation = selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id)
     return evaluation_out(services.evaluation_retry(evaluation=evaluation, by=request.auth))
 
@@ -166,12 +167,12 @@ def create_comparison(request, payload: ComparisonIn):
 
 
 @router.get("/comparisons/{comparison_id}")
-def get_comparison(request, comparison_id: int):
+def get_comparison(request, comparison_id: Id):
     return comparison_out(selectors.comparison_get(user=request.auth, comparison_id=comparison_id))
 
 
 @router.get("/comparisons/{comparison_id}/next", response={200: dict, 204: None})
-def next_pair(request, comparison_id: int):
+def next_pair(request, comparison_id: Id):
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
     vote = comparisons.next_pair(comparison=comparison, reviewer=request.auth)
     if vote is None:
@@ -180,7 +181,7 @@ def next_pair(request, comparison_id: int):
 
 
 @router.post("/comparisons/{comparison_id}/votes", response={201: dict})
-def cast_vote(request, comparison_id: int, payload: VoteIn):
+def cast_vote(request, comparison_id: Id, payload: VoteIn):
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
     vote = comparisons.vote_cast(
         comparison=comparison,
@@ -193,7 +194,7 @@ def cast_vote(request, comparison_id: int, payload: VoteIn):
 
 
 @router.get("/comparisons/{comparison_id}/results")
-def comparison_results(request, comparison_id: int):
+def comparison_results(request, comparison_id: Id):
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
     out = {"comparison": comparison_out(comparison), "automatic": None, "human": None}
     if all(
@@ -207,7 +208,7 @@ def comparison_results(request, comparison_id: int):
 
 
 @router.post("/comparisons/{comparison_id}/export-preferences", response={201: dict})
-def export_preferences(request, comparison_id: int, payload: ExportIn = None):
+def export_preferences(request, comparison_id: Id, payload: ExportIn = None):
     from experiments.api import version_out
     from experiments.selectors import dataset_get
 

@@ -1,14 +1,18 @@
+from typing import Annotated
+
 from ninja import File, Form, Router, Schema, Status, UploadedFile
 
 from experiments import selectors, services
 from experiments.models import DatasetVersion, Example
+from finetune_hub.bounds import Id, Int64
 from finetune_hub.selectors import membership_require
+from finetune_hub.uploads import upload_refusal
 
 router = Router(tags=["datasets"])
 
 
 class DatasetIn(Schema):
-    team: int
+    team: Id
     name: str
     task: str
     description: str = ""
@@ -122,28 +126,32 @@ def create_dataset(request, payload: DatasetIn):
 
 
 @router.get("/datasets", response=list[DatasetOut])
-def list_datasets(request, team: int | None = None):
+def list_datasets(request, team: Id | None = None):
     return [dataset_out(d) for d in selectors.datasets_for(user=request.auth, team=team)]
 
 
 @router.get("/datasets/{dataset_id}", response=DatasetOut)
-def get_dataset(request, dataset_id: int):
+def get_dataset(request, dataset_id: Id):
     return dataset_out(selectors.dataset_get(user=request.auth, dataset_id=dataset_id))
 
 
 @router.post("/datasets/{dataset_id}/versions", response={201: VersionOut})
 def upload_version(
     request,
-    dataset_id: int,
+    dataset_id: Id,
     file: File[UploadedFile],
+    # Form(default) inside Annotated: ninja drops a default given after `=` when the type
+    # carries bounds of its own.
+    max_length: Annotated[Int64, Form(2048)],
+    seed: Annotated[Int64, Form(0)],
     format: Form[str] = "auto",
     base_model: Form[str] = "",
-    max_length: Form[int] = 2048,
-    seed: Form[int] = 0,
     eval_fraction: Form[float] = 0.1,
     test_fraction: Form[float] = 0.1,
     message: Form[str] = "",
 ):
+    if refusal := upload_refusal(request):
+        raise refusal
     dataset = selectors.dataset_get(user=request.auth, dataset_id=dataset_id)
     version = services.dataset_version_upload(
         dataset=dataset,
@@ -162,7 +170,7 @@ def upload_version(
 
 
 @router.get("/datasets/{dataset_id}/versions/{number}", response=VersionOut)
-def get_version(request, dataset_id: int, number: int):
+def get_version(request, dataset_id: Id, number: Id):
     return version_out(
         selectors.version_get(user=request.auth, dataset_id=dataset_id, number=number)
     )
@@ -171,11 +179,11 @@ def get_version(request, dataset_id: int, number: int):
 @router.get("/datasets/{dataset_id}/versions/{number}/examples", response=ExamplePage)
 def list_examples(
     request,
-    dataset_id: int,
-    number: int,
+    dataset_id: Id,
+    number: Id,
     split: str | None = None,
     status: str | None = None,
-    page: int = 1,
+    page: Id = 1,
 ):
     version = selectors.version_get(user=request.auth, dataset_id=dataset_id, number=number)
     page_obj = selectors.examples_page(version=version, split=split, status=status, page=page)
@@ -188,7 +196,7 @@ def list_examples(
 
 
 @router.get("/datasets/{dataset_id}/diff")
-def diff_versions(request, dataset_id: int, a: int, b: int):
+def diff_versions(request, dataset_id: Id, a: Id, b: Id):
     old = selectors.version_get(user=request.auth, dataset_id=dataset_id, number=a)
     new = selectors.version_get(user=request.auth, dataset_id=dataset_id, number=b)
     diff = selectors.version_diff(a=old, b=new)

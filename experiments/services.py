@@ -9,6 +9,7 @@ from django.utils import timezone
 from experiments import base_models
 from experiments.datasets import formats
 from experiments.datasets.validation import (
+    MAX_LENGTH,
     Row,
     assign_splits,
     content_hash,
@@ -77,8 +78,10 @@ def dataset_version_upload(
             field="test_fraction",
             status=422,
         )
-    if max_length < 1:
-        raise invalid("max_length must be positive", field="max_length", status=422)
+    if not 1 <= max_length <= MAX_LENGTH:
+        raise invalid(
+            f"max_length must be between 1 and {MAX_LENGTH:,}", field="max_length", status=422
+        )
     tokenizer = base_models.load_tokenizer(base_model or settings.DEFAULT_BASE_MODEL)
     upload = validate_upload(
         filename=filename,
@@ -99,7 +102,6 @@ def dataset_version_upload(
         "split_seed": seed,
         "base_model": base_model or settings.DEFAULT_BASE_MODEL,
     }
-    safe_name = PurePath(filename).name.replace(" ", "_")[:100] or "upload"
     return _store_version(
         dataset=dataset,
         fmt=upload.format,
@@ -108,8 +110,9 @@ def dataset_version_upload(
         report=report,
         by=by,
         message=message,
-        filename=safe_name,
+        display_name=PurePath(filename).name[:100] or "upload",
         data=data,
+        extension=upload.syntax,
     )
 
 
@@ -137,15 +140,18 @@ def _refuse_same_content(dataset: Dataset, sha256: str) -> None:
 
 
 def _store_version(
-    *, dataset, fmt, rows: list[Row], splits, report, by, message, filename, data
+    *, dataset, fmt, rows: list[Row], splits, report, by, message, display_name, data, extension
 ) -> DatasetVersion:
+    """The file is stored under its own SHA-256 and the extension of the syntax it was read
+    as; the client's filename is display text only and never part of a path."""
     sha256 = version_sha256((s, r.content_hash) for s, r in zip(splits, rows, strict=True))
+    stored_name = f"{hashlib.sha256(data).hexdigest()}.{extension}"
     relative = None
     try:
         with transaction.atomic():
             _refuse_same_content(dataset, sha256)
             number = _next_number(dataset)
-            relative = f"datasets/{dataset.pk}/v{number}/{filename}"
+            relative = f"datasets/{dataset.pk}/v{number}/{stored_name}"
             version = DatasetVersion.objects.create(
                 dataset=dataset,
                 number=number,
@@ -153,7 +159,7 @@ def _store_version(
                 sha256=sha256,
                 counts=_counts(splits),
                 validation_report=report,
-                source_filename=filename,
+                source_filename=display_name,
                 source_path=relative,
                 message=message,
                 created_by=by,

@@ -7,6 +7,7 @@ from experiments.models import DataFormat, Example, Split
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
+from finetune_hub.uploads import upload_refusal
 from finetune_hub.views import form_int, visible_or_404
 
 
@@ -59,6 +60,8 @@ def version_upload(request, dataset_id: int):
     dataset = visible_or_404(selectors.dataset_get, user=request.user, dataset_id=dataset_id)
     upload = request.FILES.get("file")
     try:
+        if refusal := upload_refusal(request):
+            raise refusal
         if upload is None:
             raise ServiceError("Choose a file to upload", status=400)
         version = services.dataset_version_upload(

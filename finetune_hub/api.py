@@ -4,10 +4,10 @@ from functools import wraps
 
 from django.http import Http404, JsonResponse
 from ninja import NinjaAPI, Router, Schema, Status
-from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from finetune_hub import api_errors
 from finetune_hub.auth import api_auth, token_create, token_user
-from finetune_hub.errors import ServiceError
+from finetune_hub.bounds import BoundedJSONParser, Id
 from finetune_hub.models import ApiToken, Role
 from finetune_hub.selectors import members_of, membership_require, teams_for_user
 from finetune_hub.services import membership_notice, membership_set, team_create
@@ -34,48 +34,11 @@ api = NinjaAPI(
     auth=api_auth,
     urls_namespace="api",
     docs_decorator=authenticated_docs,
+    parser=BoundedJSONParser(),
 )
 
 
-def _error(request, status: int, detail: str, errors: list | None = None):
-    body = {"detail": detail}
-    if errors:
-        body["errors"] = errors
-    return api.create_response(request, body, status=status)
-
-
-@api.exception_handler(ServiceError)
-def service_error(request, exc: ServiceError):
-    return api.create_response(request, exc.as_dict(), status=exc.status)
-
-
-def _field(loc) -> str:
-    # ninja locates a field as ("body", "payload", "name") or ("query", "page")
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form", "file", "payload")]
-    return ".".join(parts) or ".".join(map(str, loc))
-
-
-@api.exception_handler(ValidationError)
-def validation_error(request, exc: ValidationError):
-    errors = [
-        {"field": _field(e.get("loc", ())), "message": e.get("msg", "Invalid")} for e in exc.errors
-    ]
-    return _error(request, 422, "Invalid input", errors)
-
-
-@api.exception_handler(AuthenticationError)
-def authentication_error(request, exc):
-    return _error(request, 401, "Authentication required: a session or a bearer token")
-
-
-@api.exception_handler(Http404)
-def not_found(request, exc):
-    return _error(request, 404, "Not found")
-
-
-@api.exception_handler(HttpError)
-def http_error(request, exc: HttpError):
-    return _error(request, exc.status_code, str(exc))
+api_errors.register(api)
 
 
 @api.get("/health", auth=None, tags=["health"])
@@ -126,7 +89,7 @@ def list_teams(request):
 
 
 @teams.post("/{team_id}/members", response={201: MemberSetOut})
-def add_member(request, team_id: int, payload: MemberIn):
+def add_member(request, team_id: Id, payload: MemberIn):
     """The same answer whether or not the username exists (no user enumeration)."""
     team = membership_require(user=request.auth, team=team_id).team
     membership_set(team=team, username=payload.username, role=payload.role, by=request.auth)
@@ -135,7 +98,7 @@ def add_member(request, team_id: int, payload: MemberIn):
 
 
 @teams.get("/{team_id}/members", response=list[MemberOut])
-def list_members(request, team_id: int):
+def list_members(request, team_id: Id):
     team = membership_require(user=request.auth, team=team_id).team
     return [{"username": m.user.username, "role": m.role} for m in members_of(team=team)]
 
@@ -177,7 +140,7 @@ def list_tokens(request):
 
 
 @tokens.delete("/{token_id}", response={204: None})
-def revoke_token(request, token_id: int):
+def revoke_token(request, token_id: Id):
     deleted, _ = request.auth.api_tokens.filter(pk=token_id).delete()
     if not deleted:
         raise Http404

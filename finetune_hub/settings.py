@@ -187,7 +187,15 @@ WHITENOISE_USE_FINDERS = True
 # finetune_hub.storage refuses any path that resolves outside it.
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", VAR_DIR / "artifacts")).resolve()
 DATASET_MAX_UPLOAD_BYTES = int(os.environ.get("DATASET_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+# Uploaded files stay in memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, then go to a temporary file;
+# the capped handler stops any upload past DATASET_MAX_UPLOAD_BYTES while it streams in.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "finetune_hub.uploads.CappedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# Form fields and JSON bodies (everything but files), checked against Content-Length first.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # Where the embedded SmolLM2 is converted to safetensors once (see experiments.models_hub).

@@ -16,3 +16,9 @@ urlpatterns = [
     path("", include("evaluation.urls")),
     path("", include("registry.urls")),
 ]
+
+# JSON under /api/, Django's pages elsewhere (DEBUG off; with DEBUG on Django shows its own).
+handler400 = "finetune_hub.api_errors.bad_request"
+handler403 = "finetune_hub.api_errors.permission_denied"
+handler404 = "finetune_hub.api_errors.page_not_found"
+handler500 = "finetune_hub.api_errors.server_error"

@@ -163,8 +163,10 @@ def test_over_long_examples_count_tokens(api, make_dataset, isolated_artifacts):
 def test_file_over_the_size_limit(api, make_dataset, settings, isolated_artifacts):
     settings.DATASET_MAX_UPLOAD_BYTES = 1000
     dataset = make_dataset()
-    errors = errors_of(api.upload(upload_url(dataset), jsonl(examples("instruction", 50))))
-    assert errors[0][1] == "file" and "limit is 1,000" in errors[0][2]
+    r = api.upload(upload_url(dataset), jsonl(examples("instruction", 50)))
+    assert r.status_code == 413, r.content
+    error = r.json()["errors"][0]
+    assert error["field"] == "file" and "limit is 1,000" in error["message"]
     assert_nothing_stored(dataset, isolated_artifacts)
 
 

@@ -5,6 +5,7 @@ import io
 import json
 from dataclasses import dataclass
 
+from finetune_hub.bounds import JSONTooDeep, json_loads
 from finetune_hub.errors import FieldError
 
 JSON_COLUMNS = ("messages",)  # CSV cells that hold JSON structures
@@ -32,10 +33,19 @@ def looks_like_csv(filename: str, text: str) -> bool:
     return not text.lstrip().startswith(("{", "["))
 
 
-def parse(filename: str, text: str) -> tuple[list[Record], list[FieldError]]:
-    if looks_like_csv(filename, text):
-        return parse_csv(text)
-    return parse_jsonl(text)
+def syntax_of(filename: str, text: str) -> str:
+    """The syntax the file is read as, csv or jsonl, and the extension it is stored under."""
+    return "csv" if looks_like_csv(filename, text) else "jsonl"
+
+
+def parse(syntax: str, text: str) -> tuple[list[Record], list[FieldError]]:
+    return parse_csv(text) if syntax == "csv" else parse_jsonl(text)
+
+
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, JSONTooDeep):
+        return str(exc)
+    return f"Invalid JSON: {exc.msg} (column {exc.colno})"
 
 
 def parse_jsonl(text: str) -> tuple[list[Record], list[FieldError]]:
@@ -44,11 +54,9 @@ def parse_jsonl(text: str) -> tuple[list[Record], list[FieldError]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(
-                FieldError(line=number, message=f"Invalid JSON: {exc.msg} (column {exc.colno})")
-            )
+            value = json_loads(line)
+        except (json.JSONDecodeError, JSONTooDeep) as exc:
+            errors.append(FieldError(line=number, message=_json_problem(exc)))
             continue
         if not isinstance(value, dict):
             errors.append(FieldError(line=number, message="Each line must be a JSON object"))
@@ -82,9 +90,7 @@ def _csv_fields(row: dict, line: int, errors: list[FieldError]) -> dict:
     for column in JSON_COLUMNS:
         if fields.get(column):
             try:
-                fields[column] = json.loads(fields[column])
-            except json.JSONDecodeError as exc:
-                errors.append(
-                    FieldError(line=line, field=column, message=f"Invalid JSON: {exc.msg}")
-                )
+                fields[column] = json_loads(fields[column])
+            except (json.JSONDecodeError, JSONTooDeep) as exc:
+                errors.append(FieldError(line=line, field=column, message=_json_problem(exc)))
     return fields

@@ -4,12 +4,16 @@ and field; warnings are kept in the version's validation report."""
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from experiments.datasets import formats, parsing, quality
 from experiments.models import DataFormat, Split
 from finetune_hub.errors import FieldError, ServiceError
+from finetune_hub.uploads import too_large
 
 MAX_ERRORS_REPORTED = 100
+MAX_LENGTH = 1_048_576  # tokens; the same bound as a run's max_length
+TOKENIZE_BATCH = 64  # rows per tokenizer call: memory stays that of a batch, not the file's
 
 
 @dataclass
@@ -23,6 +27,7 @@ class Row:
 @dataclass
 class ValidatedUpload:
     format: str
+    syntax: str  # "jsonl" or "csv"
     rows: list[Row]
     warnings: list[dict] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
@@ -55,25 +60,20 @@ def validate_upload(
     max_length: int,
     max_bytes: int,
 ) -> ValidatedUpload:
-    if len(data) > max_bytes:
-        raise reject(
-            [
-                FieldError(
-                    field="file",
-                    message=(f"The file is {len(data):,} bytes; the limit is {max_bytes:,}"),
-                )
-            ]
-        )
+    if len(data) > max_bytes:  # the request's upload handler stopped it already
+        raise too_large(max_bytes)
     text, errors = parsing.decode(data)
     if errors:
         raise reject(errors)
-    records, errors = parsing.parse(filename, text)
+    syntax = parsing.syntax_of(filename, text)
+    records, errors = parsing.parse(syntax, text)
     if errors:
         raise reject(errors)
     if not records:
         raise reject([FieldError(field="file", message="The file holds no examples")])
     fmt = _format(fmt, task, records)
     errors = [e for r in records for e in formats.check(fmt, r.fields, r.line, labels)]
+    errors = errors or _too_many_characters(fmt, records, tokenizer, max_length)
     if errors:
         raise reject(errors)
     rows = [_row(fmt, r) for r in records]
@@ -91,6 +91,7 @@ def validate_upload(
         raise reject(errors)
     return ValidatedUpload(
         format=fmt,
+        syntax=syntax,
         rows=rows,
         stats={
             "tokens": {
@@ -158,9 +159,54 @@ def render(fmt: str, fields: dict, tokenizer) -> str:
     return tokenizer.apply_chat_template(formats.to_messages(fmt, fields), tokenize=False)
 
 
+@lru_cache(maxsize=8)
+def longest_token(tokenizer) -> int:
+    """Characters in the tokenizer's longest vocabulary entry (81 for SmolLM2's: a newline
+    and 80 spaces)."""
+    return max(map(len, tokenizer.get_vocab()))
+
+
+def _too_many_characters(fmt: str, records, tokenizer, max_length: int) -> list[FieldError]:
+    """Fields that cannot fit in max_length tokens, found without tokenising them: one token
+    covers at most longest_token characters, so a field longer than max_length times that
+    is over for certain, and refusing it is never a false refusal. (For byte-level BPE
+    vocabularies, SmolLM2's among them, an entry's characters are its bytes, and text has no
+    more characters than bytes.) An average such as 4 characters a token would refuse real
+    data: a run of spaces or of "=" is one token. Tokenising is the expensive step (one
+    20 MB line took 110 s and 3.4 GB), so what cannot fit is refused before it starts."""
+    limit = max_length * longest_token(tokenizer)
+    return [
+        FieldError(
+            line=record.line,
+            field=name,
+            message=(
+                f"{size:,} characters: more than max_length {max_length} tokens can hold "
+                f"(at most {limit:,} characters)"
+            ),
+        )
+        for record in records
+        for name, size in _text_sizes(fmt, record.fields)
+        if size > limit
+    ]
+
+
+def _text_sizes(fmt: str, fields: dict):
+    """(field, characters of text in it) for each field of the format (the rest is dropped)."""
+    for name in formats.REQUIRED[fmt] + formats.OPTIONAL.get(fmt, ()):
+        yield name, sum(len(text) for text in _strings(fields.get(name)))
+
+
 def _token_lengths(fmt: str, rows: list[Row], tokenizer) -> list[int]:
     def count(texts):
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [
+            len(ids)
+            for start in range(0, len(texts), TOKENIZE_BATCH)
+            for ids in tokenizer(
+                texts[start : start + TOKENIZE_BATCH],
+                add_special_tokens=False,
+                return_attention_mask=False,
+            )["input_ids"]
+        ]
 
     lengths = count([render(fmt, row.fields, tokenizer) for row in rows])
     if fmt == DataFormat.PREFERENCE:  # the longer of the two answers decides

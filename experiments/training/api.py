@@ -3,6 +3,7 @@ from ninja import Query, Router, Schema, Status
 
 from experiments.models import TrainingRun
 from experiments.training import selectors, services
+from finetune_hub.bounds import INT64_MAX, Id, Int64
 from finetune_hub.pagination import PageIn, api_page
 from finetune_hub.selectors import is_site_admin, membership_require
 
@@ -10,14 +11,14 @@ router = Router(tags=["experiments and runs"])
 
 
 class VersionRef(Schema):
-    dataset: int
-    number: int
+    dataset: Id
+    number: Id
 
 
 class ExperimentIn(Schema):
-    team: int
+    team: Id
     name: str
-    dataset_version: int | VersionRef
+    dataset_version: Id | VersionRef
     base_model: str = "embedded"
     technique: str
     hyperparameters: dict = {}
@@ -31,11 +32,11 @@ class EstimateIn(Schema):
 
 
 class RunIn(Schema):
-    priority: int = 0
+    priority: Int64 = 0
 
 
 class PriorityIn(Schema):
-    priority: int
+    priority: Int64
 
 
 def _version_ref(ref):
@@ -128,7 +129,7 @@ def create_experiment(request, payload: ExperimentIn):
 
 @router.get("/experiments")
 def list_experiments(
-    request, response: HttpResponse, paging: Query[PageIn], team: int | None = None
+    request, response: HttpResponse, paging: Query[PageIn], team: Id | None = None
 ):
     experiments = selectors.experiments_for(user=request.auth, team=team).order_by(
         "-created_at", "-pk"
@@ -137,13 +138,13 @@ def list_experiments(
 
 
 @router.get("/experiments/{experiment_id}")
-def get_experiment(request, experiment_id: int):
+def get_experiment(request, experiment_id: Id):
     experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
     return experiment_out(experiment, True, is_site_admin(request.auth))
 
 
 @router.post("/experiments/{experiment_id}/runs", response={201: dict})
-def queue_run(request, experiment_id: int, payload: RunIn = None):
+def queue_run(request, experiment_id: Id, payload: RunIn = None):
     experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
     run = services.run_enqueue(
         experiment=experiment, by=request.auth, priority=payload.priority if payload else 0
@@ -160,9 +161,11 @@ KEYS = Query(None, alias="keys", description="comma-separated metric names")
 
 
 @router.get("/runs/compare")
-def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: int = 1000):
+def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: Id = 1000):
     try:
         run_ids = [int(i) for i in ids.split(",") if i.strip()]
+        if any(not 1 <= i <= INT64_MAX for i in run_ids):
+            raise ValueError
     except ValueError:
         from finetune_hub.errors import invalid
 
@@ -200,12 +203,12 @@ def list_workers(request):
 
 
 @router.get("/runs/{run_id}")
-def get_run(request, run_id: int):
+def get_run(request, run_id: Id):
     return run_out(selectors.run_get(user=request.auth, run_id=run_id), is_site_admin(request.auth))
 
 
 @router.get("/runs/{run_id}/metrics")
-def get_metrics(request, run_id: int, metric_keys: str | None = KEYS, max_points: int = 1000):
+def get_metrics(request, run_id: Id, metric_keys: str | None = KEYS, max_points: Id = 1000):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     return {
         "run": run.pk,
@@ -214,26 +217,26 @@ def get_metrics(request, run_id: int, metric_keys: str | None = KEYS, max_points
 
 
 @router.get("/runs/{run_id}/logs")
-def get_logs(request, run_id: int, tail: int = 200):
+def get_logs(request, run_id: Id, tail: Int64 = 200):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     lines = run.log_tail.splitlines()[-max(1, min(tail, 1000)) :]
     return {"run": run.pk, "status": run.status, "lines": lines}
 
 
 @router.post("/runs/{run_id}/cancel")
-def cancel_run(request, run_id: int):
+def cancel_run(request, run_id: Id):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     return run_out(services.run_cancel(run=run, by=request.auth), is_site_admin(request.auth))
 
 
 @router.post("/runs/{run_id}/resume")
-def resume_run(request, run_id: int):
+def resume_run(request, run_id: Id):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     return run_out(services.run_resume(run=run, by=request.auth), is_site_admin(request.auth))
 
 
 @router.post("/runs/{run_id}/priority")
-def set_priority(request, run_id: int, payload: PriorityIn):
+def set_priority(request, run_id: Id, payload: PriorityIn):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     run = services.run_set_priority(run=run, priority=payload.priority, by=request.auth)
     return run_out(run, is_site_admin(request.auth))

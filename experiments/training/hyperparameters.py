@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from experiments.models import Technique
-from finetune_hub.errors import FieldError, ServiceError
+from finetune_hub.errors import FieldError, ServiceError, invalid
 
 # Learning rates from common practice: full fine-tuning 2e-5, LoRA/QLoRA 2e-4 (QLoRA paper),
 # prefix tuning 1e-2 (peft examples), DPO 5e-6 with LoRA and 5e-7 full (Zephyr recipe).
@@ -71,8 +71,17 @@ def default_learning_rate(technique: str, dpo_base: str) -> float:
     return DEFAULT_LEARNING_RATE[technique]
 
 
+def technique_require(technique: str) -> None:
+    if technique not in Technique.values:
+        raise invalid(
+            f"Unknown technique {technique[:100]!r}; one of {', '.join(Technique.values)}",
+            field="technique",
+        )
+
+
 def validate(technique: str, raw: dict | None, *, context_length: int | None) -> dict:
     """The full hyperparameter set for a technique, or a 422 naming each bad field."""
+    technique_require(technique)
     try:
         params = Hyperparameters.model_validate(raw or {})
     except ValidationError as exc:

@@ -2,6 +2,7 @@ from django.db.models import QuerySet
 
 from experiments.models import DatasetVersion, Experiment, MetricPoint, TrainingRun, Worker
 from experiments.training.workers import live_workers
+from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.selectors import get_visible, visible_to
 
@@ -26,9 +27,9 @@ def experiment_get(*, user, experiment_id: int) -> Experiment:
 
 def dataset_version_for(*, user, ref) -> DatasetVersion:
     """A version named by its id, or by {"dataset": id, "number": n}."""
-    if isinstance(ref, dict) and all(isinstance(ref.get(k), int) for k in ("dataset", "number")):
+    if isinstance(ref, dict) and all(is_id(ref.get(k)) for k in ("dataset", "number")):
         lookup = {"dataset_id": ref["dataset"], "number": ref["number"]}
-    elif isinstance(ref, int) and not isinstance(ref, bool):
+    elif is_id(ref):
         lookup = {"pk": ref}
     else:
         raise invalid(

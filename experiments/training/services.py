@@ -79,11 +79,7 @@ def experiment_create(
     membership_require(user=by, team=team, role=Role.MEMBER)
     if dataset_version.dataset.team_id != team.pk:
         raise invalid("The dataset version belongs to another team", field="dataset_version")
-    if technique not in Technique.values:
-        raise invalid(
-            f"Unknown technique {technique!r}; one of {', '.join(Technique.values)}",
-            field="technique",
-        )
+    hp.technique_require(technique)
     _check_data(technique, dataset_version)
     config = load_config(base_model)
     params = hp.validate(technique, hyperparameters, context_length=context_length(config))
@@ -143,6 +139,7 @@ def run_enqueue(
 ) -> TrainingRun:
     """Queues a run. dispatch=False: the caller trains it itself (manage.py train)."""
     membership_require(user=by, team=experiment.team, role=Role.MEMBER)
+    _priority_require(priority)
     if problem := capacity_problem(experiment):
         raise Conflict(problem)
     quotas.queue_room_require(team=experiment.team, kind="runs")
@@ -244,17 +241,21 @@ def run_resume(*, run: TrainingRun, by) -> TrainingRun:
     return run
 
 
-@transaction.atomic
-def run_set_priority(*, run: TrainingRun, priority: int, by) -> TrainingRun:
-    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
-    if run.status != TrainingRun.Status.QUEUED:
-        raise Conflict("Only a queued run can be reordered")
+def _priority_require(priority: int) -> None:
     if not -1000 <= priority <= 1000:
         raise ServiceError(
             "Invalid priority",
             status=422,
             errors=[FieldError(field="priority", message="between -1000 and 1000")],
         )
+
+
+@transaction.atomic
+def run_set_priority(*, run: TrainingRun, priority: int, by) -> TrainingRun:
+    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    if run.status != TrainingRun.Status.QUEUED:
+        raise Conflict("Only a queued run can be reordered")
+    _priority_require(priority)
     TrainingRun.objects.filter(pk=run.pk).update(priority=priority)
     run.refresh_from_db()
     return run
