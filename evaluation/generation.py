@@ -89,8 +89,9 @@ def generate(
 
 def reference_losses(
     model, tokenizer, prompts: list[str], references: list[str], batch_size: int
-) -> list[float]:
-    """Mean token loss of each reference given its prompt (the completion-only loss)."""
+) -> list[tuple[float, int]]:
+    """(summed negative log-likelihood, token count) of each reference given its prompt (the
+    completion-only loss): a corpus loss is the total over the total, not a mean of means."""
     losses = []
     eos = tokenizer.eos_token or ""
     for start in range(0, len(prompts), batch_size):
@@ -114,6 +115,6 @@ def reference_losses(
         nll = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), target, ignore_index=-100, reduction="none"
         )
-        counts = (target != -100).sum(1).clamp(min=1)
-        losses += (nll.sum(1) / counts).tolist()
+        counts = (target != -100).sum(1)
+        losses += list(zip(nll.sum(1).tolist(), counts.tolist(), strict=True))
     return losses

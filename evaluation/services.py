@@ -302,6 +302,7 @@ def _generate_missing(evaluation: EvaluationRun) -> None:
             if "loss" in evaluation.metrics
             else [None] * len(chunk)
         )
+        nll = [{"loss": list(loss)} if loss else {} for loss in losses]
         SampleResult.objects.bulk_create(
             [
                 SampleResult(
@@ -311,10 +312,11 @@ def _generate_missing(evaluation: EvaluationRun) -> None:
                     prompt=p,
                     reference=r,
                     prediction=a,
-                    loss=loss,
+                    loss=loss[0] / max(loss[1], 1) if loss else None,
+                    stats=stats,
                 )
-                for e, p, r, a, loss in zip(
-                    chunk, prompts, references, answers, losses, strict=True
+                for e, p, r, a, loss, stats in zip(
+                    chunk, prompts, references, answers, losses, nll, strict=True
                 )
             ],
             ignore_conflicts=True,
@@ -364,19 +366,22 @@ def _score(evaluation: EvaluationRun) -> None:
 
 
 def _loss_results(samples: list[SampleResult]) -> dict:
-    losses = np.array([[s.loss] for s in samples if s.loss is not None], dtype=float)
-    for s in samples:
-        if s.loss is not None:
-            s.scores["loss"] = s.loss
-            s.stats["loss"] = [s.loss]
-    mean = float(losses.mean())
-    low, high = statistics.bootstrap_ci("loss", losses)
+    """Corpus loss = total negative log-likelihood / total reference tokens (so a 300-token
+    answer weighs 100 times a 3-token one), perplexity = exp(loss); intervals resample
+    samples. A sample stored before token counts were kept counts as one token."""
+    scored = [s for s in samples if s.loss is not None]
+    for s in scored:
+        s.scores["loss"] = s.loss
+        s.stats["loss"] = s.stats.get("loss") or [s.loss, 1]
+    stats = np.array([s.stats["loss"] for s in scored], dtype=float)
+    loss = statistics.score_from_stats("loss", stats)
+    low, high = statistics.bootstrap_ci("loss", stats)
     return {
-        "loss": {"score": mean, "ci_low": low, "ci_high": high, "n": len(losses)},
+        "loss": {"score": loss, "ci_low": low, "ci_high": high, "n": len(scored)},
         "perplexity": {
-            "score": math.exp(mean),
+            "score": math.exp(loss),
             "ci_low": math.exp(low),
             "ci_high": math.exp(high),
-            "n": len(losses),
+            "n": len(scored),
         },
     }

@@ -88,6 +88,8 @@ def score_from_stats(name: str, stats: np.ndarray) -> float:
         return float(_sacrebleu(name)._compute_score_from_stats(list(stats.sum(0))).score)
     if name == "f1":
         return macro_f1(stats[:, 0], stats[:, 1])
+    if name == "loss":  # rows: (summed negative log-likelihood, tokens)
+        return float(stats[:, 0].sum() / max(stats[:, 1].sum(), 1))
     return float(stats[:, 0].mean())
 
 
