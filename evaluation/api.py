@@ -4,6 +4,7 @@ from ninja import Query, Router, Schema, Status
 from evaluation import comparisons, selectors, services
 from evaluation.models import EvaluationRun
 from experiments.training.selectors import dataset_version_for
+from finetune_hub.api_errors import QUOTA
 from finetune_hub.bounds import Id
 from finetune_hub.pagination import PageIn, api_page
 
@@ -73,7 +74,7 @@ def evaluation_out(e: EvaluationRun) -> dict:
     }
 
 
-@router.post("/evaluations", response={201: dict})
+@router.post("/evaluations", response={201: dict}, openapi_extra=QUOTA)
 def create_evaluation(request, payload: EvaluationIn):
     version = dataset_version_for(user=request.auth, ref=payload.dataset_version)
     evaluation = services.evaluation_create(
@@ -122,7 +123,7 @@ def get_samples(request, evaluation_id: Id, order: str | None = None, page: Id =
     }
 
 
-@router.post("/evaluations/{evaluation_id}/retry")
+@router.post("/evaluations/{evaluation_id}/retry", openapi_extra=QUOTA)
 def retry_evaluation(request, evaluation_id: Id):
     evaluation = selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id)
     return evaluation_out(services.evaluation_retry(evaluation=evaluation, by=request.auth))
@@ -148,7 +149,7 @@ def comparison_out(c) -> dict:
     }
 
 
-@router.post("/comparisons", response={201: dict})
+@router.post("/comparisons", response={201: dict}, openapi_extra=QUOTA)
 def create_comparison(request, payload: ComparisonIn):
     version = dataset_version_for(user=request.auth, ref=payload.dataset_version)
     comparison = comparisons.comparison_create(

@@ -161,6 +161,7 @@ def evaluation_retry(*, evaluation: EvaluationRun, by) -> EvaluationRun:
             "Only a failed evaluation, or a running one whose worker died, is retried; "
             f"this one is {evaluation.status}"
         )
+    quotas.queue_room_require(team=evaluation.team, kind="evaluations")
     EvaluationRun.objects.filter(pk=evaluation.pk).update(
         status=EvaluationRun.Status.QUEUED,
         error="",

@@ -28,7 +28,14 @@ def authenticated_docs(view):
     return wrapped
 
 
-api = NinjaAPI(
+class HubAPI(NinjaAPI):
+    def get_openapi_schema(self, *args, **kwargs):
+        # ninja documents what a route returns; the errors come from the handlers, so they
+        # are added here, for every operation, from its shape (finetune_hub.api_errors).
+        return api_errors.document(super().get_openapi_schema(*args, **kwargs))
+
+
+api = HubAPI(
     title="finetune_hub",
     version="1",
     auth=api_auth,

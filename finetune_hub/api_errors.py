@@ -132,3 +132,69 @@ def server_error(request):
     if _api(request):
         return JsonResponse(_body("Internal server error"), status=500)
     return defaults.server_error(request)
+
+
+# The OpenAPI document: every operation lists the errors it can answer, in the one shape.
+
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["message"],
+                "properties": {
+                    "line": {"type": "integer"},
+                    "field": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+REASONS = {
+    400: "Bad input (the field or line is named)",
+    401: "No session or bearer token, or a revoked one",
+    403: "The caller's role in the team does not allow it",
+    404: "No such object in the caller's teams",
+    409: "Conflicts with the object's current state (a status, a policy, a race)",
+    413: "The request body is over the size limit",
+    422: "Input that fails validation (the field or line is named)",
+    429: "The team's queue quota is full",
+    503: "No database connection was free in time; retry",
+}
+# Routes that queue work count against the team's quota (finetune_hub.quotas).
+QUOTA = {"responses": {429: {"description": REASONS[429]}}}
+UNSAFE = {"post", "put", "patch", "delete"}
+
+
+def error_codes(method: str, operation: dict) -> set[int]:
+    """The errors an operation can answer, from its shape: who may call it, what it reads."""
+    if not operation.get("security"):
+        return set()
+    params = {p.get("in") for p in operation.get("parameters", [])}
+    codes = {401, 403, 503}
+    if params or "requestBody" in operation:
+        codes |= {400, 404, 422}
+    if "path" in params:
+        codes.add(404)
+    if method in UNSAFE:
+        codes |= {400, 409, 413}
+    return codes
+
+
+def document(schema: dict) -> dict:
+    """Adds the error responses to every operation of a generated OpenAPI document."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for methods in schema.get("paths", {}).values():
+        for method, operation in methods.items():
+            responses = operation.setdefault("responses", {})
+            codes = error_codes(method, operation) | {int(c) for c in responses if int(c) >= 400}
+            for code in sorted(codes):
+                responses[code] = {"description": REASONS[code], "content": content}
+    return schema

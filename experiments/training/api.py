@@ -3,6 +3,7 @@ from ninja import Query, Router, Schema, Status
 
 from experiments.models import TrainingRun
 from experiments.training import selectors, services
+from finetune_hub.api_errors import QUOTA
 from finetune_hub.bounds import INT64_MAX, Id, Int64
 from finetune_hub.pagination import PageIn, api_page
 from finetune_hub.selectors import is_site_admin, membership_require
@@ -143,7 +144,7 @@ def get_experiment(request, experiment_id: Id):
     return experiment_out(experiment, True, is_site_admin(request.auth))
 
 
-@router.post("/experiments/{experiment_id}/runs", response={201: dict})
+@router.post("/experiments/{experiment_id}/runs", response={201: dict}, openapi_extra=QUOTA)
 def queue_run(request, experiment_id: Id, payload: RunIn = None):
     experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
     run = services.run_enqueue(
@@ -229,7 +230,7 @@ def cancel_run(request, run_id: Id):
     return run_out(services.run_cancel(run=run, by=request.auth), is_site_admin(request.auth))
 
 
-@router.post("/runs/{run_id}/resume")
+@router.post("/runs/{run_id}/resume", openapi_extra=QUOTA)
 def resume_run(request, run_id: Id):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     return run_out(services.run_resume(run=run, by=request.auth), is_site_admin(request.auth))
