@@ -81,7 +81,8 @@ def parse_csv(text: str) -> tuple[list[Record], list[FieldError]]:
                 continue
             records.append(Record(line=line, fields=_csv_fields(row, line, errors)))
     except csv.Error as exc:
-        errors.append(FieldError(line=reader.line_num, message=f"Invalid CSV: {exc}"))
+        # The record that failed starts where the last good one ended, not at line_num.
+        errors.append(FieldError(line=start, message=f"Invalid CSV: {exc}"))
     return records, errors
 
 
