@@ -41,7 +41,9 @@ def test_create_an_experiment_queue_it_and_watch_the_curves(
     page.reload()
     page.wait_for_selector("#chart-loss .scatterlayer .trace")
     assert page.inner_text("#status") == "succeeded"
-    assert "checkpoint" in page.inner_text("#checkpoints").lower() or "6" in page.inner_text(
-        "#checkpoints"
+    steps = page.eval_on_selector_all(
+        "#checkpoints tr td:first-child", "cells => cells.map(c => c.textContent.trim())"
     )
+    expected = [str(c.step) for c in run.checkpoints.all()]
+    assert expected and steps == expected
     page.screenshot(path="var/screenshot-run.png", full_page=True)

@@ -45,7 +45,8 @@ def test_evaluation_and_comparison_pages(browser_client, team, owner, tiny_model
     page = browser_client.get(r["Location"])
     html = page.content.decode()
     assert page.status_code == 200 and "<del>" in html and "not significant" not in html
-    assert "better" in html or "worse" in html
+    # every test is significant and "bad" (subject 1) is worse than "good" on each metric
+    assert ">worse<" in html and ">better<" not in html
     assert comparison.subjects.first().evaluation == good
 
 
