@@ -338,6 +338,36 @@ def test_exported_adapter_loads_with_plain_peft_and_matches_serving(
     with torch.no_grad():
         ours = served(torch.tensor(ids)).logits[0, -1, :50]
     torch.testing.assert_close(plain, ours, rtol=0, atol=1e-5)
+    # ... and the adapter matters: the base model alone gives other logits
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evaluation import generation
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        base_logits = base(torch.tensor(ids)).logits[0, -1, :50]
+    assert (plain - base_logits).abs().max() > 1e-3
+
+    # Through /generate: the production alias answers as base + adapter, not as the base.
+    services.alias_promote(
+        model=model, alias="production", version=versions[0], by=owner, reason="t"
+    )
+    answer = api.post(
+        f"{BASE}/aliases/production/generate",
+        {"prompt": "Triage: late parcel", "max_new_tokens": 12},
+    ).json()["output"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.padding_side = "left"
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Triage: late parcel"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+
+    def greedy(m):
+        return generation.generate(m, tokenizer, [prompt], max_new_tokens=12, batch_size=1)[0][0]
+
+    assert answer == greedy(served) and answer != greedy(base)
 
 
 def test_merged_export_loads_with_plain_transformers(api, model, versions, tmp_path):
