@@ -1,13 +1,13 @@
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
 from experiments.models import Experiment, TrainingRun, Worker
 from experiments.training import services
+from tests.concurrency import errors, race
 from tests.training_helpers import FAST, make_experiment, make_version
 
 
@@ -143,6 +143,7 @@ def test_enqueue_happens_on_commit(team, owner, tiny_model, cpu_worker):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_racing_for_one_run_one_wins(team, owner, tiny_model):
+    """Bites on PostgreSQL (tests/concurrency.py): the conditional UPDATE lets one claim win."""
     experiment = make_experiment(team, owner, tiny_model)
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     now = timezone.now()
@@ -150,18 +151,8 @@ def test_two_workers_racing_for_one_run_one_wins(team, owner, tiny_model):
         Worker.objects.create(name=f"w{i}", host="h", pid=i, memory_bytes=10**12, heartbeat_at=now)
         for i in range(2)
     ]
-    barrier, results = threading.Barrier(2), []
-
-    def claim(worker):
-        barrier.wait()
-        results.append(services.run_claim(worker=worker))
-        connection.close()
-
-    threads = [threading.Thread(target=claim, args=(w,)) for w in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(lambda worker: services.run_claim(worker=worker), [(w,) for w in workers])
+    assert not errors(results), results
     winners = [r for r in results if r is not None]
     assert len(winners) == 1 and winners[0].pk == run.pk
     run.refresh_from_db()

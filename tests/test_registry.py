@@ -1,8 +1,6 @@
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from evaluation.models import EvaluationRun
@@ -10,6 +8,7 @@ from finetune_hub.errors import ServiceError
 from finetune_hub.models import Membership, Role
 from registry import services
 from registry.models import AliasEvent, ModelVersion, RegisteredModel
+from tests.concurrency import errors, race
 from tests.conftest import ApiClient, make_user
 from tests.registry_helpers import trained_run
 
@@ -56,25 +55,16 @@ def test_register_records_lineage_and_artifacts(api, model, runs):
 
 @pytest.mark.django_db(transaction=True)
 def test_version_numbers_stay_distinct_under_concurrent_registration(team, owner, tiny_model):
+    """Bites on PostgreSQL (tests/concurrency.py): without the row lock two registrations
+    read the same highest number."""
     model = services.model_create(team=team, name="race", by=owner)
     run = trained_run(team, owner, tiny_model, seed=3)
-    barrier, errors = threading.Barrier(4), []
 
     def register():
-        try:
-            barrier.wait()
-            services.version_register(model=model, run=run, by=owner)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+        return services.version_register(model=model, run=run, by=owner)
 
-    threads = [threading.Thread(target=register) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    outcomes = race(register, [()] * 4)
+    assert not errors(outcomes), outcomes
     assert sorted(model.versions.values_list("number", flat=True)) == [1, 2, 3, 4]
 
 
@@ -399,34 +389,19 @@ def test_merged_export_loads_with_plain_transformers(api, model, versions, tmp_p
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_promotions_leave_one_holder_and_a_chained_history(team, owner, tiny_model):
-    """Real concurrent connections (on PostgreSQL in `make test`): every promotion lands, one
-    after the other, and the events chain without gaps."""
+    """Bites on PostgreSQL (tests/concurrency.py): every promotion lands, one after the other,
+    and the events chain without gaps; without the row lock two read the same holder."""
     model = services.model_create(team=team, name="racing", by=owner)
     first = trained_run(team, owner, tiny_model, seed=5)
     versions = [services.version_register(model=model, run=first, by=owner) for _ in range(4)]
-    barrier, errors = threading.Barrier(len(versions)), []
 
     def promote_one(version):
-        try:
-            barrier.wait()
-            services.alias_promote(
-                model=model,
-                alias="production",
-                version=version,
-                by=owner,
-                reason=f"race {version.number}",
-            )
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+        return services.alias_promote(
+            model=model, alias="production", version=version, by=owner, reason=f"race {version}"
+        )
 
-    threads = [threading.Thread(target=promote_one, args=(v,)) for v in versions]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    outcomes = race(promote_one, [(v,) for v in versions])
+    assert not errors(outcomes), outcomes
     events = list(AliasEvent.objects.filter(registered_model=model).order_by("sequence"))
     assert [e.sequence for e in events] == [1, 2, 3, 4]
     assert events[0].from_version is None

@@ -2,17 +2,16 @@
 evaluations without limit starves every other team of the shared workers. Each team has a
 limit on queued work, enforced for every way work gets queued, and under concurrency."""
 
-import threading
 import time
 
 import pytest
-from django.db import connection
 
 from evaluation.models import Comparison, EvaluationRun
 from experiments.models import TrainingRun
 from experiments.training import services as training
 from finetune_hub import quotas
 from finetune_hub.errors import ServiceError
+from tests.concurrency import errors, race
 from tests.training_helpers import make_experiment, make_version
 
 
@@ -82,7 +81,7 @@ def test_two_concurrent_requests_cannot_both_take_the_last_slot(
     team, owner, tiny_model, settings, monkeypatch
 ):
     """The count is slowed down so that, without the lock, both requests would count the
-    same free slot before either inserts its run."""
+    same free slot before either inserts its run. Bites on PostgreSQL (tests/concurrency.py)."""
     settings.TEAM_MAX_QUEUED_RUNS = 1
     experiment = make_experiment(team, owner, tiny_model)
     setting, count, what = quotas.LIMITS["runs"]
@@ -93,24 +92,9 @@ def test_two_concurrent_requests_cannot_both_take_the_last_slot(
         return n
 
     monkeypatch.setitem(quotas.LIMITS, "runs", (setting, slow_count, what))
-    barrier, outcomes = threading.Barrier(2), []
-
-    def enqueue():
-        try:
-            barrier.wait()
-            _queue(experiment, owner)
-            outcomes.append("queued")
-        except ServiceError as exc:
-            outcomes.append(exc.status)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=enqueue) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(outcomes, key=str) == [429, "queued"]
+    outcomes = race(lambda: _queue(experiment, owner), [(), ()])
+    refused = [o for o in outcomes if isinstance(o, ServiceError)]
+    assert [e.status for e in refused] == [429] and len(errors(outcomes)) == 1, outcomes
     assert TrainingRun.objects.filter(status="queued").count() == 1
 
 
