@@ -4,11 +4,13 @@ import threading
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task, on_startup
 
 HEARTBEAT_S = 15
-STALE_AFTER = timedelta(seconds=120)
+# A running run or evaluation silent for this long is reaped (its worker or process died).
+STALE_AFTER = timedelta(seconds=settings.STALE_AFTER_S)
 
 
 @db_task()

@@ -244,3 +244,7 @@ ALLOW_HUB_METRICS = os.environ.get("ALLOW_HUB_METRICS", "0") == "1"
 HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 HF_HUB_CACHE = os.environ.get("HF_HUB_CACHE") or None
 HUB_TIMEOUT = float(os.environ.get("HUB_TIMEOUT", 2))
+
+# Seconds without a heartbeat after which the periodic reaper takes back a running run or
+# evaluation (its worker or process died).
+STALE_AFTER_S = float(os.environ.get("STALE_AFTER_S", 120))
