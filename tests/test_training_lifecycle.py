@@ -146,3 +146,55 @@ def test_worker_sigkill_reaper_and_resume_match_an_uninterrupted_run(
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
     steps = list(MetricPoint.objects.filter(run=run, key="loss").values_list("step", flat=True))
     assert steps == sorted(set(steps)), "a resumed run logs each step once"
+
+
+def test_resumed_runs_after_a_process_kill_or_a_cancel_equal_an_uninterrupted_one(
+    team, owner, tiny_model, cpu_worker, browser_client
+):
+    """Kill the training process alone (the supervisor lives on) or cancel: either way the
+    resumed run ends with the adapter an uninterrupted run has, and the run page shows the
+    cancelled state and the attempts as they are."""
+    version = make_version(team, owner)
+    short = {**LONG, "max_steps": 40}
+
+    def queued(name):
+        experiment = experiment_create(
+            team=team,
+            name=name,
+            dataset_version=version,
+            base_model=tiny_model,
+            technique="lora",
+            hyperparameters=short,
+            by=owner,
+        )
+        return services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+
+    reference = train_next_run(run_id=queued("reference").pk)
+
+    def kill_process(current):
+        if current.checkpoints.exists() and current.pid:
+            os.killpg(current.pid, signal.SIGKILL)
+
+    killed = train_next_run(run_id=queued("killed").pk, on_poll=kill_process)
+    assert killed.status == "queued" and killed.attempt == 1
+    killed = train_next_run(run_id=killed.pk)
+
+    def cancel(current):
+        if current.checkpoints.exists() and not current.cancel_requested:
+            services.run_cancel(run=current, by=owner)
+
+    cancelled = train_next_run(run_id=queued("cancelled").pk, on_poll=cancel)
+    assert cancelled.status == "cancelled" and cancelled.step < short["max_steps"]
+    page = browser_client.get(f"/runs/{cancelled.pk}/").content.decode()
+    assert 'id="status">cancelled<' in page and "<b>1 / 3</b>" in page and 'id="resume"' in page
+    services.run_resume(run=cancelled, by=owner)
+    cancelled = train_next_run(run_id=cancelled.pk)
+
+    for run in (killed, cancelled):
+        assert (run.status, run.step, run.attempt) == ("succeeded", short["max_steps"], 2)
+        a, b = adapter(reference), adapter(run)
+        assert a.keys() == b.keys()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    page = browser_client.get(f"/runs/{cancelled.pk}/").content.decode()
+    assert 'id="status">succeeded<' in page and "<b>2 / 3</b>" in page
