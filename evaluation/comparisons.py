@@ -211,9 +211,12 @@ def vote_cast(
 def _outcomes(comparison: Comparison):
     return [
         (v.pair.subject_a, v.pair.subject_b, v.outcome, v.pair_id, v.reviewer_id)
+        # In the order they were served: kappa pairs a pair's first and second rater, which
+        # an unordered query (PostgreSQL) would swap from pair to pair.
         for v in Vote.objects.filter(pair__comparison=comparison)
         .exclude(choice="")
         .select_related("pair")
+        .order_by("pk")
     ]
 
 
