@@ -18,6 +18,24 @@ def tiny_model():
     return str(tiny_model_dir())
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """mutmut runs several test sessions at once in one folder: a test database each."""
+    if "MUTANT_UNDER_TEST" in os.environ:
+        from django.conf import settings
+
+        for db in settings.DATABASES.values():
+            test = db.setdefault("TEST", {})
+            name = test.get("NAME") or f"test_{db['NAME']}"
+            test["NAME"] = f"{name}-{os.getpid()}"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """PBKDF2's million rounds cost ~0.2 s a user; tests create hundreds of users."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def isolated_artifacts(settings, tmp_path, tiny_model):
     from registry.serving import server
