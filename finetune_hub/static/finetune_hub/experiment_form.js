@@ -50,7 +50,7 @@
   let timer;
   async function estimate() {
     const body = {base_model: form.base_model.value, technique: form.technique.value, hyperparameters: params()};
-    const r = await fetch("/api/experiments/estimate", {method: "POST", credentials: "same-origin",
+    const r = await fetch(form.dataset.estimateUrl, {method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}, body: JSON.stringify(body)});
     const data = await r.json();
     if (!r.ok) {

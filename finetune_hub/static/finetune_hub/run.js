@@ -1,6 +1,12 @@
 // Live curves and log of a run: polls the API while the run is queued or running.
+// The API URLs and whether the run was active come from #run-live's data-* attributes.
 (function () {
-  const id = window.RUN.id;
+  const data = document.getElementById("run-live").dataset;
+  const active = data.active === "true";
+  const metricsUrl = new URL(data.metricsUrl, window.location.href);
+  metricsUrl.search = new URLSearchParams({keys: "loss,eval_loss,learning_rate,grad_norm", max_points: "1000"}).toString();
+  const logsUrl = new URL(data.logsUrl, window.location.href);
+  logsUrl.search = new URLSearchParams({tail: "200"}).toString();
   const layout = (title, ytitle) => ({title: {text: title}, margin: {t: 40, r: 10, b: 40, l: 60},
     xaxis: {title: {text: "step"}}, yaxis: {title: {text: ytitle}}, legend: {orientation: "h"}});
   const line = (series, name) => series ? {x: series.steps, y: series.values, name, mode: "lines+markers",
@@ -8,9 +14,9 @@
 
   async function refresh() {
     const [metrics, run, logs] = await Promise.all([
-      fetch(`/api/runs/${id}/metrics?keys=loss,eval_loss,learning_rate,grad_norm&max_points=1000`).then((r) => r.json()),
-      fetch(`/api/runs/${id}`).then((r) => r.json()),
-      fetch(`/api/runs/${id}/logs?tail=200`).then((r) => r.json()),
+      fetch(metricsUrl).then((r) => r.json()),
+      fetch(data.runUrl).then((r) => r.json()),
+      fetch(logsUrl).then((r) => r.json()),
     ]);
     const m = metrics.metrics;
     Plotly.react("chart-loss", [line(m.loss, "train loss"), line(m.eval_loss, "eval loss")].filter(Boolean),
@@ -28,7 +34,7 @@
     log.scrollTop = log.scrollHeight;
     if (run.error) { const e = document.getElementById("error"); e.hidden = false; e.querySelector("pre").textContent = run.error; }
     if (["queued", "running"].includes(run.status)) setTimeout(refresh, 3000);
-    else if (window.RUN.active) window.location.reload();  // show resume, output and checkpoints
+    else if (active) window.location.reload();  // show resume, output and checkpoints
   }
   refresh();
 })();
