@@ -75,7 +75,7 @@ test: install browser-deps lint test-sqlite test-postgres
 
 # CPU benchmarks (results and the H200 runs: bench/RESULTS.md).
 bench: install
-	$(PY) manage.py shell -c "from experiments.base_models import ensure_embedded; ensure_embedded()"
+	$(PY) manage.py shell -c "from inference.base_models import ensure_embedded; ensure_embedded()"
 	$(PY) bench/train_memory.py --shape tiny --techniques lora,prefix,full --steps 10 --batch 4 --max-length 256
 	$(PY) bench/generation.py --prompts 48 --max-new-tokens 32 --batch-size 16
 	$(PY) bench/metrics.py --pairs 10000

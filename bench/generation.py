@@ -29,8 +29,8 @@ def main() -> None:
     django.setup()
     import torch
 
+    from datasets_app import formats
     from evaluation import generation
-    from experiments.datasets import formats
     from finetune_hub.management.commands.demo_data import DEMO_FILE
 
     model, tokenizer = generation.load("embedded")

@@ -114,8 +114,9 @@ def prepare(env: dict) -> dict:
     from django.db import connections
     from django.test import Client
 
-    from experiments.models import Dataset, TrainingRun
-    from experiments.services import dataset_create, dataset_version_upload
+    from datasets_app.models import Dataset
+    from datasets_app.services import dataset_create, dataset_version_upload
+    from experiments.models import TrainingRun
     from experiments.training.services import experiment_create
     from finetune_hub.auth import token_create
     from finetune_hub.models import Membership, Role, Team

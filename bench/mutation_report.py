@@ -50,9 +50,9 @@ DECISION_CODE = [
         )
     ),
     "evaluation.metrics.*",
-    "experiments.datasets.formats.*",
-    "experiments.datasets.parsing.*",
-    "experiments.datasets.validation.*",
+    "datasets_app.formats.*",
+    "datasets_app.parsing.*",
+    "datasets_app.validation.*",
     *(
         f"experiments.training.services.x_{name}__*"
         for name in (

@@ -127,8 +127,8 @@ def main() -> None:
 def run_technique(technique: str, model_dir: Path, args) -> list:
     from django.contrib.auth import get_user_model
 
-    from experiments.models import Dataset
-    from experiments.services import dataset_version_upload
+    from datasets_app.models import Dataset
+    from datasets_app.services import dataset_version_upload
     from experiments.training.runner import train_next_run
     from experiments.training.services import experiment_create, run_enqueue
     from finetune_hub.models import Membership, Team

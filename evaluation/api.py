@@ -210,8 +210,8 @@ def comparison_results(request, comparison_id: Id):
 
 @router.post("/comparisons/{comparison_id}/export-preferences", response={201: dict})
 def export_preferences(request, comparison_id: Id, payload: ExportIn = None):
-    from experiments.api import version_out
-    from experiments.selectors import dataset_get
+    from datasets_app.api import version_out
+    from datasets_app.selectors import dataset_get
 
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
     dataset = (

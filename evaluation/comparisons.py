@@ -12,6 +12,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from datasets_app import formats
+from datasets_app.models import DataFormat, Dataset
 from evaluation import statistics
 from evaluation.metrics import LOWER_IS_BETTER
 from evaluation.models import (
@@ -23,8 +25,6 @@ from evaluation.models import (
     Vote,
 )
 from evaluation.services import evaluation_create
-from experiments.datasets import formats
-from experiments.models import DataFormat, Dataset
 from finetune_hub.errors import Conflict, NotFound, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
@@ -352,7 +352,7 @@ def side_by_side(comparison: Comparison, a: int = 0, b: int = 1, limit: int = 20
 def export_preferences(*, comparison: Comparison, by, dataset: Dataset | None = None):
     """Votes with a winner become prompt/chosen/rejected rows in a new version of a
     preference dataset (created beside the source when none is given), for DPO."""
-    from experiments.services import dataset_create, dataset_version_upload
+    from datasets_app.services import dataset_create, dataset_version_upload
 
     membership_require(user=by, team=comparison.team, role=Role.MEMBER)
     rows = _preference_rows(comparison)

@@ -6,10 +6,10 @@ import time
 
 import torch
 
-from experiments import base_models
-from experiments.datasets import formats
-from experiments.models import DataFormat
+from datasets_app import formats
+from datasets_app.models import DataFormat
 from finetune_hub.storage import artifact_path
+from inference import base_models
 
 
 def load(base_model: str, output_path: str | None = None):

@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.db import models
 
-from experiments.models import DatasetVersion, Example, Split, TrainingRun, Worker
+from datasets_app.models import DatasetVersion, Example, Split
+from experiments.models import TrainingRun, Worker
 from finetune_hub.models import Team
 
 

@@ -10,9 +10,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from datasets_app.models import DataFormat, DatasetVersion
 from evaluation import generation, metrics, statistics
 from evaluation.models import EvaluationRun, SampleResult
-from experiments.models import DataFormat, DatasetVersion, TrainingRun, Worker
+from experiments.models import TrainingRun, Worker
 from experiments.training import workers
 from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid

@@ -6,9 +6,10 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
+from datasets_app.models import DatasetVersion
 from evaluation import comparisons, metrics, selectors, services
 from evaluation.models import Comparison, EvaluationRun
-from experiments.models import DatasetVersion, TrainingRun
+from experiments.models import TrainingRun
 from experiments.training.selectors import dataset_version_for
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate

@@ -157,12 +157,12 @@ def revoke_token(request, token_id: Id):
 api.add_router("/teams", teams)
 api.add_router("/tokens", tokens)
 
+from datasets_app.api import router as datasets_router  # noqa: E402
 from evaluation.api import router as evaluation_router  # noqa: E402
-from experiments.api import router as experiments_router  # noqa: E402
 from experiments.training.api import router as training_router  # noqa: E402
 from registry.api import router as registry_router  # noqa: E402
 
-api.add_router("/", experiments_router)
+api.add_router("/", datasets_router)
 api.add_router("/", training_router)
 api.add_router("/", evaluation_router)
 api.add_router("/", registry_router)

@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "ninja",  # the API docs page served from its own static files, not a CDN
     "huey.contrib.djhuey",
     "finetune_hub",
+    "datasets_app",
+    "inference",
     "experiments",
     "evaluation",
     "registry",

@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("", include("datasets_app.urls")),
     path("", include("experiments.urls")),
     path("", include("evaluation.urls")),
     path("", include("registry.urls")),

@@ -3,7 +3,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from experiments.selectors import datasets_for
+from datasets_app.selectors import datasets_for
 from finetune_hub import auth
 from finetune_hub.errors import NotFound, ServiceError
 from finetune_hub.models import Role

@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.db import models
 
-from experiments.models import DatasetVersion, TrainingRun
+from datasets_app.models import DatasetVersion
+from experiments.models import TrainingRun
 from finetune_hub.models import Team
 
 
@@ -170,7 +171,7 @@ class Feedback(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_to = models.ForeignKey(
-        "experiments.Example", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "datasets.Example", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
     class Meta:

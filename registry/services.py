@@ -321,8 +321,8 @@ def feedback_add(*, model: RegisteredModel, generation_id: int, rating: int, by,
 def feedback_to_annotation(*, feedback, by):
     """A flagged answer becomes a flagged example in the open draft of the dataset the
     version was trained on (a draft is started from its newest version when none is open)."""
-    from experiments.models import DatasetVersion, Example
-    from experiments.services import draft_create
+    from datasets_app.models import DatasetVersion, Example
+    from datasets_app.services import draft_create
 
     dataset = feedback.version.dataset_version.dataset
     membership_require(user=by, team=dataset.team, role=Role.MEMBER)
@@ -335,7 +335,7 @@ def feedback_to_annotation(*, feedback, by):
     fields = _example_fields(draft.format, messages, feedback.generation.output)
     if fields is None:
         raise Conflict(f"A served answer cannot become a {draft.format} example")
-    from experiments.datasets.validation import content_hash
+    from datasets_app.validation import content_hash
 
     position = (draft.examples.aggregate(n=Max("position"))["n"] or 0) + 1
     example = Example.objects.create(

@@ -8,7 +8,7 @@ import time
 import torch
 
 from evaluation import generation
-from experiments import base_models
+from inference import base_models
 from registry.export import verified_folder
 from registry.models import ModelVersion
 

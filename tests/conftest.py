@@ -20,14 +20,25 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
-    """mutmut runs several test sessions at once in one folder: a test database each."""
-    if "MUTANT_UNDER_TEST" in os.environ:
-        from django.conf import settings
+    """`make mutation` runs a test session per mutant, several at once in one folder: each
+    gets a copy of the test database the clean run migrated (it runs with --reuse-db), so no
+    session spends seconds migrating or meets another's rows."""
+    from django.conf import settings
 
-        for db in settings.DATABASES.values():
-            test = db.setdefault("TEST", {})
-            name = test.get("NAME") or f"test_{db['NAME']}"
-            test["NAME"] = f"{name}-{os.getpid()}"
+    sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    if not sqlite or "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        yield
+        return
+
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    base = Path(test["NAME"])
+    copy = base.with_name(f"{base.name}-{os.getpid()}")
+    if base.exists():
+        shutil.copyfile(base, copy)
+    test["NAME"] = copy
+    yield
+    for path in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
 import pytest
 from django.test import Client
 
-from experiments import services
-from experiments.models import Dataset, DatasetVersion, Example
+from datasets_app import services
+from datasets_app.models import Dataset, DatasetVersion, Example
 from finetune_hub.errors import ServiceError
 from tests.data import examples, jsonl
 
@@ -87,15 +87,15 @@ def test_admin_annotation_desk(version, staff, reviewer, member):
     draft = DatasetVersion.objects.get(status="draft")
     client = admin_client(member)
     listing = client.get(
-        "/admin/experiments/example/", {"version__id__exact": draft.pk, "label": "neg"}
+        "/admin/datasets/example/", {"version__id__exact": draft.pk, "label": "neg"}
     )
     assert listing.status_code == 200
     assert listing.context["cl"].result_count == 60
     example = draft.examples.get(position=2)
-    page = client.get(f"/admin/experiments/example/{example.pk}/change/")
+    page = client.get(f"/admin/datasets/example/{example.pk}/change/")
     assert page.status_code == 200 and "label" in page.context["adminform"].form.fields
     r = client.post(
-        f"/admin/experiments/example/{example.pk}/change/",
+        f"/admin/datasets/example/{example.pk}/change/",
         {"text": "edited in the admin", "label": "pos", "notes": "typo"},
     )
     assert r.status_code == 302, r.context["adminform"].form.errors if r.context else r
@@ -103,17 +103,17 @@ def test_admin_annotation_desk(version, staff, reviewer, member):
     assert example.fields == {"text": "edited in the admin", "label": "pos"}
     ids = list(draft.examples.filter(position__lt=3).values_list("pk", flat=True))
     action = {"action": "approve", "_selected_action": ids, "index": 0}
-    client.post("/admin/experiments/example/", action)
+    client.post("/admin/datasets/example/", action)
     assert not Example.objects.filter(pk__in=ids, status="approved").exists()  # member: refused
-    admin_client(reviewer).post("/admin/experiments/example/", action)
+    admin_client(reviewer).post("/admin/datasets/example/", action)
     assert Example.objects.filter(pk__in=ids, status="approved").count() == 3
     admin_client(reviewer).post(
-        "/admin/experiments/example/",
+        "/admin/datasets/example/",
         {"action": "assign", "_selected_action": ids, "index": 0, "annotator": member.pk},
     )
     assert Example.objects.filter(pk__in=ids, annotator=member).count() == 3
     admin_client(reviewer).post(
-        "/admin/experiments/datasetversion/",
+        "/admin/datasets/datasetversion/",
         {"action": "publish", "_selected_action": [draft.pk], "index": 0},
     )
     draft.refresh_from_db()
@@ -123,7 +123,7 @@ def test_admin_annotation_desk(version, staff, reviewer, member):
 def test_admin_hides_other_teams(version, staff, outsider):
     outsider.is_staff = True
     outsider.save()
-    listing = admin_client(outsider).get("/admin/experiments/example/")
+    listing = admin_client(outsider).get("/admin/datasets/example/")
     assert listing.status_code == 200 and listing.context["cl"].result_count == 0
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from experiments.models import DatasetVersion
+from datasets_app.models import DatasetVersion
 from tests.browser import log_in
 from tests.data import examples, jsonl
 

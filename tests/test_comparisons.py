@@ -1,9 +1,9 @@
 import pytest
 
+from datasets_app.models import DatasetVersion
 from evaluation import comparisons, statistics
 from evaluation.models import Comparison, EvaluationRun, SampleResult, Vote
 from evaluation.services import _score
-from experiments.models import DatasetVersion
 from finetune_hub.models import Membership, Role
 from tests.conftest import ApiClient, make_user
 from tests.training_helpers import make_version

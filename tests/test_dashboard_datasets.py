@@ -1,6 +1,6 @@
 import io
 
-from experiments.models import Dataset, DatasetVersion
+from datasets_app.models import Dataset, DatasetVersion
 from tests.data import examples, jsonl
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.models import Dataset, DatasetVersion
+from datasets_app.models import Dataset, DatasetVersion
 from tests.data import examples, jsonl
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from experiments.models import Dataset, DatasetVersion, Example
+from datasets_app.models import Dataset, DatasetVersion, Example
 from tests.data import as_csv, examples, jsonl, record
 
 FORMATS = ["instruction", "chat", "completion", "classification", "preference"]

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import sacrebleu
 
+from datasets_app.models import Dataset
+from datasets_app.services import dataset_version_upload
 from evaluation import generation, statistics
 from evaluation.models import EvaluationRun, SampleResult
 from evaluation.services import evaluation_create, evaluation_execute, evaluation_retry
-from experiments.models import Dataset
-from experiments.services import dataset_version_upload
 from experiments.training.runner import train_next_run
 from experiments.training.services import experiment_create, run_enqueue
 from finetune_hub.errors import ServiceError

@@ -261,7 +261,7 @@ def test_a_local_base_model_is_recorded_with_its_file_hashes(model_root, tiny_mo
     import hashlib
     import shutil
 
-    from experiments.base_models import describe
+    from inference.base_models import describe
 
     folder = model_root / "plain"
     shutil.copytree(tiny_model, folder)

@@ -414,8 +414,8 @@ def test_concurrent_promotions_leave_one_holder_and_a_chained_history(team, owne
 def test_scheduled_retraining_trains_on_newer_data_and_opens_a_comparison(
     api, model, versions, owner, cpu_worker
 ):
+    from datasets_app.services import dataset_version_upload
     from experiments.models import TrainingRun
-    from experiments.services import dataset_version_upload
     from registry.retraining import compare_finished, retrain_due
     from tests.data import examples, jsonl
 

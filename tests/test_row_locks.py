@@ -12,8 +12,9 @@ import pytest
 from django.db import connection
 from django.db.models.query import QuerySet
 
-from experiments.models import Dataset, TrainingRun
-from experiments.services import dataset_version_upload
+from datasets_app.models import Dataset
+from datasets_app.services import dataset_version_upload
+from experiments.models import TrainingRun
 from experiments.training import services as training
 from registry import services as registry
 from registry.models import PromotionRequest, RegisteredModel

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from experiments.models import Dataset, DatasetVersion, Example
+from datasets_app.models import Dataset, DatasetVersion, Example
 
 CHAT_OK = json.dumps(
     {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}

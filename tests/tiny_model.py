@@ -24,7 +24,7 @@ def tiny_model_dir() -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from experiments.base_models import embedded_gguf
+    from inference.base_models import embedded_gguf
 
     gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

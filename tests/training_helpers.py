@@ -1,7 +1,7 @@
 import time
 
-from experiments.models import Dataset, DatasetVersion
-from experiments.services import dataset_version_upload
+from datasets_app.models import Dataset, DatasetVersion
+from datasets_app.services import dataset_version_upload
 from experiments.training.services import experiment_create
 from tests.data import examples, jsonl
 

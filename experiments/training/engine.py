@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
-from experiments import base_models
-from experiments.datasets import formats
-from experiments.models import DataFormat, Technique, TrainingRun
+from datasets_app import formats
+from datasets_app.models import DataFormat
+from experiments.models import Technique, TrainingRun
 from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
 from experiments.training.reporting import RunReporter
 from finetune_hub.errors import ServiceError
 from finetune_hub.storage import artifact_path
+from inference import base_models
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 from django.db.models import QuerySet
 
-from experiments.models import DatasetVersion, Experiment, MetricPoint, TrainingRun, Worker
+from datasets_app.models import DatasetVersion
+from experiments.models import Experiment, MetricPoint, TrainingRun, Worker
 from experiments.training.workers import live_workers
 from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid

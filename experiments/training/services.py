@@ -7,15 +7,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from experiments import base_models
-from experiments.models import (
-    DataFormat,
-    DatasetVersion,
-    Experiment,
-    Technique,
-    TrainingRun,
-    Worker,
-)
+from datasets_app.models import DataFormat, DatasetVersion
+from experiments.models import Experiment, Technique, TrainingRun, Worker
 from experiments.training import hyperparameters as hp
 from experiments.training import workers
 from experiments.training.estimate import estimate
@@ -23,6 +16,7 @@ from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, full_clean, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
+from inference import base_models
 
 log = logging.getLogger(__name__)
 

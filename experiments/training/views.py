@@ -4,7 +4,8 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from experiments.models import DatasetVersion, Technique, TrainingRun
+from datasets_app.models import DatasetVersion
+from experiments.models import Technique, TrainingRun
 from experiments.training import forms, selectors, services
 from finetune_hub.errors import ServiceError, invalid
 from finetune_hub.pagination import paginate

@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from experiments import services
-from experiments.models import Dataset, Example
+from datasets_app import services
+from datasets_app.models import Dataset, Example
 from finetune_hub.models import Membership, Role, Team
 from tests.conftest import make_user
 from tests.data import examples, jsonl
@@ -60,18 +60,18 @@ def test_desk_pages_show_no_name_of_another_team(desk):
     example = a.examples.first()
     pages = {
         "/admin/": None,
-        "/admin/experiments/dataset/": "acme-data",
-        f"/admin/experiments/dataset/{a.dataset_id}/change/": "acme",
-        "/admin/experiments/datasetversion/": "acme-data",
-        f"/admin/experiments/datasetversion/{a.pk}/change/": "acme-data",
-        "/admin/experiments/example/": "member",  # the annotator filter and choice list
-        f"/admin/experiments/example/?version__id__exact={a.pk}": "member",
-        f"/admin/experiments/example/{example.pk}/change/": "acme-data",
+        "/admin/datasets/dataset/": "acme-data",
+        f"/admin/datasets/dataset/{a.dataset_id}/change/": "acme",
+        "/admin/datasets/datasetversion/": "acme-data",
+        f"/admin/datasets/datasetversion/{a.pk}/change/": "acme-data",
+        "/admin/datasets/example/": "member",  # the annotator filter and choice list
+        f"/admin/datasets/example/?version__id__exact={a.pk}": "member",
+        f"/admin/datasets/example/{example.pk}/change/": "acme-data",
         # another team's rows, named by id, are not there either
-        f"/admin/experiments/dataset/{b.dataset_id}/change/": None,
-        f"/admin/experiments/example/?version__id__exact={b.pk}": None,
-        f"/admin/experiments/example/?annotator__id__exact={desk['b_user'].pk}": None,
-        f"/admin/experiments/example/{b.examples.first().pk}/change/": None,
+        f"/admin/datasets/dataset/{b.dataset_id}/change/": None,
+        f"/admin/datasets/example/?version__id__exact={b.pk}": None,
+        f"/admin/datasets/example/?annotator__id__exact={desk['b_user'].pk}": None,
+        f"/admin/datasets/example/{b.examples.first().pk}/change/": None,
         "/admin/finetune_hub/team/": None,
         "/admin/finetune_hub/apitoken/": None,
     }
@@ -84,7 +84,7 @@ def test_desk_pages_show_no_name_of_another_team(desk):
 
 
 def test_label_filter_lists_only_my_teams_labels(desk):
-    html = _html(desk["client"], "/admin/experiments/example/")
+    html = _html(desk["client"], "/admin/datasets/example/")
     assert "?label=pos" in html and "bravohiddenlabel" not in html
 
 
@@ -95,21 +95,21 @@ def test_site_screens_are_for_superusers(desk, owner):
     owner.save()
     assert "bravo-hidden-team" in _html(desk["client"], "/admin/finetune_hub/team/")
     # a superuser (site admin) sees every team's desk
-    assert "bravo-hidden-dataset" in _html(desk["client"], "/admin/experiments/dataset/")
+    assert "bravo-hidden-dataset" in _html(desk["client"], "/admin/datasets/dataset/")
 
 
 def test_assigning_to_a_user_of_another_team_is_refused(desk):
     a = desk["a"]
     ids = list(a.examples.values_list("pk", flat=True)[:2])
     r = desk["client"].post(
-        "/admin/experiments/example/",
+        "/admin/datasets/example/",
         {"action": "assign", "annotator": desk["b_user"].pk, "_selected_action": ids},
         follow=True,
     )
     assert "choose an annotator of your team" in r.content.decode().lower()
     assert not Example.objects.filter(pk__in=ids, annotator=desk["b_user"]).exists()
     r = desk["client"].post(
-        "/admin/experiments/example/",
+        "/admin/datasets/example/",
         {"action": "assign", "annotator": desk["member"].pk, "_selected_action": ids},
     )
     assert Example.objects.filter(pk__in=ids, annotator=desk["member"]).count() == 2

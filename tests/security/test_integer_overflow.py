@@ -8,7 +8,7 @@ import pytest
 from django.db import DataError
 from django.test import Client
 
-from experiments import selectors
+from datasets_app import selectors
 from registry.models import RegisteredModel
 from tests.security.probes import fill, label, operations
 from tests.training_helpers import make_experiment

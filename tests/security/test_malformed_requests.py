@@ -7,8 +7,8 @@ pages outside /api/ keep Django's HTML."""
 import pytest
 from django.test import Client
 
-from experiments import selectors
-from experiments.models import Dataset
+from datasets_app import selectors
+from datasets_app.models import Dataset
 from finetune_hub.errors import ServiceError
 
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from experiments import base_models
 from finetune_hub.errors import ServiceError
+from inference import base_models
 from tests.training_helpers import FAST, make_version
 
 SERVER_WORDS = ("/tmp", "/work", "/var", "/root", "artifact", "model-root", "exists", "No such")
@@ -134,7 +134,7 @@ def test_no_reference_resolves_to_a_folder_outside_the_model_roots(stolen, model
 
 
 def test_model_roots_never_include_the_artifact_root(settings, tmp_path):
-    from experiments.checks import model_roots_exclude_artifacts
+    from inference.checks import model_roots_exclude_artifacts
 
     assert model_roots_exclude_artifacts() == []
     for overlapping in (settings.ARTIFACT_ROOT, settings.ARTIFACT_ROOT.parent):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from experiments.models import Dataset
+from datasets_app.models import Dataset
 from finetune_hub.bounds import MAX_JSON_DEPTH
 from tests.data import as_csv, examples, jsonl
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from experiments.models import Dataset
+from datasets_app.models import Dataset
 from experiments.training import services as training
 from registry import services
 from registry.models import AliasEvent, ModelVersion

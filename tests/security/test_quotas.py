@@ -135,7 +135,7 @@ def test_comparisons_count_the_evaluations_they_queue(api, outsider_api, version
 def test_scheduled_retraining_waits_when_the_queue_is_full(team, owner, tiny_model, settings):
     from django.utils import timezone
 
-    from experiments.services import dataset_version_upload
+    from datasets_app.services import dataset_version_upload
     from registry import services
     from registry.models import RetrainJob
     from registry.retraining import retrain_due

@@ -10,9 +10,9 @@ import pytest
 from django.test import Client
 from django.test.client import encode_multipart
 
-from experiments.base_models import load_tokenizer
-from experiments.datasets import validation
-from experiments.models import Dataset, DatasetVersion
+from datasets_app import validation
+from datasets_app.models import Dataset, DatasetVersion
+from inference.base_models import load_tokenizer
 from tests.data import examples, jsonl
 from tests.security.probes import CountingInput
 

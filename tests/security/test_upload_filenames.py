@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from experiments.models import Dataset, DatasetVersion
+from datasets_app.models import Dataset, DatasetVersion
 from tests.data import as_csv, examples, jsonl
 
 NAMES = ["../../x.py", "evil.py", "..\\..\\win.py", "a/b/../../../c.sh", ".bashrc", "x.jsonl.py"]

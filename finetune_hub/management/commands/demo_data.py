@@ -8,12 +8,13 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from experiments.models import Dataset, Experiment
-from experiments.services import dataset_create, dataset_version_upload
+from datasets_app.models import Dataset
+from datasets_app.services import dataset_create, dataset_version_upload
+from experiments.models import Experiment
 from experiments.training.services import experiment_create
 from finetune_hub.models import Membership, Role, Team
 
-DEMO_FILE = Path(__file__).resolve().parents[3] / "experiments/fixtures/demo/support_tickets.jsonl"
+DEMO_FILE = Path(__file__).resolve().parents[3] / "datasets_app/fixtures/demo/support_tickets.jsonl"
 USERNAME, TEAM, DATASET = "demo", "Demo team", "support-ticket-triage"
 EXPERIMENT = "triage-lora-demo"
 # About 5 minutes on a 2-core CPU: enough LoRA steps for SmolLM2-135M to learn the format.

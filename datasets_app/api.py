@@ -2,8 +2,8 @@ from typing import Annotated
 
 from ninja import File, Form, Router, Schema, Status, UploadedFile
 
-from experiments import selectors, services
-from experiments.models import DatasetVersion, Example
+from datasets_app import selectors, services
+from datasets_app.models import DatasetVersion, Example
 from finetune_hub.bounds import Id, Int64
 from finetune_hub.selectors import membership_require
 from finetune_hub.uploads import upload_refusal

@@ -6,9 +6,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from experiments import base_models
-from experiments.datasets import formats
-from experiments.datasets.validation import (
+from datasets_app import formats
+from datasets_app.models import DataFormat, Dataset, DatasetVersion, Example
+from datasets_app.validation import (
     MAX_LENGTH,
     Row,
     assign_splits,
@@ -17,11 +17,11 @@ from experiments.datasets.validation import (
     validate_upload,
     warnings_for,
 )
-from experiments.models import DataFormat, Dataset, DatasetVersion, Example
 from finetune_hub.errors import Conflict, full_clean, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 from finetune_hub.storage import remove_artifact, write_artifact
+from inference import base_models
 
 
 @transaction.atomic

@@ -11,9 +11,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils.html import format_html
 
-from experiments import services
-from experiments.datasets import formats
-from experiments.models import Dataset, DatasetVersion, Example
+from datasets_app import formats, services
+from datasets_app.models import Dataset, DatasetVersion, Example
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import Team
 

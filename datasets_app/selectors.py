@@ -1,8 +1,8 @@
 from django.core.paginator import Paginator
 from django.db.models import Count, QuerySet
 
-from experiments.datasets import formats
-from experiments.models import Dataset, DatasetVersion
+from datasets_app import formats
+from datasets_app.models import Dataset, DatasetVersion
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.selectors import get_visible, visible_to
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from experiments.datasets import formats, parsing, quality
-from experiments.models import DataFormat, Split
+from datasets_app import formats, parsing, quality
+from datasets_app.models import DataFormat, Split
 from finetune_hub.errors import FieldError, ServiceError
 from finetune_hub.uploads import too_large
 

@@ -10,7 +10,7 @@ from django.core.checks import Error, register
 def model_roots_exclude_artifacts(app_configs=None, **kwargs):
     """A model root that holds the artifact root (or lies inside it) would let any team load
     another team's trained weights by path: refuse to start with one."""
-    from experiments.base_models import model_roots
+    from inference.base_models import model_roots
 
     artifacts = Path(settings.ARTIFACT_ROOT).resolve()
     errors = []

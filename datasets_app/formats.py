@@ -3,7 +3,7 @@ and turned into the prompt/response text that training and evaluation use."""
 
 import unicodedata
 
-from experiments.models import DataFormat
+from datasets_app.models import DataFormat
 from finetune_hub.errors import FieldError
 
 REQUIRED = {

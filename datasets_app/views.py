@@ -2,8 +2,8 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from experiments import selectors, services
-from experiments.models import DataFormat, Example, Split
+from datasets_app import selectors, services
+from datasets_app.models import DataFormat, Example, Split
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
@@ -14,7 +14,7 @@ from finetune_hub.views import form_int, visible_or_404
 def dataset_list(request):
     return render(
         request,
-        "experiments/dataset_list.html",
+        "datasets/dataset_list.html",
         {"datasets": paginate(request, selectors.datasets_for(user=request.user))},
     )
 
@@ -38,15 +38,15 @@ def dataset_new(request):
             context["error"] = ServiceError("Choose one of your teams")
         except ServiceError as exc:
             context["error"] = exc
-        return render(request, "experiments/dataset_new.html", context, status=400)
-    return render(request, "experiments/dataset_new.html", context)
+        return render(request, "datasets/dataset_new.html", context, status=400)
+    return render(request, "datasets/dataset_new.html", context)
 
 
 def dataset_detail(request, dataset_id: int):
     dataset = visible_or_404(selectors.dataset_get, user=request.user, dataset_id=dataset_id)
     return render(
         request,
-        "experiments/dataset_detail.html",
+        "datasets/dataset_detail.html",
         {
             "dataset": dataset,
             "versions": paginate(request, selectors.versions_of(dataset=dataset)),
@@ -78,7 +78,7 @@ def version_upload(request, dataset_id: int):
         error = exc if isinstance(exc, ServiceError) else ServiceError(f"Invalid number: {exc}")
         return render(
             request,
-            "experiments/dataset_detail.html",
+            "datasets/dataset_detail.html",
             {
                 "dataset": dataset,
                 "versions": paginate(request, selectors.versions_of(dataset=dataset)),
@@ -98,7 +98,7 @@ def version_detail(request, dataset_id: int, number: int):
     split, status = request.GET.get("split") or None, request.GET.get("status") or None
     return render(
         request,
-        "experiments/version_detail.html",
+        "datasets/version_detail.html",
         {
             "version": version,
             "dataset": version.dataset,
@@ -127,7 +127,7 @@ def version_diff(request, dataset_id: int):
             selectors.version_get, user=request.user, dataset_id=dataset_id, number=b
         )
         context.update(a=old, b=new, diff=selectors.version_diff(a=old, b=new))
-    return render(request, "experiments/version_diff.html", context)
+    return render(request, "datasets/version_diff.html", context)
 
 
 @require_POST
@@ -141,4 +141,4 @@ def draft_start(request, dataset_id: int, number: int):
         messages.error(request, exc.detail)
         return redirect("version_detail", dataset_id=dataset_id, number=number)
     messages.success(request, "Draft created: annotate it in the admin, then publish")
-    return redirect(f"/admin/experiments/example/?version__id__exact={draft.pk}")
+    return redirect(f"/admin/datasets/example/?version__id__exact={draft.pk}")

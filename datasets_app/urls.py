@@ -1,0 +1,15 @@
+from django.urls import path
+
+from datasets_app import views
+
+urlpatterns = [
+    path("datasets/", views.dataset_list, name="dataset_list"),
+    path("datasets/new/", views.dataset_new, name="dataset_new"),
+    path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path("datasets/<int:dataset_id>/upload/", views.version_upload, name="version_upload"),
+    path("datasets/<int:dataset_id>/diff/", views.version_diff, name="version_diff"),
+    path("datasets/<int:dataset_id>/v/<int:number>/", views.version_detail, name="version_detail"),
+    path(
+        "datasets/<int:dataset_id>/v/<int:number>/annotate/", views.draft_start, name="draft_start"
+    ),
+]
