@@ -30,8 +30,8 @@ def main() -> None:
     import torch
 
     from datasets_app import formats
-    from evaluation import generation
     from finetune_hub.management.commands.demo_data import DEMO_FILE
+    from inference import generation
 
     model, tokenizer = generation.load("embedded")
     rows = [json.loads(line) for line in DEMO_FILE.read_text().splitlines()[: args.prompts]]

@@ -11,7 +11,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datasets_app.models import DataFormat, DatasetVersion
-from evaluation import generation, metrics, statistics
+from evaluation import metrics, statistics
 from evaluation.models import EvaluationRun, SampleResult
 from experiments.models import TrainingRun, Worker
 from experiments.training import workers
@@ -19,6 +19,7 @@ from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
+from inference import generation
 
 DEFAULT_METRICS = {
     DataFormat.CLASSIFICATION: ["accuracy", "f1", "loss"],

@@ -49,7 +49,7 @@ def _merged_folder(version: ModelVersion) -> Path:
         return target
     from transformers import AutoTokenizer
 
-    from evaluation import generation
+    from inference import generation
 
     model, _ = generation.load(version.base_model, version.artifact_path)
     if version.kind == "adapter":

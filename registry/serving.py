@@ -7,8 +7,7 @@ import time
 
 import torch
 
-from evaluation import generation
-from inference import base_models
+from inference import base_models, generation
 from registry.export import verified_folder
 from registry.models import ModelVersion
 

@@ -331,7 +331,7 @@ def test_exported_adapter_loads_with_plain_peft_and_matches_serving(
     # ... and the adapter matters: the base model alone gives other logits
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evaluation import generation
+    from inference import generation
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     with torch.no_grad():

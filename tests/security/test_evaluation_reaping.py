@@ -34,7 +34,8 @@ import os, signal, sys
 import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_hub.settings")
 django.setup()
-from evaluation import generation, services
+from evaluation import services
+from inference import generation
 real, calls = generation.generate, []
 def generate(*args, **kwargs):
     calls.append(1)
