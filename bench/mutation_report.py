@@ -54,7 +54,7 @@ DECISION_CODE = [
     "datasets_app.parsing.*",
     "datasets_app.validation.*",
     *(
-        f"experiments.training.services.x_{name}__*"
+        f"experiments.training.queue.x_{name}__*"
         for name in (
             "_queued_candidates",
             "run_claim",

@@ -83,3 +83,18 @@ def version_diff(*, a: DatasetVersion, b: DatasetVersion, limit: int = 200) -> d
         "removed": sorted(removed, key=lambda e: e.position)[:limit],
         "changed": sorted(changed, key=lambda pair: pair[1].position)[:limit],
     }
+
+
+def newest_published(dataset: Dataset) -> DatasetVersion | None:
+    return (
+        dataset.versions.filter(status=DatasetVersion.Status.PUBLISHED).order_by("-number").first()
+    )
+
+
+def version_numbers(dataset: Dataset) -> list[int]:
+    """The published version numbers, newest first."""
+    return list(
+        dataset.versions.filter(number__isnull=False)
+        .order_by("-number")
+        .values_list("number", flat=True)
+    )

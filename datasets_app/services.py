@@ -6,8 +6,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from datasets_app import formats
-from datasets_app.models import DataFormat, Dataset, DatasetVersion, Example
+from datasets_app import formats, selectors
+from datasets_app.models import DataFormat, Dataset, DatasetVersion, Example, Split
 from datasets_app.validation import (
     MAX_LENGTH,
     Row,
@@ -223,6 +223,47 @@ def draft_create(*, version: DatasetVersion, by) -> DatasetVersion:
         for e in version.examples.all()
     )
     return draft
+
+
+def _served_fields(fmt: str, messages: list[dict], output: str) -> dict | None:
+    """A served conversation and its answer as an example of the dataset's format."""
+    user = "\n".join(m["content"] for m in messages if m["role"] == "user")
+    if fmt == DataFormat.CHAT:
+        return {"messages": [*messages, {"role": "assistant", "content": output}]}
+    if fmt == DataFormat.INSTRUCTION:
+        return {"instruction": user, "input": "", "output": output}
+    if fmt == DataFormat.COMPLETION:
+        return {"prompt": user, "completion": output}
+    return None
+
+
+@transaction.atomic
+def example_add_to_draft(
+    *, dataset: Dataset, messages: list[dict], output: str, flag_reason: str, notes: str, by
+) -> Example:
+    """A served answer becomes a flagged example in the dataset's open draft (a draft is
+    started from the newest published version when none is open), for annotators to fix."""
+    membership_require(user=by, team=dataset.team, role=Role.MEMBER)
+    Dataset.objects.select_for_update().get(pk=dataset.pk)
+    draft = dataset.versions.filter(status=DatasetVersion.Status.DRAFT).first()
+    if draft is None:
+        newest = selectors.newest_published(dataset)
+        if newest is None:
+            raise Conflict("The dataset has no published version to annotate")
+        draft = draft_create(version=newest, by=by)
+    fields = _served_fields(draft.format, messages, output)
+    if fields is None:
+        raise Conflict(f"A served answer cannot become a {draft.format} example")
+    return Example.objects.create(
+        version=draft,
+        position=(draft.examples.aggregate(n=Max("position"))["n"] or 0) + 1,
+        split=Split.TRAIN,
+        fields=fields,
+        content_hash=content_hash(fields),
+        status=Example.Status.FLAGGED,
+        flag_reason=flag_reason[:255],
+        notes=notes,
+    )
 
 
 def _require_draft(example: Example) -> None:

@@ -116,7 +116,7 @@ def version_detail(request, dataset_id: int, number: int):
 
 def version_diff(request, dataset_id: int):
     dataset = visible_or_404(selectors.dataset_get, user=request.user, dataset_id=dataset_id)
-    numbers = list(dataset.versions.filter(number__isnull=False).values_list("number", flat=True))
+    numbers = selectors.version_numbers(dataset)
     context = {"dataset": dataset, "numbers": sorted(numbers)}
     a, b = request.GET.get("a", ""), request.GET.get("b", "")
     if a.isdigit() and b.isdigit():

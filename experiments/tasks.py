@@ -22,7 +22,7 @@ def train_next():
 
 @db_periodic_task(crontab(minute="*"))
 def reap_stale_runs():
-    from experiments.training.services import runs_reap_stale
+    from experiments.training.queue import runs_reap_stale
 
     return runs_reap_stale(stale_after=STALE_AFTER)
 

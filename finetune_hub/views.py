@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -5,11 +7,29 @@ from django.views.decorators.http import require_http_methods
 
 from datasets_app.selectors import datasets_for
 from finetune_hub import auth
-from finetune_hub.errors import NotFound, ServiceError
-from finetune_hub.models import Role
+from finetune_hub.errors import NotFound, ServiceError, invalid
+from finetune_hub.models import Role, Team
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import members_of, membership_require, teams_for_user
 from finetune_hub.services import membership_notice, membership_set, team_create
+
+
+@contextmanager
+def service_errors_as_messages(request):
+    """A ServiceError in the block becomes the page's error message (the caller then shows
+    the page again); any other exception is a bug and propagates."""
+    try:
+        yield
+    except ServiceError as exc:
+        messages.error(request, exc.detail)
+
+
+def team_of(request, value) -> Team:
+    """One of the user's teams, from a form's team field."""
+    team = next((t for t in teams_for_user(user=request.user) if str(t.pk) == str(value)), None)
+    if team is None:
+        raise invalid("Choose one of your teams", field="team")
+    return team
 
 
 def visible_or_404(fn, **kwargs):

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from datasets_app.selectors import newest_published
 from evaluation.comparisons import comparison_create
 from experiments.models import TrainingRun
 from experiments.training.services import experiment_create, run_enqueue
@@ -41,11 +42,7 @@ def retrain(model: RegisteredModel, now) -> RetrainJob | None:
         return None
     version = production.version
     experiment = version.source_run.experiment
-    newest = (
-        experiment.dataset_version.dataset.versions.filter(status="published")
-        .order_by("-number")
-        .first()
-    )
+    newest = newest_published(experiment.dataset_version.dataset)
     if newest is None or newest.pk == version.dataset_version_id:
         return None  # no newer data: nothing to learn
     retrained = experiment_create(

@@ -3,13 +3,56 @@ from datetime import datetime
 from django.db.models import Avg, Count, Q, QuerySet
 
 from evaluation.models import EvaluationRun
+from experiments.models import TrainingRun
 from finetune_hub.errors import NotFound
 from finetune_hub.selectors import visible_to
-from registry.models import Alias, AliasEvent, ModelVersion, RegisteredModel
+from registry.models import Alias, AliasEvent, ModelVersion, PromotionRequest, RegisteredModel
 
 
 def models_for(*, user) -> QuerySet[RegisteredModel]:
     return visible_to(RegisteredModel.objects.select_related("team"), user=user)
+
+
+def models_for_page(*, user) -> QuerySet[RegisteredModel]:
+    return (
+        models_for(user=user)
+        .order_by("team__name", "name", "pk")
+        .prefetch_related("aliases__version")
+    )
+
+
+def versions_of(model: RegisteredModel) -> QuerySet[ModelVersion]:
+    return (
+        model.versions.select_related("source_run__experiment")
+        .prefetch_related("aliases")
+        .order_by("-number")
+    )
+
+
+def pending_requests(model: RegisteredModel) -> QuerySet[PromotionRequest]:
+    return model.promotion_requests.filter(status=PromotionRequest.Status.PENDING).select_related(
+        "version", "requested_by"
+    )
+
+
+def pending_request(*, model: RegisteredModel, request_id: int) -> PromotionRequest:
+    request = pending_requests(model).filter(pk=request_id).first()
+    if request is None:
+        raise NotFound("No such pending promotion request")
+    return request
+
+
+def registrable_runs(*, user) -> QuerySet[TrainingRun]:
+    """Succeeded runs the user can register, newest first."""
+    return (
+        visible_to(
+            TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED),
+            user=user,
+            team_path="experiment__team",
+        )
+        .select_related("experiment")
+        .order_by("-finished_at", "-pk")
+    )
 
 
 def model_get(*, user, name: str, team: int | None = None) -> RegisteredModel:

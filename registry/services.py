@@ -319,46 +319,20 @@ def feedback_add(*, model: RegisteredModel, generation_id: int, rating: int, by,
 
 @transaction.atomic
 def feedback_to_annotation(*, feedback, by):
-    """A flagged answer becomes a flagged example in the open draft of the dataset the
-    version was trained on (a draft is started from its newest version when none is open)."""
-    from datasets_app.models import DatasetVersion, Example
-    from datasets_app.services import draft_create
+    """A rated answer goes to the annotators of the dataset the version was trained on."""
+    from datasets_app.services import example_add_to_draft
 
-    dataset = feedback.version.dataset_version.dataset
-    membership_require(user=by, team=dataset.team, role=Role.MEMBER)
+    feedback = type(feedback).objects.select_for_update().get(pk=feedback.pk)
     if feedback.sent_to_id:
         raise Conflict("This answer was sent to annotation already")
-    draft = dataset.versions.filter(status=DatasetVersion.Status.DRAFT).first() or draft_create(
-        version=dataset.versions.filter(status="published").order_by("-number").first(), by=by
-    )
-    messages = feedback.generation.messages
-    fields = _example_fields(draft.format, messages, feedback.generation.output)
-    if fields is None:
-        raise Conflict(f"A served answer cannot become a {draft.format} example")
-    from datasets_app.validation import content_hash
-
-    position = (draft.examples.aggregate(n=Max("position"))["n"] or 0) + 1
-    example = Example.objects.create(
-        version=draft,
-        position=position,
-        split="train",
-        fields=fields,
-        content_hash=content_hash(fields),
-        status=Example.Status.FLAGGED,
-        flag_reason=f"feedback {feedback.rating:+d}: {feedback.comment}"[:255],
+    example = example_add_to_draft(
+        dataset=feedback.version.dataset_version.dataset,
+        messages=feedback.generation.messages,
+        output=feedback.generation.output,
+        flag_reason=f"feedback {feedback.rating:+d}: {feedback.comment}",
         notes=f"From served generation {feedback.generation_id} of {feedback.version}",
+        by=by,
     )
     feedback.sent_to = example
     feedback.save(update_fields=["sent_to"])
     return example
-
-
-def _example_fields(fmt: str, messages: list[dict], output: str) -> dict | None:
-    user = "\n".join(m["content"] for m in messages if m["role"] == "user")
-    if fmt == "chat":
-        return {"messages": [*messages, {"role": "assistant", "content": output}]}
-    if fmt == "instruction":
-        return {"instruction": user, "input": "", "output": output}
-    if fmt == "completion":
-        return {"prompt": user, "completion": output}
-    return None

@@ -11,5 +11,8 @@ urlpatterns = [
         views.version_export,
         name="registry_export",
     ),
-    path("registry/<slug:name>/<str:action>/", views.model_action, name="model_action"),
+    *(
+        path(f"registry/<slug:name>/{action}/", view, name=f"model_{action}")
+        for action, view in views.ACTIONS.items()
+    ),
 ]

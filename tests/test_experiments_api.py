@@ -6,7 +6,7 @@ from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
 from experiments.models import Experiment, TrainingRun, Worker
-from experiments.training import services
+from experiments.training import queue, services
 from tests.concurrency import errors, race
 from tests.training_helpers import FAST, make_experiment, make_version
 
@@ -151,7 +151,7 @@ def test_two_workers_racing_for_one_run_one_wins(team, owner, tiny_model):
         Worker.objects.create(name=f"w{i}", host="h", pid=i, memory_bytes=10**12, heartbeat_at=now)
         for i in range(2)
     ]
-    results = race(lambda worker: services.run_claim(worker=worker), [(w,) for w in workers])
+    results = race(lambda worker: queue.run_claim(worker=worker), [(w,) for w in workers])
     assert not errors(results), results
     winners = [r for r in results if r is not None]
     assert len(winners) == 1 and winners[0].pk == run.pk
@@ -165,9 +165,9 @@ def test_priority_decides_which_run_a_worker_takes(api, team, owner, tiny_model,
     second = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     r = api.post(f"/api/runs/{second.pk}/priority", {"priority": 5})
     assert r.status_code == 200 and r.json()["priority"] == 5
-    queue = [q["id"] for q in api.get("/api/runs/queue").json()]
-    assert queue == [second.pk, first.pk]
-    assert services.run_claim(worker=cpu_worker).pk == second.pk
+    listed = [q["id"] for q in api.get("/api/runs/queue").json()]
+    assert listed == [second.pk, first.pk]
+    assert queue.run_claim(worker=cpu_worker).pk == second.pk
     assert api.post(f"/api/runs/{second.pk}/priority", {"priority": 1}).status_code == 409
 
 
@@ -188,15 +188,15 @@ def test_reaper_requeues_stale_runs_and_gives_up_after_max_attempts(
     experiment = make_experiment(team, owner, tiny_model)
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     for attempt in (1, 2, 3):
-        assert services.run_claim(worker=cpu_worker).pk == run.pk
+        assert queue.run_claim(worker=cpu_worker).pk == run.pk
         TrainingRun.objects.filter(pk=run.pk).update(
             heartbeat_at=timezone.now() - timedelta(minutes=10)
         )
-        assert services.runs_reap_stale(stale_after=timedelta(minutes=2)) == [run.pk]
+        assert queue.runs_reap_stale(stale_after=timedelta(minutes=2)) == [run.pk]
         run.refresh_from_db()
         assert run.attempt == attempt
     assert run.status == "failed" and "gave up after 3 attempts" in run.error
-    assert services.runs_reap_stale(stale_after=timedelta(minutes=2)) == []
+    assert queue.runs_reap_stale(stale_after=timedelta(minutes=2)) == []
 
 
 def test_metrics_logs_and_compare(api, team, owner, tiny_model):

@@ -14,7 +14,7 @@ from django.db import connection
 from safetensors.torch import load_file
 
 from experiments.models import Checkpoint, MetricPoint
-from experiments.training import services
+from experiments.training import queue, services
 from experiments.training.runner import train_next_run
 from experiments.training.services import experiment_create
 from finetune_hub.storage import artifact_path
@@ -118,7 +118,7 @@ def test_worker_sigkill_reaper_and_resume_match_an_uninterrupted_run(
     run.refresh_from_db()
     assert run.status == "running" and run.step < 150
 
-    assert services.runs_reap_stale(stale_after=timedelta(0)) == [run.pk]
+    assert queue.runs_reap_stale(stale_after=timedelta(0)) == [run.pk]
     run.refresh_from_db()
     assert run.status == "queued" and "No heartbeat" in run.error
     run = train_next_run(run_id=run.pk)

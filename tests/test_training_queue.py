@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import TrainingRun, Worker
-from experiments.training import services
+from experiments.training import queue, services
 from finetune_hub.errors import Conflict, NotFound, ServiceError
 from tests.training_helpers import make_experiment
 
@@ -52,17 +52,17 @@ def test_claim_takes_the_highest_priority_then_the_oldest_run(add_run, worker):
     high = add_run(priority=5)
     new_low = add_run(priority=0)
     negative = add_run(priority=-1)
-    order = [services.run_claim(worker=worker).pk for _ in range(4)]
+    order = [queue.run_claim(worker=worker).pk for _ in range(4)]
     assert order == [high.pk, old_low.pk, new_low.pk, negative.pk]
-    assert services.run_claim(worker=worker) is None
+    assert queue.run_claim(worker=worker) is None
 
 
 def test_claim_breaks_a_queued_at_tie_by_id(add_run, worker):
     first, second = add_run(), add_run()
     same = timezone.now()
     TrainingRun.objects.update(queued_at=same)
-    assert services.run_claim(worker=worker).pk == first.pk
-    assert services.run_claim(worker=worker).pk == second.pk
+    assert queue.run_claim(worker=worker).pk == first.pk
+    assert queue.run_claim(worker=worker).pk == second.pk
 
 
 def test_claim_writes_the_worker_the_attempt_and_clears_the_last_attempts_state(add_run, worker):
@@ -70,7 +70,7 @@ def test_claim_writes_the_worker_the_attempt_and_clears_the_last_attempts_state(
     run = add_run(
         attempt=1, cancel_requested=True, pid=4242, finished_at=before - timedelta(hours=1)
     )
-    claimed = services.run_claim(worker=worker)
+    claimed = queue.run_claim(worker=worker)
     assert claimed.pk == run.pk
     assert claimed.status == Status.RUNNING
     assert claimed.worker_id == worker.pk
@@ -87,9 +87,9 @@ def test_claim_writes_the_worker_the_attempt_and_clears_the_last_attempts_state(
 def test_claim_of_a_named_run_takes_only_that_run(add_run, worker):
     high = add_run(priority=9)
     named = add_run()
-    assert services.run_claim(worker=worker, run_id=named.pk).pk == named.pk
+    assert queue.run_claim(worker=worker, run_id=named.pk).pk == named.pk
     # Named again: it is running now, so nothing is claimed, and the other run stays queued.
-    assert services.run_claim(worker=worker, run_id=named.pk) is None
+    assert queue.run_claim(worker=worker, run_id=named.pk) is None
     high.refresh_from_db()
     assert high.status == Status.QUEUED
 
@@ -97,7 +97,7 @@ def test_claim_of_a_named_run_takes_only_that_run(add_run, worker):
 @pytest.mark.parametrize("status", [Status.RUNNING, Status.SUCCEEDED, Status.FAILED])
 def test_claim_ignores_runs_that_are_not_queued(add_run, worker, status):
     add_run(status=status)
-    assert services.run_claim(worker=worker) is None
+    assert queue.run_claim(worker=worker) is None
 
 
 def test_a_worker_that_loses_the_race_for_a_run_takes_the_next(add_run, worker, owner):
@@ -117,7 +117,7 @@ def test_a_worker_that_loses_the_race_for_a_run_takes_the_next(add_run, worker, 
         return real_filter(*args, **kwargs)
 
     with mock.patch.object(TrainingRun.objects, "filter", side_effect=filter_then_race):
-        claimed = services.run_claim(worker=worker)
+        claimed = queue.run_claim(worker=worker)
     assert raced and claimed.pk == second.pk
     first.refresh_from_db()
     assert first.worker_id == other.pk  # the winner's claim is untouched
@@ -129,7 +129,7 @@ def test_a_worker_that_loses_the_race_for_a_run_takes_the_next(add_run, worker, 
 def test_finish_records_the_outcome_and_clears_the_process(add_run):
     run = add_run(status=Status.RUNNING, pid=99, eta_seconds=12.5)
     before = timezone.now()
-    finished = services.run_finish(run=run, status=Status.FAILED, error="out of memory")
+    finished = queue.run_finish(run=run, status=Status.FAILED, error="out of memory")
     assert (finished.status, finished.error, finished.pid, finished.eta_seconds) == (
         Status.FAILED,
         "out of memory",
@@ -143,7 +143,7 @@ def test_finish_records_the_outcome_and_clears_the_process(add_run):
 
 def test_finish_without_an_error_stores_an_empty_one(add_run):
     run = add_run(status=Status.RUNNING, error="an earlier attempt's error")
-    assert services.run_finish(run=run, status=Status.SUCCEEDED).error == ""
+    assert queue.run_finish(run=run, status=Status.SUCCEEDED).error == ""
 
 
 def test_requeue_queues_a_crashed_run_again_while_attempts_remain(
@@ -151,7 +151,7 @@ def test_requeue_queues_a_crashed_run_again_while_attempts_remain(
 ):
     run = add_run(status=Status.RUNNING, attempt=2, max_attempts=3, pid=7, worker=worker)
     with django_capture_on_commit_callbacks(execute=True):
-        requeued = services.run_requeue_or_fail(run=run, reason="worker killed")
+        requeued = queue.run_requeue_or_fail(run=run, reason="worker killed")
     assert (requeued.status, requeued.error, requeued.pid, requeued.worker_id) == (
         Status.QUEUED,
         "worker killed",
@@ -167,7 +167,7 @@ def test_requeue_gives_up_at_the_last_attempt(
 ):
     run = add_run(status=Status.RUNNING, attempt=3, max_attempts=3, pid=7)
     with django_capture_on_commit_callbacks(execute=True):
-        failed = services.run_requeue_or_fail(run=run, reason="worker killed")
+        failed = queue.run_requeue_or_fail(run=run, reason="worker killed")
     assert failed.status == Status.FAILED
     assert failed.error == "worker killed; gave up after 3 attempts"
     assert failed.finished_at is not None and failed.pid is None
@@ -180,7 +180,7 @@ def test_requeue_of_a_run_whose_cancel_was_requested_cancels_it(
     run = add_run(status=Status.RUNNING, attempt=1, max_attempts=3)
     TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)  # by another process
     with django_capture_on_commit_callbacks(execute=True):
-        cancelled = services.run_requeue_or_fail(run=run, reason="training process exited")
+        cancelled = queue.run_requeue_or_fail(run=run, reason="training process exited")
     assert (cancelled.status, cancelled.error) == (Status.CANCELLED, "training process exited")
     assert cancelled.finished_at is not None
     dispatched.assert_not_called()
@@ -202,7 +202,7 @@ def test_reaping_requeues_exactly_the_running_runs_whose_heartbeat_stopped(
         status=Status.RUNNING, attempt=3, max_attempts=3, heartbeat_at=now - timedelta(hours=1)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        reaped = services.runs_reap_stale(stale_after=stale_after)
+        reaped = queue.runs_reap_stale(stale_after=stale_after)
     assert sorted(reaped) == sorted([stale.pk, last.pk])
     statuses = {r.pk: r.status for r in TrainingRun.objects.all()}
     assert statuses == {
@@ -217,7 +217,7 @@ def test_reaping_requeues_exactly_the_running_runs_whose_heartbeat_stopped(
     assert stale.error.endswith(" UTC (worker died?)")
     assert dispatched.call_count == 1  # the requeued run only
     # A second reaper in the same minute finds nothing left to do.
-    assert services.runs_reap_stale(stale_after=stale_after) == []
+    assert queue.runs_reap_stale(stale_after=stale_after) == []
 
 
 def test_a_run_another_reaper_took_is_not_reaped_twice(add_run):
@@ -234,7 +234,7 @@ def test_a_run_another_reaper_took_is_not_reaped_twice(add_run):
         return result
 
     with mock.patch.object(TrainingRun.objects, "filter", side_effect=filter_then_race):
-        assert services.runs_reap_stale(stale_after=timedelta(seconds=60)) == []
+        assert queue.runs_reap_stale(stale_after=timedelta(seconds=60)) == []
     run.refresh_from_db()
     assert (run.status, run.attempt) == (Status.RUNNING, 1)
 

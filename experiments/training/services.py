@@ -1,16 +1,14 @@
-"""Every write about experiments and runs: create, queue, claim, cancel, resume, reorder,
-reap. Workers claim with a conditional UPDATE that must change exactly one row."""
+"""The user's commands about experiments and runs: create, queue, cancel, resume, reorder.
+What workers do with the queue (claim, finish, requeue, reap) is in queue.py."""
 
 import logging
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.utils import timezone
 
 from datasets_app.models import DataFormat, DatasetVersion
-from experiments.models import Experiment, Technique, TrainingRun, Worker
+from experiments.models import Experiment, Technique, TrainingRun
 from experiments.training import hyperparameters as hp
-from experiments.training import workers
+from experiments.training import queue, workers
 from experiments.training.estimate import estimate
 from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, full_clean, invalid
@@ -120,13 +118,6 @@ def capacity_problem(experiment: Experiment) -> str | None:
     )
 
 
-def dispatch_on_commit() -> None:
-    from experiments.tasks import train_next
-
-    # A rolled-back request enqueues nothing; a worker never sees an uncommitted run.
-    transaction.on_commit(lambda: train_next())
-
-
 @transaction.atomic
 def run_enqueue(
     *, experiment: Experiment, by, priority: int = 0, dispatch: bool = True
@@ -139,65 +130,7 @@ def run_enqueue(
     quotas.queue_room_require(team=experiment.team, kind="runs")
     run = TrainingRun.objects.create(experiment=experiment, priority=priority, created_by=by)
     if dispatch:
-        dispatch_on_commit()
-    return run
-
-
-def _queued_candidates():
-    return TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).order_by(
-        "-priority", "queued_at", "pk"
-    )
-
-
-def run_claim(*, worker: Worker, run_id: int | None = None) -> TrainingRun | None:
-    """Takes the highest-priority queued run (or the one named). The conditional UPDATE
-    changes exactly one row for exactly one worker; a worker that loses the race tries the
-    next run."""
-    candidates = _queued_candidates()
-    if run_id is not None:
-        candidates = candidates.filter(pk=run_id)
-    for run_id in candidates.values_list("pk", flat=True)[:20]:
-        claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
-            status=TrainingRun.Status.RUNNING,
-            worker=worker,
-            attempt=F("attempt") + 1,
-            heartbeat_at=timezone.now(),
-            started_at=timezone.now(),
-            finished_at=None,
-            cancel_requested=False,
-            pid=None,
-        )
-        if claimed == 1:
-            return TrainingRun.objects.select_related("experiment").get(pk=run_id)
-    return None
-
-
-def run_finish(*, run: TrainingRun, status: str, error: str = "") -> TrainingRun:
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=status, error=error, finished_at=timezone.now(), pid=None, eta_seconds=None
-    )
-    run.refresh_from_db()
-    return run
-
-
-def run_requeue_or_fail(*, run: TrainingRun, reason: str) -> TrainingRun:
-    """After a crash that was not the run's fault (the worker or the training process was
-    killed): queue it again to resume from its last checkpoint, up to max_attempts."""
-    run.refresh_from_db()
-    if run.cancel_requested:
-        return run_finish(run=run, status=TrainingRun.Status.CANCELLED, error=reason)
-    if run.attempt >= run.max_attempts:
-        return run_finish(
-            run=run,
-            status=TrainingRun.Status.FAILED,
-            error=f"{reason}; gave up after {run.attempt} attempts",
-        )
-    with transaction.atomic():
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.QUEUED, error=reason, pid=None, worker=None
-        )
-        dispatch_on_commit()
-    run.refresh_from_db()
+        queue.dispatch_on_commit()
     return run
 
 
@@ -208,7 +141,7 @@ def run_cancel(*, run: TrainingRun, by) -> TrainingRun:
     if run.status in TrainingRun.FINISHED:
         raise Conflict(f"The run is {run.status} already")
     if run.status == TrainingRun.Status.QUEUED:
-        return run_finish(
+        return queue.run_finish(
             run=run, status=TrainingRun.Status.CANCELLED, error="Cancelled while queued"
         )
     # Running: the supervisor sees the flag, signals the training process, keeps checkpoints.
@@ -231,7 +164,7 @@ def run_resume(*, run: TrainingRun, by) -> TrainingRun:
     run.max_attempts = max(run.max_attempts, run.attempt + 1)
     run.finished_at = None
     run.save()
-    dispatch_on_commit()
+    queue.dispatch_on_commit()
     return run
 
 
@@ -253,22 +186,3 @@ def run_set_priority(*, run: TrainingRun, priority: int, by) -> TrainingRun:
     TrainingRun.objects.filter(pk=run.pk).update(priority=priority)
     run.refresh_from_db()
     return run
-
-
-def runs_reap_stale(*, stale_after) -> list[int]:
-    """Running runs whose heartbeat stopped (worker SIGKILLed, out of memory): resume them."""
-    cutoff = timezone.now() - stale_after
-    reaped = []
-    for run in TrainingRun.objects.filter(
-        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
-    ):
-        # The same conditional-update rule: only one reaper acts on a run.
-        if TrainingRun.objects.filter(
-            pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
-        ).update(heartbeat_at=timezone.now()):
-            run_requeue_or_fail(
-                run=run,
-                reason=f"No heartbeat since {run.heartbeat_at:%H:%M:%S} UTC (worker died?)",
-            )
-            reaped.append(run.pk)
-    return reaped

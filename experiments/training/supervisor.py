@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from experiments.models import TrainingRun
-from experiments.training import services
+from experiments.training import queue
 from experiments.training.child import EXIT_REFUSED
 from experiments.training.reporting import log_tail
 from finetune_hub.storage import artifact_path
@@ -78,20 +78,18 @@ def conclude(run: TrainingRun, code: int, log_path, *, cancelled: bool) -> Train
     last = run.checkpoints.order_by("-step").first()
     kept = f"; last checkpoint kept (step {last.step})" if last else ""
     if cancelled:
-        return services.run_finish(
+        return queue.run_finish(
             run=run, status=TrainingRun.Status.CANCELLED, error=f"Cancelled{kept}"
         )
     if code == 0:
-        return services.run_finish(run=run, status=TrainingRun.Status.SUCCEEDED)
+        return queue.run_finish(run=run, status=TrainingRun.Status.SUCCEEDED)
     if code == EXIT_REFUSED:
-        return services.run_finish(run=run, status=TrainingRun.Status.FAILED, error=run.error)
+        return queue.run_finish(run=run, status=TrainingRun.Status.FAILED, error=run.error)
     if code < 0:
         name = signal.Signals(-code).name
         hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return services.run_requeue_or_fail(
-            run=run, reason=f"Training process killed by {name}{hint}"
-        )
+        return queue.run_requeue_or_fail(run=run, reason=f"Training process killed by {name}{hint}")
     lines = log_tail(log_path, 25)
-    return services.run_finish(
+    return queue.run_finish(
         run=run, status=TrainingRun.Status.FAILED, error=f"Training failed (exit {code}):\n{lines}"
     )

@@ -1,0 +1,95 @@
+"""The training queue, as workers and reapers see it: dispatch a queue token when a run is
+queued, claim the top run, finish it, queue it again after a crash, reap runs whose heartbeat
+stopped. Every change of hands is a conditional UPDATE that must change exactly one row, so
+two workers (or two reapers) never act on the same run. The user's commands (create, enqueue,
+cancel, resume, reorder) are in services.py."""
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from experiments.models import TrainingRun, Worker
+
+
+def dispatch_on_commit() -> None:
+    from experiments.tasks import train_next
+
+    # A rolled-back request enqueues nothing; a worker never sees an uncommitted run.
+    transaction.on_commit(lambda: train_next())
+
+
+def _queued_candidates():
+    return TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).order_by(
+        "-priority", "queued_at", "pk"
+    )
+
+
+def run_claim(*, worker: Worker, run_id: int | None = None) -> TrainingRun | None:
+    """Takes the highest-priority queued run (or the one named). The conditional UPDATE
+    changes exactly one row for exactly one worker; a worker that loses the race tries the
+    next run."""
+    candidates = _queued_candidates()
+    if run_id is not None:
+        candidates = candidates.filter(pk=run_id)
+    for run_id in candidates.values_list("pk", flat=True)[:20]:
+        claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.RUNNING,
+            worker=worker,
+            attempt=F("attempt") + 1,
+            heartbeat_at=timezone.now(),
+            started_at=timezone.now(),
+            finished_at=None,
+            cancel_requested=False,
+            pid=None,
+        )
+        if claimed == 1:
+            return TrainingRun.objects.select_related("experiment").get(pk=run_id)
+    return None
+
+
+def run_finish(*, run: TrainingRun, status: str, error: str = "") -> TrainingRun:
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=status, error=error, finished_at=timezone.now(), pid=None, eta_seconds=None
+    )
+    run.refresh_from_db()
+    return run
+
+
+def run_requeue_or_fail(*, run: TrainingRun, reason: str) -> TrainingRun:
+    """After a crash that was not the run's fault (the worker or the training process was
+    killed): queue it again to resume from its last checkpoint, up to max_attempts."""
+    run.refresh_from_db()
+    if run.cancel_requested:
+        return run_finish(run=run, status=TrainingRun.Status.CANCELLED, error=reason)
+    if run.attempt >= run.max_attempts:
+        return run_finish(
+            run=run,
+            status=TrainingRun.Status.FAILED,
+            error=f"{reason}; gave up after {run.attempt} attempts",
+        )
+    with transaction.atomic():
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.QUEUED, error=reason, pid=None, worker=None
+        )
+        dispatch_on_commit()
+    run.refresh_from_db()
+    return run
+
+
+def runs_reap_stale(*, stale_after) -> list[int]:
+    """Running runs whose heartbeat stopped (worker SIGKILLed, out of memory): resume them."""
+    cutoff = timezone.now() - stale_after
+    reaped = []
+    for run in TrainingRun.objects.filter(
+        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
+    ):
+        # The same conditional-update rule: only one reaper acts on a run.
+        if TrainingRun.objects.filter(
+            pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
+        ).update(heartbeat_at=timezone.now()):
+            run_requeue_or_fail(
+                run=run,
+                reason=f"No heartbeat since {run.heartbeat_at:%H:%M:%S} UTC (worker died?)",
+            )
+            reaped.append(run.pk)
+    return reaped
