@@ -1,6 +1,7 @@
 """The artifact root: every file the application writes or serves lives under it, and
 every path is resolved (symlinks and '..' included) and checked to stay there."""
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -34,3 +35,17 @@ def remove_artifact(relative: str | Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """Read in 1 MB chunks: a checkpoint or a merged model is never held in memory whole."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_sha256(folder: Path) -> dict[str, str]:
+    """File name -> sha256 for the files directly in a folder."""
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}

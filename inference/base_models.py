@@ -3,7 +3,6 @@ package, converted once to a safetensors folder), a folder under one of the oper
 roots, or a Hugging Face id that the machine has cached or can fetch. `parse` is the one
 place a reference is interpreted; everything that loads a base model goes through it."""
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -18,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 
 from finetune_hub.errors import ServiceError, invalid
+from finetune_hub.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ def embedded_gguf() -> Path:
             field="base_model",
         )
     return Path(spec.submodule_search_locations[0]) / GGUF_NAME
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _save_without_gguf_marker(model, folder: Path) -> None:

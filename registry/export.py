@@ -3,25 +3,16 @@ it) or the merged model (merge_and_unload, plain `transformers` loads it), safet
 with a manifest of SHA-256 hashes. Files are checked against the hashes recorded at
 registration before anything is packed."""
 
-import hashlib
 import json
 import zipfile
 from pathlib import Path
 
 from experiments.training.checkpoint_state import assert_no_pickles
 from finetune_hub.errors import Conflict, invalid
-from finetune_hub.storage import artifact_path
+from finetune_hub.storage import artifact_path, file_sha256
 from registry.models import ModelVersion
 
 KINDS = ("adapter", "merged")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def safetensors_only(folder: Path) -> Path:
@@ -36,7 +27,7 @@ def safetensors_only(folder: Path) -> Path:
 def verified_folder(version: ModelVersion) -> Path:
     folder = safetensors_only(artifact_path(version.artifact_path))
     for name, expected in version.artifacts.items():
-        if _sha256(folder / name) != expected:
+        if file_sha256(folder / name) != expected:
             raise Conflict(f"{name} of {version} does not match its recorded SHA-256")
     return folder
 
@@ -75,7 +66,7 @@ def archive(version: ModelVersion, kind: str) -> Path:
         "kind": kind,
         "base_model": version.base_model,
         "base_model_info": version.base_model_info,
-        "files": {p.name: _sha256(p) for p in files},
+        "files": {p.name: file_sha256(p) for p in files},
     }
     target = artifact_path(f"registry/{version.registered_model_id}/v{version.number}/{kind}.zip")
     target.parent.mkdir(parents=True, exist_ok=True)

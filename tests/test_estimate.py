@@ -95,8 +95,10 @@ def test_prefix_params_match_peft():
 
 
 def test_llama_8b_lands_in_the_usual_table():
-    full, lora = total_gb("full"), total_gb("lora")
-    qlora, prefix = total_gb("qlora"), total_gb("prefix")
+    """The tables' "working batch": 8 sequences of 512 tokens."""
+    shape = {"per_device_train_batch_size": 8, "max_length": 512}
+    full, lora = total_gb("full", **shape), total_gb("lora", **shape)
+    qlora, prefix = total_gb("qlora", **shape), total_gb("prefix", **shape)
     assert 100 < full < 200  # "about 2x80 GB"
     assert 18 < lora < 45
     assert 6 < qlora < 26
@@ -146,3 +148,16 @@ def test_as_dict_adds_human_sizes():
 def test_invalid_inputs_raise(technique, hyperparameters, message):
     with pytest.raises(ValueError, match=message):
         estimate(LlamaConfig(**TINY), technique=technique, hyperparameters=hyperparameters)
+
+
+def test_the_estimate_assumes_what_training_defaults_to():
+    """A field the form leaves out is estimated at the value training will use."""
+    from experiments.training.estimate import defaults
+    from experiments.training.hyperparameters import Hyperparameters
+
+    trained = Hyperparameters().model_dump()
+    for name, value in defaults("lora").items():
+        if name in trained:
+            assert value == trained[name], name
+    assert total_gb("lora") > total_gb("lora", max_length=512)  # 1024 tokens by default
+

@@ -2,7 +2,6 @@
 TRL does the work (SFTTrainer: completion-only loss, packing; DPOTrainer); peft the adapters;
 bitsandbytes the 4-bit base for QLoRA. This module only chooses and wires them."""
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from experiments.models import Technique, TrainingRun
 from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
 from experiments.training.reporting import RunReporter
 from finetune_hub.errors import ServiceError
-from finetune_hub.storage import artifact_path
+from finetune_hub.storage import artifact_path, files_sha256
 from inference import base_models
 
 log = logging.getLogger(__name__)
@@ -187,14 +186,6 @@ def latest_checkpoint(run: TrainingRun) -> str | None:
     return None
 
 
-def sha256_files(folder: Path) -> dict:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.iterdir())
-        if p.is_file()
-    }
-
-
 def loaded_model_info(run: TrainingRun, model) -> dict:
     """What was loaded: path, file hash (embedded) or hub revision, dtype and device."""
     info = base_models.describe(run.experiment.base_model)
@@ -223,7 +214,7 @@ def train(run: TrainingRun, log_path: Path) -> None:
     peak = torch.cuda.max_memory_allocated() if device() == "cuda" else None
     TrainingRun.objects.filter(pk=run.pk).update(
         output_path=str(final.relative_to(artifact_path(""))),
-        output_files=sha256_files(final),
+        output_files=files_sha256(final),
         peak_memory_bytes=peak,
         step=trainer.state.global_step,
     )

@@ -25,17 +25,18 @@ Overhead: 1 GB for the CUDA context and framework slack, 0.3 GB on CPU.
 
 The usual table (LLaMA-Factory README, "Hardware Requirement") for 7B: full bf16 120 GB,
 LoRA 16 GB, 4-bit QLoRA 6 GB, i.e. mostly weights at a tiny batch; other rule-of-thumb
-tables say "2×80 GB, ~40 GB, ~24 GB" at a working batch. The defaults below (batch 8 × 512
-tokens) land between the two.
+tables say "2×80 GB, ~40 GB, ~24 GB" at a working batch. Training's defaults (batch 8 × 1024
+tokens, hyperparameters.py) land between the two.
 """
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from experiments.training.hyperparameters import LORA_MODULES, Hyperparameters
+
 GB = 10**9
 TECHNIQUES = ("full", "lora", "qlora", "prefix", "dpo")
 DEVICES = ("cuda", "cpu")
-LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_BYTES = {"weights": 4, "gradients": 4, "optimizer": 8}  # fp32 weight, grad, AdamW m+v
 NF4_BYTES = 0.5 + 0.127 / 8  # 4-bit weights + double-quantised constants (QLoRA paper)
 OVERHEAD = {"cuda": GB, "cpu": 3 * GB // 10}
@@ -67,18 +68,24 @@ def human_bytes(n: int) -> str:
 
 
 def defaults(technique: str, device: str = "cuda") -> dict[str, Any]:
-    """The hyperparameters assumed when the form leaves them out."""
+    """The hyperparameters assumed when the form leaves them out: training's own defaults."""
+    fields = Hyperparameters.model_fields
     return {
-        "per_device_train_batch_size": 8,
-        "max_length": 512,
+        **{name: fields[name].get_default(call_default_factory=True) for name in ESTIMATED},
         # The QLoRA recipe (peft.prepare_model_for_kbit_training) checkpoints by default.
         "gradient_checkpointing": technique == "qlora",
-        "lora_r": 16,
-        "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-        "num_virtual_tokens": 20,
-        "dpo_base": "lora",
         "bf16": device == "cuda",
     }
+
+
+ESTIMATED = (
+    "per_device_train_batch_size",
+    "max_length",
+    "lora_r",
+    "lora_target_modules",
+    "num_virtual_tokens",
+    "dpo_base",
+)
 
 
 def _head_dim(config) -> int:
@@ -135,11 +142,11 @@ def count_params(config) -> int:
 def _targets(target_modules: list[str] | str) -> set[str]:
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     if "all-linear" in names:
-        return set(LINEAR_MODULES)
-    unknown = sorted(set(names) - set(LINEAR_MODULES))
+        return set(LORA_MODULES)
+    unknown = sorted(set(names) - set(LORA_MODULES))
     if unknown or not names:
         raise ValueError(
-            f"lora_target_modules must name some of {', '.join(LINEAR_MODULES)} or 'all-linear'"
+            f"lora_target_modules must name some of {', '.join(LORA_MODULES)} or 'all-linear'"
             f"; unknown: {unknown}"
         )
     return set(names)

@@ -16,7 +16,9 @@ DEFAULT_LEARNING_RATE = {
     Technique.QLORA: 2e-4,
     Technique.PREFIX: 1e-2,
 }
-LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The linear layers of a Llama-style block LoRA can target; attention's four by default.
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class Hyperparameters(BaseModel):
@@ -42,7 +44,7 @@ class Hyperparameters(BaseModel):
     lora_alpha: int = Field(32, gt=0, le=4096)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+        default_factory=lambda: list(DEFAULT_LORA_MODULES)
     )
     use_dora: bool = False
     # QLoRA
@@ -59,7 +61,7 @@ class Hyperparameters(BaseModel):
             unknown = [m for m in self.lora_target_modules if m not in LORA_MODULES]
             if unknown or not self.lora_target_modules:
                 raise ValueError(
-                    f"lora_target_modules: unknown {unknown}; choose from {LORA_MODULES} "
+                    f"lora_target_modules: unknown {unknown}; choose from {list(LORA_MODULES)} "
                     "or 'all-linear'"
                 )
         return self
