@@ -25,6 +25,7 @@ from evaluation.models import (
     Vote,
 )
 from evaluation.services import evaluation_create
+from evaluation.subjects import Subject
 from finetune_hub.errors import Conflict, NotFound, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
@@ -32,22 +33,16 @@ from finetune_hub.selectors import membership_require
 SIGNIFICANCE = 0.05
 
 
-def _same_evaluation(team, subject: dict, dataset_version, split: str, generation: dict | None):
-    kind = next((k for k in EvaluationRun.Subject.values if subject.get(k) is not None), None)
-    field = {
-        "run": "training_run_id",
-        "model_version": "model_version_id",
-        "base_model": "base_model",
-    }
-    if kind is None:
-        return None
+def _reusable_evaluation(team, subject: Subject, dataset_version, split, generation):
+    """The newest evaluation that names exactly this subject (a version's, not its run's:
+    the page labels a subject by its evaluation) on the same data, not failed."""
     qs = EvaluationRun.objects.filter(
+        subject.evaluations(),
         team=team,
         dataset_version=dataset_version,
         split=split,
-        subject_kind=kind,
+        subject_kind=subject.kind,
         status__in=["queued", "running", "succeeded"],
-        **{field[kind]: subject[kind]},
     )
     if generation is not None:
         qs = qs.filter(generation=generation)
@@ -58,7 +53,7 @@ def _same_evaluation(team, subject: dict, dataset_version, split: str, generatio
 def comparison_create(
     *,
     team: Team,
-    subjects: list[dict],
+    subjects: list[Subject | dict],
     dataset_version,
     split: str = "eval",
     mode: str = Comparison.Mode.AUTO,
@@ -73,12 +68,13 @@ def comparison_create(
     membership_require(user=by, team=team, role=Role.MEMBER)
     if mode not in Comparison.Mode.values:
         raise invalid(f"mode is auto or human, not {mode!r}", field="mode")
-    if len(subjects) < 2 or not all(isinstance(s, dict) for s in subjects):
+    if len(subjects) < 2 or not all(isinstance(s, dict | Subject) for s in subjects):
         raise invalid(
             "Compare at least two subjects, each {run}, {model_version} or {base_model}",
             field="subjects",
         )
-    if len({json.dumps(s, sort_keys=True) for s in subjects}) != len(subjects):
+    subjects = [Subject.from_api(s) for s in subjects]
+    if len(set(subjects)) != len(subjects):
         raise invalid("The same subject is listed twice", field="subjects")
     if not 1 <= min_votes <= 10_000:
         raise invalid("min_votes must be between 1 and 10000", field="min_votes")
@@ -92,7 +88,7 @@ def comparison_create(
         created_by=by,
     )
     for index, subject in enumerate(subjects):
-        evaluation = _same_evaluation(
+        evaluation = _reusable_evaluation(
             team, subject, dataset_version, split, generation
         ) or evaluation_create(
             team=team,
@@ -111,6 +107,7 @@ def comparison_create(
             for e in examples
             for a, b in itertools.combinations(range(len(subjects)), 2)
         )
+    comparison_score(comparison=comparison)  # when every evaluation was done already
     return comparison
 
 
@@ -323,6 +320,30 @@ def auto_results(comparison: Comparison) -> dict:
                 }
             )
     return out
+
+
+def comparison_score(*, comparison: Comparison) -> dict | None:
+    """The automatic result as stored: computed and saved the first time every evaluation
+    has succeeded (a finished evaluation does not change), read back from then on. None
+    while an evaluation is still waiting."""
+    if comparison.scored_at is None:
+        if any(e.status != EvaluationRun.Status.SUCCEEDED for e in _evaluations(comparison)):
+            return None
+        results = auto_results(comparison)
+        # Two workers finishing the last evaluations at once may both get here: the first
+        # write stands (the other computed the same: the bootstrap is seeded).
+        Comparison.objects.filter(pk=comparison.pk, scored_at=None).update(
+            results=results, scored_at=timezone.now()
+        )
+        comparison.refresh_from_db(fields=["results", "scored_at"])
+    return comparison.results
+
+
+def comparisons_score_ready(*, evaluation: EvaluationRun) -> None:
+    """Stores the automatic result of each comparison this evaluation was the last to
+    finish for."""
+    for comparison in Comparison.objects.filter(subjects__evaluation=evaluation, scored_at=None):
+        comparison_score(comparison=comparison)
 
 
 def side_by_side(comparison: Comparison, a: int = 0, b: int = 1, limit: int = 200) -> list[dict]:

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from datasets_app.models import DatasetVersion, Example, Split
+from evaluation.subjects import Kind, Subject
 from experiments.models import TrainingRun, Worker
 from finetune_hub.models import Team
 
@@ -10,11 +11,6 @@ class EvaluationRun(models.Model):
     """Scores of one subject (a training run's output, a model version, or the bare base
     model) on one split of one dataset version."""
 
-    class Subject(models.TextChoices):
-        RUN = "run"
-        MODEL_VERSION = "model_version"
-        BASE_MODEL = "base_model"
-
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
@@ -22,7 +18,7 @@ class EvaluationRun(models.Model):
         FAILED = "failed"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="evaluations")
-    subject_kind = models.CharField(max_length=16, choices=Subject.choices)
+    subject_kind = models.CharField(max_length=16, choices=Kind.choices)
     training_run = models.ForeignKey(
         TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="evaluations"
     )
@@ -75,11 +71,7 @@ class EvaluationRun(models.Model):
 
     @property
     def subject_label(self) -> str:
-        if self.subject_kind == self.Subject.RUN:
-            return f"run #{self.training_run_id}"
-        if self.subject_kind == self.Subject.MODEL_VERSION:
-            return f"model version {self.model_version_id}"
-        return f"base model {self.base_model}"
+        return Subject.of(self).label
 
 
 class SampleResult(models.Model):
@@ -119,6 +111,10 @@ class Comparison(models.Model):
     min_votes = models.PositiveIntegerField(
         default=20, help_text="decisive votes before a human verdict is given"
     )
+    # The automatic result, computed once when every evaluation has finished (they do not
+    # change after), so a promotion check reads it instead of re-running the bootstraps.
+    results = models.JSONField(default=dict, blank=True, help_text="the paired bootstrap tests")
+    scored_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,13 +1,32 @@
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 
-from evaluation.models import Comparison, EvaluationRun
+from datasets_app.models import DatasetVersion
+from evaluation import metrics
+from evaluation.models import Comparison, ComparisonSubject, EvaluationRun
+from experiments.models import TrainingRun
 from finetune_hub.errors import invalid
 from finetune_hub.selectors import get_visible, visible_to
 
 
 def evaluations_for(*, user) -> QuerySet[EvaluationRun]:
     return visible_to(EvaluationRun.objects.select_related("dataset_version__dataset"), user=user)
+
+
+def form_choices(*, user) -> dict:
+    """What the evaluation and comparison forms offer: the user's published dataset
+    versions, finished runs (as subjects) and the metric modules."""
+    versions = visible_to(
+        DatasetVersion.objects.filter(status="published"), user=user, team_path="dataset__team"
+    )
+    runs = visible_to(
+        TrainingRun.objects.filter(status="succeeded"), user=user, team_path="experiment__team"
+    )
+    return {
+        "versions": versions.select_related("dataset").order_by("dataset__name", "-number"),
+        "runs": runs.select_related("experiment"),
+        "metric_names": [*metrics.available(), "loss"],
+    }
 
 
 def evaluation_get(*, user, evaluation_id: int) -> EvaluationRun:
@@ -47,3 +66,7 @@ def comparison_get(*, user, comparison_id: int) -> Comparison:
         what="Comparison",
         pk=comparison_id,
     )
+
+
+def comparison_subjects(*, comparison: Comparison) -> list[ComparisonSubject]:
+    return list(comparison.subjects.select_related("evaluation"))

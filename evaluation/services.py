@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from datasets_app.models import DataFormat, DatasetVersion
 from evaluation import metrics, statistics
 from evaluation.models import EvaluationRun, SampleResult
-from experiments.models import TrainingRun, Worker
+from evaluation.subjects import Subject
+from experiments.models import Worker
 from experiments.training import workers
 from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
@@ -73,54 +74,11 @@ def _metrics(names: list[str] | None, fmt: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _subject(subject: dict, team: Team) -> dict:
-    kinds = [
-        k
-        for k in EvaluationRun.Subject.values
-        if isinstance(subject, dict) and subject.get(k) is not None
-    ]
-    if len(kinds) != 1:
-        raise invalid(
-            "subject needs exactly one of run, model_version or base_model", field="subject"
-        )
-    kind = kinds[0]
-    expected = str if kind == EvaluationRun.Subject.BASE_MODEL else int
-    if not isinstance(subject[kind], expected) or isinstance(subject[kind], bool):
-        raise invalid(
-            f"subject.{kind} must be {'text' if expected is str else 'an id'}",
-            field=f"subject.{kind}",
-        )
-    if kind == EvaluationRun.Subject.RUN:
-        run = TrainingRun.objects.filter(pk=subject["run"], experiment__team=team).first()
-        if run is None:
-            raise invalid("No such run in this team", field="subject.run")
-        if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
-            raise Conflict(f"Run {run.pk} has no trained output ({run.status})")
-        return {"subject_kind": kind, "training_run": run, "base_model": run.experiment.base_model}
-    if kind == EvaluationRun.Subject.MODEL_VERSION:
-        from registry.models import ModelVersion
-
-        version = ModelVersion.objects.filter(
-            pk=subject["model_version"], registered_model__team=team
-        ).first()
-        if version is None:
-            raise invalid("No such model version in this team", field="subject.model_version")
-        return {
-            "subject_kind": kind,
-            "model_version": version,
-            "base_model": version.source_run.experiment.base_model,
-        }
-    from experiments.training.services import load_config
-
-    load_config(subject["base_model"])  # refuses a model that cannot be found
-    return {"subject_kind": kind, "base_model": subject["base_model"]}
-
-
 @transaction.atomic
 def evaluation_create(
     *,
     team: Team,
-    subject: dict,
+    subject: Subject | dict,
     dataset_version: DatasetVersion,
     split: str = "eval",
     metric_names: list[str] | None = None,
@@ -141,7 +99,7 @@ def evaluation_create(
         generation=_generation(generation_settings),
         created_by=by,
         samples_total=dataset_version.counts[split],
-        **_subject(subject, team),
+        **Subject.from_api(subject).for_team(team).fields,
     )
     _enqueue(evaluation)
     return evaluation
@@ -221,6 +179,9 @@ def evaluation_execute(*, evaluation_id: int) -> EvaluationRun | None:
         raise
     _held(evaluation).update(status=EvaluationRun.Status.SUCCEEDED, finished_at=timezone.now())
     evaluation.refresh_from_db()
+    from evaluation.comparisons import comparisons_score_ready  # it builds on this module
+
+    comparisons_score_ready(evaluation=evaluation)
     return evaluation
 
 
@@ -260,14 +221,6 @@ def _reap(evaluation: EvaluationRun) -> bool:
     return True
 
 
-def _subject_output(evaluation: EvaluationRun) -> str | None:
-    if evaluation.training_run_id:
-        return evaluation.training_run.output_path
-    if evaluation.model_version_id:
-        return evaluation.model_version.source_run.output_path
-    return None
-
-
 def _generate_missing(evaluation: EvaluationRun) -> None:
     done = set(evaluation.samples.values_list("example_id", flat=True))
     todo = [
@@ -279,7 +232,8 @@ def _generate_missing(evaluation: EvaluationRun) -> None:
     ]
     if not todo:
         return
-    model, tokenizer = generation.load(evaluation.base_model, _subject_output(evaluation))
+    subject = Subject.of(evaluation)
+    model, tokenizer = generation.load(subject.base_model, subject.output_path())
     settings = evaluation.generation
     fmt = evaluation.dataset_version.format
     tokens = seconds = 0.0

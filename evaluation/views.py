@@ -6,37 +6,13 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
-from datasets_app.models import DatasetVersion
-from evaluation import comparisons, metrics, selectors, services
-from evaluation.models import Comparison, EvaluationRun
-from experiments.models import TrainingRun
+from evaluation import comparisons, selectors, services
+from evaluation.models import Comparison
+from evaluation.subjects import Subject
 from experiments.training.selectors import dataset_version_for
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
-from finetune_hub.selectors import visible_to
 from finetune_hub.views import form_int, visible_or_404
-
-
-def _choices(request) -> dict:
-    user = request.user
-    return {
-        "versions": visible_to(
-            DatasetVersion.objects.filter(status="published"), user=user, team_path="dataset__team"
-        )
-        .select_related("dataset")
-        .order_by("dataset__name", "-number"),
-        "runs": visible_to(
-            TrainingRun.objects.filter(status="succeeded"), user=user, team_path="experiment__team"
-        ).select_related("experiment"),
-        "metric_names": [*metrics.available(), "loss"],
-    }
-
-
-def _subject_from(value: str) -> dict:
-    kind, _, ref = value.partition(":")
-    if kind == "run" and ref.isdigit():
-        return {"run": int(ref)}
-    return {"base_model": ref or "embedded"}
 
 
 def evaluation_list(request):
@@ -48,7 +24,7 @@ def evaluation_list(request):
             "comparisons": paginate(
                 request, selectors.comparisons_for(user=request.user), param="comparisons"
             ),
-            **_choices(request),
+            **selectors.form_choices(user=request.user),
         },
     )
 
@@ -61,7 +37,7 @@ def evaluation_new(request):
         )
         evaluation = services.evaluation_create(
             team=version.dataset.team,
-            subject=_subject_from(request.POST.get("subject", "")),
+            subject=Subject.from_form(request.POST.get("subject", "")),
             dataset_version=version,
             split=request.POST.get("split", "eval"),
             metric_names=request.POST.getlist("metrics") or None,
@@ -115,7 +91,7 @@ def comparison_new(request):
         version = dataset_version_for(
             user=request.user, ref=form_int(request.POST, "dataset_version", 0)
         )
-        subjects = [_subject_from(v) for v in request.POST.getlist("subjects") if v]
+        subjects = [Subject.from_form(v) for v in request.POST.getlist("subjects") if v]
         comparison = comparisons.comparison_create(
             team=version.dataset.team,
             subjects=subjects,
@@ -153,8 +129,9 @@ def comparison_detail(request, comparison_id: int):
     comparison = visible_or_404(
         selectors.comparison_get, user=request.user, comparison_id=comparison_id
     )
-    subjects = list(comparison.subjects.select_related("evaluation"))
-    ready = all(s.evaluation.status == EvaluationRun.Status.SUCCEEDED for s in subjects)
+    subjects = selectors.comparison_subjects(comparison=comparison)
+    automatic = comparisons.comparison_score(comparison=comparison)
+    ready = automatic is not None
     try:
         a, b = form_int(request.GET, "a", 0), form_int(request.GET, "b", 1)
     except ServiceError:
@@ -173,7 +150,7 @@ def comparison_detail(request, comparison_id: int):
             "ready": ready,
             "a": a,
             "b": b,
-            "automatic": comparisons.auto_results(comparison) if ready else None,
+            "automatic": automatic,
             "human": comparisons.human_results(comparison)
             if comparison.mode == Comparison.Mode.HUMAN
             else None,

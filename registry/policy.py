@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evaluation.models import Comparison, EvaluationRun
+from evaluation.subjects import Subject
 from finetune_hub.errors import FieldError, ServiceError
 
 
@@ -59,43 +60,41 @@ def parse(raw: dict | None) -> Policy:
         ) from None
 
 
-def _subject_filter(version) -> dict:
-    """Evaluations of a version count whether they name the version or its source run."""
-    from django.db.models import Q
-
-    return Q(model_version=version) | Q(training_run=version.source_run)
+def _evaluations_of(version, policy: Policy):
+    """The version's finished evaluations on the policy's data, whether they name the
+    version or its source run."""
+    return EvaluationRun.objects.filter(
+        Subject.of_version(version).evaluations(),
+        status="succeeded",
+        dataset_version_id=policy.evaluation_dataset_version,
+        split=policy.evaluation_split,
+    )
 
 
 def latest_evaluation(version, policy: Policy) -> EvaluationRun | None:
-    return (
-        EvaluationRun.objects.filter(
-            _subject_filter(version),
-            status="succeeded",
-            dataset_version_id=policy.evaluation_dataset_version,
-            split=policy.evaluation_split,
-        )
-        .order_by("-finished_at")
-        .first()
-    )
+    return _evaluations_of(version, policy).order_by("-finished_at").first()
 
 
 def ab_evidence(version, holder, policy: Policy) -> dict | None:
     """The newest automatic comparison in which the version beat the holder significantly
-    on the policy's metric, or None."""
-    from evaluation.comparisons import auto_results
+    on the policy's metric, or None. Reads each comparison's stored result."""
+    from evaluation.comparisons import comparison_score
 
     comparisons = Comparison.objects.filter(
         dataset_version_id=policy.evaluation_dataset_version,
         split=policy.evaluation_split,
         team=version.registered_model.team,
     ).order_by("-created_at")
+    versions_own = set(_evaluations_of(version, policy).values_list("pk", flat=True))
+    holders_own = set(_evaluations_of(holder, policy).values_list("pk", flat=True))
     for comparison in comparisons[:20]:
-        subjects = {s.index: s.evaluation for s in comparison.subjects.select_related("evaluation")}
-        mine = [i for i, e in subjects.items() if _is(e, version)]
-        theirs = [i for i, e in subjects.items() if _is(e, holder)]
-        if not mine or not theirs or any(e.status != "succeeded" for e in subjects.values()):
+        subjects = dict(comparison.subjects.values_list("index", "evaluation_id"))
+        mine = [i for i, e in subjects.items() if e in versions_own]
+        theirs = [i for i, e in subjects.items() if e in holders_own]
+        results = comparison_score(comparison=comparison) if mine and theirs else None
+        if results is None:  # not between these two, or an evaluation is still waiting
             continue
-        for test in auto_results(comparison)["tests"]:
+        for test in results["tests"]:
             if test["metric"] != policy.ab_metric or not test["significant"]:
                 continue
             # auto tests compare subject i against subject 0
@@ -104,13 +103,6 @@ def ab_evidence(version, holder, policy: Policy) -> dict | None:
             ):
                 return {"comparison": comparison.pk, **test}
     return None
-
-
-def _is(evaluation: EvaluationRun, version) -> bool:
-    return evaluation.model_version_id == version.pk or (
-        evaluation.training_run_id is not None
-        and evaluation.training_run_id == version.source_run_id
-    )
 
 
 def check(version, alias: str, holder) -> tuple[list[FieldError], dict]:

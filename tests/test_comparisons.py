@@ -3,14 +3,15 @@ import pytest
 from datasets_app.models import DatasetVersion
 from evaluation import comparisons, statistics
 from evaluation.models import Comparison, EvaluationRun, SampleResult, Vote
-from evaluation.services import _score
+from evaluation.services import _score, evaluation_execute
 from finetune_hub.models import Membership, Role
 from tests.conftest import ApiClient, make_user
 from tests.training_helpers import make_version
 
 
-def scored(team, owner, version, label, predict):
-    """An evaluation whose predictions come from `predict(example fields)`: no model needed."""
+def answered(team, owner, version, label, predict, status="succeeded"):
+    """An evaluation whose predictions come from `predict(example fields)`: no model needed.
+    Not scored yet."""
     evaluation = EvaluationRun.objects.create(
         team=team,
         subject_kind="base_model",
@@ -19,7 +20,7 @@ def scored(team, owner, version, label, predict):
         split="eval",
         metrics=["exact_match", "chrf"],
         generation={},
-        status="succeeded",
+        status=status,
         created_by=owner,
     )
     SampleResult.objects.bulk_create(
@@ -33,6 +34,12 @@ def scored(team, owner, version, label, predict):
         )
         for e in version.examples.filter(split="eval")
     )
+    return evaluation
+
+
+def scored(team, owner, version, label, predict):
+    """The same, finished and scored."""
+    evaluation = answered(team, owner, version, label, predict)
     _score(evaluation)
     evaluation.refresh_from_db()
     return evaluation
@@ -64,24 +71,58 @@ def human(team, owner, reviewer, version, subjects):
     )
 
 
+def automatic(team, owner, version, *labels):
+    return comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": label} for label in labels],
+        dataset_version=version,
+        by=owner,
+    )
+
+
 def test_subjects_reuse_existing_evaluations(human, subjects):
     assert [s.evaluation for s in human.subjects.all()] == list(subjects)
     assert human.pairs.count() == subjects[0].samples.count()
 
 
 def test_automatic_comparison_finds_the_better_subject(team, owner, version, subjects):
-    comparison = comparisons.comparison_create(
-        team=team,
-        subjects=[{"base_model": "bad"}, {"base_model": "good"}],
-        dataset_version=version,
-        by=owner,
-    )
+    comparison = automatic(team, owner, version, "bad", "good")
     results = comparisons.auto_results(comparison)
     test = next(t for t in results["tests"] if t["metric"] == "exact_match")
     assert test["difference"] == pytest.approx(
         subjects[0].results["exact_match"]["score"] - subjects[1].results["exact_match"]["score"]
     )
     assert test["significant"] and test["subject_better"] and test["ci_low"] > 0
+
+
+def test_the_automatic_result_is_stored_when_the_comparison_is_made(team, owner, version, subjects):
+    comparison = automatic(team, owner, version, "bad", "good")
+    comparison.refresh_from_db()
+    assert comparison.scored_at is not None
+    assert comparison.results == comparisons.auto_results(comparison)
+
+
+def test_the_last_evaluation_to_finish_stores_the_result(team, owner, version, subjects):
+    late = answered(team, owner, version, "late", lambda e: e.fields["output"], status="queued")
+    comparison = automatic(team, owner, version, "bad", "late")
+    assert comparisons.comparison_score(comparison=comparison) is None
+    assert comparison.scored_at is None and comparison.results == {}
+    evaluation_execute(evaluation_id=late.pk)  # its answers are stored: no model is loaded
+    comparison.refresh_from_db()
+    assert comparison.scored_at is not None
+    assert comparison.results == comparisons.auto_results(comparison)
+    test = next(t for t in comparison.results["tests"] if t["metric"] == "exact_match")
+    assert test["significant"] and test["subject_better"]
+
+
+def test_the_page_shows_the_stored_result(browser_client, team, owner, version, subjects):
+    comparison = automatic(team, owner, version, "good", "bad")
+    comparison.refresh_from_db()
+    stored = comparison.results
+    stored["tests"][0]["difference"] = 123.4567
+    Comparison.objects.filter(pk=comparison.pk).update(results=stored)
+    html = browser_client.get(f"/comparisons/{comparison.pk}/").content.decode()
+    assert "123.4567" in html
 
 
 def test_next_pair_is_blind(api, reviewer, human):

@@ -5,9 +5,13 @@ match hits), so significance and direction are decided by the real paired bootst
 by stubbed numbers: a version significantly worse than production, one better but not
 significantly, and one better and significantly."""
 
+from unittest.mock import patch
+
 import pytest
 from django.utils import timezone
 
+from evaluation import statistics
+from evaluation.comparisons import auto_results
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun, SampleResult
 from registry import services
 from registry.models import AliasEvent
@@ -216,3 +220,20 @@ def test_the_ab_rule_with_approval_waits_for_the_approver_only_after_the_win(
     r = promote(api, 2)
     assert r.status_code == 202 and r.json()["status"] == "pending"
     assert holder(model) == 1
+
+
+def test_a_promotion_check_reads_the_stored_result(api, model, versions, production, owner):
+    set_policy(model, owner, require_ab_win=True)
+    n = len(eval_examples(versions[0]))
+    comparison = compared(
+        scored(versions[0], [1] * n, owner), scored(versions[1], [0] * n, owner), owner
+    )
+    assert comparison.scored_at is None  # as one made before results were stored
+    assert promote(api, 2).status_code == 409
+    comparison.refresh_from_db()
+    assert comparison.scored_at is not None
+    assert comparison.results == auto_results(comparison)
+    with patch.object(statistics, "paired_bootstrap") as bootstrap:
+        r = promote(api, 2)
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "require_ab_win"
+    bootstrap.assert_not_called()
