@@ -19,7 +19,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KILLED = {1, 3, 36, 24, -24, 152, 255, 37}  # mutmut's exit codes: failed, timeout, type check
+TIMEOUT = {36, 24, -24, 152, 255}
+KILLED = {1, 3, 37} | TIMEOUT  # mutmut's exit codes: failed, type check, timeout
 SURVIVED = {0, 5, 33}  # passed, or no test reached the mutant
 
 # The functions that decide something (mutmut's names: module.x_function__mutmut_N). Display
@@ -68,6 +69,19 @@ DECISION_CODE = [
 ]
 
 
+def to_run(mutants: Path) -> list[str]:
+    """The decision mutants without a verdict yet, and the timeouts (a loaded machine can
+    time a session out): a second `make mutation` resumes instead of starting over. Empty
+    when mutmut has not generated mutants yet (then the patterns are passed)."""
+    pending = []
+    for meta in mutants.rglob("*.py.meta"):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            decision = any(fnmatch.fnmatch(name, pattern) for pattern in DECISION_CODE)
+            if decision and (code is None or code in TIMEOUT):
+                pending.append(name)
+    return pending
+
+
 def module_name(path: str) -> str:
     return path.removesuffix(".py").replace("/", ".")
 
@@ -107,8 +121,9 @@ def main() -> int:
 
     if not args.report_only:
         mutmut = Path(sys.executable).with_name("mutmut")
+        names = to_run(ROOT / "mutants") or DECISION_CODE
         subprocess.run(
-            [mutmut, "run", "--max-children", str(args.max_children), *DECISION_CODE],
+            [mutmut, "run", "--max-children", str(args.max_children), *names],
             cwd=ROOT,
             check=True,
         )
