@@ -38,7 +38,8 @@ DECISION_CODE = [
     *(
         f"evaluation.comparisons.x_{name}__*"
         for name in (
-            "_same_evaluation",
+            "_reusable_evaluation",
+            "comparison_score",
             "_evaluations",
             "_require_scored",
             "_calibration",
@@ -61,7 +62,6 @@ DECISION_CODE = [
             "run_claim",
             "run_finish",
             "run_requeue_or_fail",
-            "_priority_require",
             "runs_reap_stale",
             "dispatch_on_commit",
         )

@@ -98,3 +98,16 @@ def version_numbers(dataset: Dataset) -> list[int]:
         .order_by("-number")
         .values_list("number", flat=True)
     )
+
+
+def published_versions_for(*, user) -> QuerySet[DatasetVersion]:
+    """Every published version in the user's teams: what an experiment or evaluation can use."""
+    return (
+        visible_to(
+            DatasetVersion.objects.filter(status=DatasetVersion.Status.PUBLISHED),
+            user=user,
+            team_path="dataset__team",
+        )
+        .select_related("dataset__team")
+        .order_by("dataset__name", "-number")
+    )

@@ -3,6 +3,7 @@ from datetime import datetime
 from django.db.models import Avg, Count, Q, QuerySet
 
 from evaluation.models import EvaluationRun
+from evaluation.subjects import Subject
 from experiments.models import TrainingRun
 from finetune_hub.errors import NotFound
 from finetune_hub.selectors import visible_to
@@ -121,7 +122,7 @@ def lineage(version: ModelVersion) -> dict:
 def evaluations_of(version: ModelVersion) -> QuerySet[EvaluationRun]:
     return (
         EvaluationRun.objects.filter(
-            Q(model_version=version) | Q(training_run=version.source_run), status="succeeded"
+            Subject.of_version(version).evaluations(), status=EvaluationRun.Status.SUCCEEDED
         )
         .select_related("dataset_version__dataset")
         .order_by("-finished_at")

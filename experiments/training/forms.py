@@ -1,6 +1,7 @@
 """The experiment form's hyperparameter fields: the dashboard posts text, the service wants
 typed values. Blank fields keep the technique's defaults."""
 
+from experiments.models import Technique
 from finetune_hub.errors import FieldError, ServiceError
 
 
@@ -38,6 +39,14 @@ FIELDS = [
     ("dpo_base", "DPO trains (lora or full)", str, "dpo"),
 ]
 CHECKBOXES = {name for name, _, parser, _ in FIELDS if parser is _bool}
+# The field groups each technique uses: the form shows these and hides the rest.
+TECHNIQUE_GROUPS = {
+    Technique.FULL: ["all", "sft"],
+    Technique.LORA: ["all", "sft", "lora"],
+    Technique.QLORA: ["all", "sft", "lora"],
+    Technique.PREFIX: ["all", "sft", "prefix"],
+    Technique.DPO: ["all", "lora", "dpo"],
+}
 
 
 def hyperparameters_from(post) -> dict:

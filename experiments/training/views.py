@@ -1,16 +1,15 @@
-from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from datasets_app.models import DatasetVersion
+from datasets_app.selectors import published_versions_for
 from experiments.models import Technique, TrainingRun
 from experiments.training import forms, selectors, services
-from finetune_hub.errors import ServiceError, invalid
+from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
-from finetune_hub.selectors import teams_for_user, visible_to
-from finetune_hub.views import form_int, visible_or_404
+from finetune_hub.selectors import teams_for_user
+from finetune_hub.views import form_int, service_errors_as_messages, team_of, visible_or_404
 
 
 def experiment_list(request):
@@ -29,16 +28,12 @@ def experiment_list(request):
 
 
 def _form_context(request, error=None):
-    versions = visible_to(
-        DatasetVersion.objects.filter(status="published"),
-        user=request.user,
-        team_path="dataset__team",
-    ).select_related("dataset__team")
     return {
         "teams": teams_for_user(user=request.user),
-        "versions": versions.order_by("dataset__name", "-number"),
+        "versions": published_versions_for(user=request.user),
         "techniques": Technique.choices,
         "fields": forms.FIELDS,
+        "technique_groups": forms.TECHNIQUE_GROUPS,
         "error": error,
         "post": request.POST,
     }
@@ -49,12 +44,7 @@ def experiment_new(request):
     if request.method == "GET":
         return render(request, "experiments/experiment_new.html", _form_context(request))
     try:
-        team = next(
-            (t for t in teams_for_user(user=request.user) if str(t.pk) == request.POST.get("team")),
-            None,
-        )
-        if team is None:
-            raise invalid("Choose one of your teams", field="team")
+        team = team_of(request, request.POST.get("team"))
         version = selectors.dataset_version_for(
             user=request.user, ref=form_int(request.POST, "dataset_version", 0)
         )
@@ -97,14 +87,12 @@ def run_queue_new(request, experiment_id: int):
     experiment = visible_or_404(
         selectors.experiment_get, user=request.user, experiment_id=experiment_id
     )
-    try:
+    with service_errors_as_messages(request):
         run = services.run_enqueue(
             experiment=experiment, by=request.user, priority=form_int(request.POST, "priority", 0)
         )
-    except (ServiceError, ValueError) as exc:
-        messages.error(request, getattr(exc, "detail", f"Invalid priority: {exc}"))
-        return redirect("experiment_detail", experiment_id=experiment_id)
-    return redirect("run_detail", run_id=run.pk)
+        return redirect("run_detail", run_id=run.pk)
+    return redirect("experiment_detail", experiment_id=experiment_id)
 
 
 def run_detail(request, run_id: int):
@@ -128,15 +116,13 @@ def run_action(request, run_id: int, action: str):
     run = visible_or_404(selectors.run_get, user=request.user, run_id=run_id)
     if action not in (*RUN_ACTIONS, "priority"):
         raise Http404
-    try:
+    with service_errors_as_messages(request):
         if action == "priority":
             services.run_set_priority(
                 run=run, priority=form_int(request.POST, "priority", 0), by=request.user
             )
         else:
             RUN_ACTIONS[action](run=run, by=request.user)
-    except (ServiceError, ValueError) as exc:
-        messages.error(request, getattr(exc, "detail", f"Invalid priority: {exc}"))
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         return redirect(next_url)

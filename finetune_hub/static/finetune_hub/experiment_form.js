@@ -3,8 +3,8 @@
   const form = document.getElementById("experiment-form");
   const out = document.getElementById("estimate");
   const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
-  const groups = {full: ["all", "sft"], lora: ["all", "sft", "lora"], qlora: ["all", "sft", "lora"],
-                  prefix: ["all", "sft", "prefix"], dpo: ["all", "lora", "dpo"]};
+  // Which field groups each technique uses comes from the server (experiments/training/forms.py).
+  const groups = JSON.parse(document.getElementById("technique-groups").textContent);
 
   function params() {
     const hp = {};
@@ -21,7 +21,7 @@
 
   function showGroups() {
     const shown = groups[form.technique.value] || ["all"];
-    form.querySelectorAll(".hp").forEach((el) => { el.style.display = shown.includes(el.dataset.group) ? "" : "none"; });
+    form.querySelectorAll(".hp").forEach((el) => { el.hidden = !shown.includes(el.dataset.group); });
   }
 
   // Server text (error messages echo what was typed) is only ever set as textContent.
