@@ -129,6 +129,7 @@ def run_technique(technique: str, model_dir: Path, args) -> list:
 
     from datasets_app.models import Dataset
     from datasets_app.services import dataset_version_upload
+    from experiments.models import TrainingRun
     from experiments.training.runner import train_next_run
     from experiments.training.services import experiment_create, run_enqueue
     from finetune_hub.models import Membership, Team
@@ -173,7 +174,7 @@ def run_technique(technique: str, model_dir: Path, args) -> list:
     started = time.monotonic()
     run = train_next_run(run_id=run_enqueue(experiment=experiment, by=user).pk)
     elapsed = time.monotonic() - started
-    if run.status != "succeeded":
+    if run.status != TrainingRun.Status.SUCCEEDED:
         print(run.error, file=sys.stderr)
     estimate = experiment.estimate[device]["total_bytes"] / 1e9
     peak = (run.peak_memory_bytes or 0) / 1e9

@@ -42,7 +42,7 @@ def _reusable_evaluation(team, subject: Subject, dataset_version, split, generat
         dataset_version=dataset_version,
         split=split,
         subject_kind=subject.kind,
-        status__in=["queued", "running", "succeeded"],
+        status__in=[*EvaluationRun.ACTIVE, EvaluationRun.Status.SUCCEEDED],
     )
     if generation is not None:
         qs = qs.filter(generation=generation)

@@ -17,6 +17,8 @@ class EvaluationRun(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
 
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="evaluations")
     subject_kind = models.CharField(max_length=16, choices=Kind.choices)
     training_run = models.ForeignKey(

@@ -1,7 +1,7 @@
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 
-from datasets_app.models import DatasetVersion
+from datasets_app.selectors import published_versions_for
 from evaluation import metrics
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun
 from experiments.models import TrainingRun
@@ -16,14 +16,13 @@ def evaluations_for(*, user) -> QuerySet[EvaluationRun]:
 def form_choices(*, user) -> dict:
     """What the evaluation and comparison forms offer: the user's published dataset
     versions, finished runs (as subjects) and the metric modules."""
-    versions = visible_to(
-        DatasetVersion.objects.filter(status="published"), user=user, team_path="dataset__team"
-    )
     runs = visible_to(
-        TrainingRun.objects.filter(status="succeeded"), user=user, team_path="experiment__team"
+        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED),
+        user=user,
+        team_path="experiment__team",
     )
     return {
-        "versions": versions.select_related("dataset").order_by("dataset__name", "-number"),
+        "versions": published_versions_for(user=user),
         "runs": runs.select_related("experiment"),
         "metric_names": [*metrics.available(), "loss"],
     }

@@ -7,7 +7,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from evaluation import comparisons, selectors, services
-from evaluation.models import Comparison
+from evaluation.models import Comparison, EvaluationRun
 from evaluation.subjects import Subject
 from experiments.training.selectors import dataset_version_for
 from finetune_hub.errors import ServiceError
@@ -68,7 +68,7 @@ def evaluation_detail(request, evaluation_id: int):
             "evaluation": evaluation,
             "page": page,
             "order": order,
-            "active": evaluation.status in ("queued", "running"),
+            "active": evaluation.status in EvaluationRun.ACTIVE,
         },
     )
 

@@ -65,7 +65,7 @@ def _evaluations_of(version, policy: Policy):
     version or its source run."""
     return EvaluationRun.objects.filter(
         Subject.of_version(version).evaluations(),
-        status="succeeded",
+        status=EvaluationRun.Status.SUCCEEDED,
         dataset_version_id=policy.evaluation_dataset_version,
         split=policy.evaluation_split,
     )
