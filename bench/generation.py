@@ -36,7 +36,7 @@ def main() -> None:
     model, tokenizer = generation.load("embedded")
     rows = [json.loads(line) for line in DEMO_FILE.read_text().splitlines()[: args.prompts]]
     prompts = [
-        generation.prompt_text("instruction", formats.normalise("instruction", r), tokenizer)[0]
+        formats.prompt_text("instruction", formats.normalise("instruction", r), tokenizer)[0]
         for r in rows
     ]
 

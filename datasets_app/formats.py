@@ -166,3 +166,13 @@ def prompt_and_reference(fmt: str, fields: dict) -> tuple[str, str]:
     messages = to_messages(fmt, fields)
     prompt = "\n".join(m["content"] for m in messages[:-1])
     return prompt, messages[-1]["content"]
+
+
+def prompt_text(fmt: str, fields: dict, tokenizer) -> tuple[str, str]:
+    """(the text the model is given, the reference answer)."""
+    if fmt == DataFormat.COMPLETION or not getattr(tokenizer, "chat_template", None):
+        prompt, reference = prompt_and_reference(fmt, fields)
+        return prompt, reference
+    messages = to_messages(fmt, fields)
+    text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    return text, messages[-1]["content"]

@@ -10,6 +10,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from datasets_app import formats
 from datasets_app.models import DataFormat, DatasetVersion
 from evaluation import metrics, statistics
 from evaluation.models import EvaluationRun, SampleResult
@@ -239,7 +240,7 @@ def _generate_missing(evaluation: EvaluationRun) -> None:
     tokens = seconds = 0.0
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start : start + CHUNK]
-        pairs = [generation.prompt_text(fmt, e.fields, tokenizer) for e in chunk]
+        pairs = [formats.prompt_text(fmt, e.fields, tokenizer) for e in chunk]
         prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
         answers, new_tokens, took = generation.generate(
             model,

@@ -6,8 +6,6 @@ import time
 
 import torch
 
-from datasets_app import formats
-from datasets_app.models import DataFormat
 from finetune_hub.storage import artifact_path
 from inference import base_models
 
@@ -34,16 +32,6 @@ def load(base_model: str, output_path: str | None = None):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
-
-
-def prompt_text(fmt: str, fields: dict, tokenizer) -> tuple[str, str]:
-    """(the text the model is given, the reference answer)."""
-    if fmt == DataFormat.COMPLETION or not getattr(tokenizer, "chat_template", None):
-        prompt, reference = formats.prompt_and_reference(fmt, fields)
-        return prompt, reference
-    messages = formats.to_messages(fmt, fields)
-    text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    return text, messages[-1]["content"]
 
 
 def generate(

@@ -1,0 +1,102 @@
+"""The layout DESIGN.md gives, checked from the source: dependencies run one way
+(finetune_hub <- inference <- datasets <- experiments <- evaluation <- registry) and no two
+modules import each other at import time. An import inside a function is how a service
+reaches a Huey task (and a task its service) without a cycle; it may point anywhere except
+at a higher layer's internals, so only those are listed as allowed."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ["finetune_hub", "inference", "datasets_app", "experiments", "evaluation", "registry"]
+# Function-level imports that go up a layer, each with its reason.
+ALLOWED_UPWARD = {
+    # The project package is also the top: the root API mounts every app's router.
+    *(("finetune_hub.api", app) for app in LAYERS[2:]),
+    # A team's quotas count its queued runs and evaluations.
+    ("finetune_hub.quotas", "experiments"),
+    ("finetune_hub.quotas", "evaluation"),
+    # A registered model version is one kind of subject (the foreign key is a string
+    # reference for the same reason): looked up when a subject is resolved.
+    ("evaluation.subjects", "registry"),
+    # The demo loads datasets and an experiment: a management command at the top of the stack.
+    ("finetune_hub.management.commands.demo_data", "datasets_app"),
+    ("finetune_hub.management.commands.demo_data", "experiments"),
+    # The home page lists the user's datasets.
+    ("finetune_hub.views", "datasets_app"),
+}
+
+
+def _modules():
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            yield name.removesuffix(".__init__"), ast.parse(path.read_text())
+
+
+def _imports(tree, top_level_only: bool):
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, [alias.name for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+
+
+def _layer(module: str) -> int | None:
+    top = module.split(".")[0]
+    return LAYERS.index(top) if top in LAYERS else None
+
+
+def _graph(top_level_only: bool) -> dict[str, set[str]]:
+    modules = dict(_modules())
+    graph = {}
+    for name, tree in modules.items():
+        targets = set()
+        for module, names in _imports(tree, top_level_only):
+            # "from package import module" names a module; "from module import name" does not.
+            candidates = [f"{module}.{n}" for n in names if f"{module}.{n}" in modules]
+            targets.update(candidates or ([module] if module in modules else []))
+        graph[name] = targets - {name}
+    return graph
+
+
+def test_no_layer_imports_a_higher_one():
+    offending = []
+    for name, targets in _graph(top_level_only=False).items():
+        for target in targets:
+            if _layer(target) > _layer(name) and (name, target.split(".")[0]) not in ALLOWED_UPWARD:
+                offending.append(f"{name} imports {target}")
+    assert offending == []
+
+
+def test_no_import_cycle_at_import_time():
+    graph = _graph(top_level_only=True)
+    cycles = []
+
+    def visit(node, path, on_path, done):
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in on_path:
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in done:
+                on_path.add(nxt)
+                visit(nxt, [*path, nxt], on_path, done)
+                on_path.discard(nxt)
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start], {start}, done)
+    assert cycles == []
+
+
+def test_the_checker_sees_a_planted_upward_import():
+    """The checks above parse what they claim to: a model layer importing registry is found."""
+    tree = ast.parse("from registry.models import Alias\n")
+    (module, names) = next(_imports(tree, top_level_only=True))
+    assert (module, names) == ("registry.models", ["Alias"])
+    assert _layer(module) > _layer("datasets_app.models")
