@@ -8,7 +8,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 HOST ?= 127.0.0.1:8000
 
 .PHONY: install demo serve serve-prod worker test lint test-sqlite test-postgres browser-deps bench \
-	bench-load
+	bench-load mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -88,3 +88,9 @@ bench-load: install
 	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2).close()" 2>/dev/null; then \
 	  $(PY) bench/load.py --db postgres --database-url $(LOAD_DATABASE_URL); \
 	else echo "SKIPPED: PostgreSQL load run (nothing on 127.0.0.1:5432)"; fi
+
+# Mutation testing of the decision code with mutmut (not part of `make test`: hours on 2
+# cores; a second run resumes). Scores per module: bench/results/mutation.json, RESULTS.md.
+# MUTATE="registry.policy experiments.training.queue" limits the run to those modules.
+mutation: install
+	$(PY) bench/mutation_report.py $(if $(MUTATE),--only $(MUTATE))

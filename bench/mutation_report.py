@@ -117,11 +117,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/mutation.json")
     parser.add_argument("--report-only", action="store_true", help="do not run mutmut")
     parser.add_argument("--max-children", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--only", nargs="+", default=[], help="run only these modules (e.g. registry.policy)"
+    )
     args = parser.parse_args()
 
     if not args.report_only:
         mutmut = Path(sys.executable).with_name("mutmut")
         names = to_run(ROOT / "mutants") or DECISION_CODE
+        if args.only:
+            names = [n for n in names if any(n.startswith(f"{m}.") for m in args.only)]
         subprocess.run(
             [mutmut, "run", "--max-children", str(args.max_children), *names],
             cwd=ROOT,
