@@ -1,68 +1,16 @@
 from typing import Annotated
 
-from ninja import File, Form, Router, Schema, Status, UploadedFile
+from ninja import File, Form, Router, Status, UploadedFile
 
 from datasets_app import selectors, services
 from datasets_app.models import DatasetVersion, Example
+from datasets_app.schemas import DatasetIn, DatasetOut, DiffOut, ExamplePage, VersionOut
+from finetune_hub.api_errors import errors
 from finetune_hub.bounds import Id, Int64
 from finetune_hub.selectors import membership_require
 from finetune_hub.uploads import upload_refusal
 
 router = Router(tags=["datasets"])
-
-
-class DatasetIn(Schema):
-    team: Id
-    name: str
-    task: str
-    description: str = ""
-    labels: list[str] = []
-
-
-class DatasetOut(Schema):
-    id: int
-    team: int
-    name: str
-    task: str
-    description: str
-    labels: list[str]
-    versions: list[int]
-
-
-class VersionOut(Schema):
-    dataset: int
-    number: int
-    parent: int | None
-    format: str
-    sha256: str
-    counts: dict
-    size: int
-    warnings: list[dict]
-    validation_report: dict
-    source_filename: str
-    message: str
-    created_by: str
-    created_at: str
-
-
-class ExampleOut(Schema):
-    id: int
-    position: int
-    source_line: int | None
-    split: str
-    fields: dict
-    status: str
-    labels: list
-    annotator: str | None
-    notes: str
-    flag_reason: str
-
-
-class ExamplePage(Schema):
-    count: int
-    page: int
-    pages: int
-    results: list[ExampleOut]
 
 
 def dataset_out(dataset) -> dict:
@@ -111,7 +59,7 @@ def example_out(example: Example) -> dict:
     }
 
 
-@router.post("/datasets", response={201: DatasetOut})
+@router.post("/datasets", response={201: DatasetOut, **errors(404, 409)})
 def create_dataset(request, payload: DatasetIn):
     team = membership_require(user=request.auth, team=payload.team).team
     dataset = services.dataset_create(
@@ -135,7 +83,7 @@ def get_dataset(request, dataset_id: Id):
     return dataset_out(selectors.dataset_get(user=request.auth, dataset_id=dataset_id))
 
 
-@router.post("/datasets/{dataset_id}/versions", response={201: VersionOut})
+@router.post("/datasets/{dataset_id}/versions", response={201: VersionOut, **errors(409)})
 def upload_version(
     request,
     dataset_id: Id,
@@ -195,7 +143,7 @@ def list_examples(
     }
 
 
-@router.get("/datasets/{dataset_id}/diff")
+@router.get("/datasets/{dataset_id}/diff", response=DiffOut)
 def diff_versions(request, dataset_id: Id, a: Id, b: Id):
     old = selectors.version_get(user=request.auth, dataset_id=dataset_id, number=a)
     new = selectors.version_get(user=request.auth, dataset_id=dataset_id, number=b)

@@ -1,43 +1,27 @@
 from django.http import HttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Query, Router, Status
 
+from datasets_app.schemas import VersionOut
 from evaluation import comparisons, selectors, services
 from evaluation.models import EvaluationRun
+from evaluation.schemas import (
+    ComparisonIn,
+    ComparisonOut,
+    ComparisonResultsOut,
+    EvaluationIn,
+    EvaluationOut,
+    ExportIn,
+    PairOut,
+    SamplePage,
+    VoteIn,
+    VoteOut,
+)
 from experiments.training.selectors import dataset_version_for
-from finetune_hub.api_errors import QUOTA
+from finetune_hub.api_errors import errors
 from finetune_hub.bounds import Id
 from finetune_hub.pagination import PageIn, api_page
 
 router = Router(tags=["evaluation and comparisons"])
-
-
-class EvaluationIn(Schema):
-    subject: dict
-    dataset_version: Id | dict
-    split: str = "eval"
-    metrics: list[str] | None = None
-    generation: dict | None = None
-
-
-class ComparisonIn(Schema):
-    subjects: list[dict]
-    dataset_version: Id | dict
-    split: str = "eval"
-    mode: str = "auto"
-    name: str = ""
-    metrics: list[str] | None = None
-    generation: dict | None = None
-    min_votes: Id = 20
-
-
-class VoteIn(Schema):
-    pair: Id
-    choice: str
-    comment: str = ""
-
-
-class ExportIn(Schema):
-    dataset: Id | None = None
 
 
 def evaluation_out(e: EvaluationRun) -> dict:
@@ -74,7 +58,7 @@ def evaluation_out(e: EvaluationRun) -> dict:
     }
 
 
-@router.post("/evaluations", response={201: dict}, openapi_extra=QUOTA)
+@router.post("/evaluations", response={201: EvaluationOut, **errors(409, 429)})
 def create_evaluation(request, payload: EvaluationIn):
     version = dataset_version_for(user=request.auth, ref=payload.dataset_version)
     evaluation = services.evaluation_create(
@@ -89,18 +73,18 @@ def create_evaluation(request, payload: EvaluationIn):
     return Status(201, evaluation_out(evaluation))
 
 
-@router.get("/evaluations")
+@router.get("/evaluations", response=list[EvaluationOut])
 def list_evaluations(request, response: HttpResponse, paging: Query[PageIn]):
     evaluations = selectors.evaluations_for(user=request.auth).order_by("-created_at", "-pk")
     return [evaluation_out(e) for e in api_page(evaluations, paging, response)]
 
 
-@router.get("/evaluations/{evaluation_id}")
+@router.get("/evaluations/{evaluation_id}", response=EvaluationOut)
 def get_evaluation(request, evaluation_id: Id):
     return evaluation_out(selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id))
 
 
-@router.get("/evaluations/{evaluation_id}/samples")
+@router.get("/evaluations/{evaluation_id}/samples", response=SamplePage)
 def get_samples(request, evaluation_id: Id, order: str | None = None, page: Id = 1):
     evaluation = selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id)
     page_obj = selectors.samples_page(evaluation=evaluation, order=order, page=page)
@@ -123,7 +107,9 @@ def get_samples(request, evaluation_id: Id, order: str | None = None, page: Id =
     }
 
 
-@router.post("/evaluations/{evaluation_id}/retry", openapi_extra=QUOTA)
+@router.post(
+    "/evaluations/{evaluation_id}/retry", response={200: EvaluationOut, **errors(409, 429)}
+)
 def retry_evaluation(request, evaluation_id: Id):
     evaluation = selectors.evaluation_get(user=request.auth, evaluation_id=evaluation_id)
     return evaluation_out(services.evaluation_retry(evaluation=evaluation, by=request.auth))
@@ -149,7 +135,7 @@ def comparison_out(c) -> dict:
     }
 
 
-@router.post("/comparisons", response={201: dict}, openapi_extra=QUOTA)
+@router.post("/comparisons", response={201: ComparisonOut, **errors(409, 429)})
 def create_comparison(request, payload: ComparisonIn):
     version = dataset_version_for(user=request.auth, ref=payload.dataset_version)
     comparison = comparisons.comparison_create(
@@ -167,12 +153,14 @@ def create_comparison(request, payload: ComparisonIn):
     return Status(201, comparison_out(comparison))
 
 
-@router.get("/comparisons/{comparison_id}")
+@router.get("/comparisons/{comparison_id}", response=ComparisonOut)
 def get_comparison(request, comparison_id: Id):
     return comparison_out(selectors.comparison_get(user=request.auth, comparison_id=comparison_id))
 
 
-@router.get("/comparisons/{comparison_id}/next", response={200: dict, 204: None})
+@router.get(
+    "/comparisons/{comparison_id}/next", response={200: PairOut, 204: None, **errors(403, 409)}
+)
 def next_pair(request, comparison_id: Id):
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
     vote = comparisons.next_pair(comparison=comparison, reviewer=request.auth)
@@ -181,7 +169,7 @@ def next_pair(request, comparison_id: Id):
     return comparisons.pair_view(vote)
 
 
-@router.post("/comparisons/{comparison_id}/votes", response={201: dict})
+@router.post("/comparisons/{comparison_id}/votes", response={201: VoteOut, **errors(409)})
 def cast_vote(request, comparison_id: Id, payload: VoteIn):
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
     vote = comparisons.vote_cast(
@@ -194,7 +182,7 @@ def cast_vote(request, comparison_id: Id, payload: VoteIn):
     return Status(201, {"pair": vote.pk, "choice": vote.choice})
 
 
-@router.get("/comparisons/{comparison_id}/results")
+@router.get("/comparisons/{comparison_id}/results", response=ComparisonResultsOut)
 def comparison_results(request, comparison_id: Id):
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
     out = {"comparison": comparison_out(comparison), "automatic": None, "human": None}
@@ -208,7 +196,9 @@ def comparison_results(request, comparison_id: Id):
     return out
 
 
-@router.post("/comparisons/{comparison_id}/export-preferences", response={201: dict})
+@router.post(
+    "/comparisons/{comparison_id}/export-preferences", response={201: VersionOut, **errors(409)}
+)
 def export_preferences(request, comparison_id: Id, payload: ExportIn = None):
     from datasets_app.api import version_out
     from datasets_app.selectors import dataset_get

@@ -3,7 +3,7 @@
 from functools import wraps
 
 from django.http import Http404, JsonResponse
-from ninja import NinjaAPI, Router, Schema, Status
+from ninja import Field, NinjaAPI, Router, Schema, Status
 
 from finetune_hub import api_errors
 from finetune_hub.auth import api_auth, token_create, token_user
@@ -22,7 +22,7 @@ def authenticated_docs(view):
         header = request.headers.get("Authorization", "")
         user = token_user(header[7:]) if header.startswith("Bearer ") else request.user
         if user is None or not user.is_authenticated:
-            return JsonResponse({"detail": "Authentication required"}, status=401)
+            return JsonResponse(api_errors.error_body(401, "Authentication required"), status=401)
         return view(request, *args, **kwargs)
 
     return wrapped
@@ -48,7 +48,11 @@ api = HubAPI(
 api_errors.register(api)
 
 
-@api.get("/health", auth=None, tags=["health"])
+class HealthOut(Schema):
+    status: str
+
+
+@api.get("/health", auth=None, tags=["health"], response=HealthOut)
 def health(request):
     return {"status": "ok"}
 
@@ -80,7 +84,7 @@ class MemberSetOut(MemberOut):
     detail: str
 
 
-@teams.post("", response={201: TeamOut})
+@teams.post("", response={201: TeamOut, **api_errors.errors(409)})
 def create_team(request, payload: TeamIn):
     team = team_create(name=payload.name, by=request.auth)
     return Status(201, {"id": team.pk, "name": team.name, "role": Role.ADMIN})
@@ -95,7 +99,7 @@ def list_teams(request):
     ]
 
 
-@teams.post("/{team_id}/members", response={201: MemberSetOut})
+@teams.post("/{team_id}/members", response={201: MemberSetOut, **api_errors.errors(409)})
 def add_member(request, team_id: Id, payload: MemberIn):
     """The same answer whether or not the username exists (no user enumeration)."""
     team = membership_require(user=request.auth, team=team_id).team
@@ -125,6 +129,10 @@ class TokenOut(Schema):
     last_used_at: str | None = None
 
 
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
 def _token_out(token: ApiToken) -> dict:
     return {
         "id": token.pk,
@@ -135,7 +143,7 @@ def _token_out(token: ApiToken) -> dict:
     }
 
 
-@tokens.post("", response={201: dict})
+@tokens.post("", response={201: TokenCreatedOut})
 def create_token(request, payload: TokenIn):
     token, raw = token_create(user=request.auth, name=payload.name)
     return Status(201, {**_token_out(token), "token": raw})

@@ -1,50 +1,39 @@
 from datetime import datetime
 
 from django.http import FileResponse, HttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Query, Router, Status
 
 from experiments.training.selectors import run_get
+from finetune_hub.api_errors import errors
 from finetune_hub.errors import invalid
 from finetune_hub.pagination import PageIn, api_page
 from finetune_hub.selectors import membership_require
 from registry import export, selectors, services
 from registry.models import AliasEvent, ModelVersion, PromotionRequest
 from registry.policy import Policy
+from registry.schemas import (
+    AliasAtOut,
+    AliasEventOut,
+    FeedbackCountOut,
+    FeedbackIn,
+    FeedbackOut,
+    GenerateIn,
+    GenerationOut,
+    ModelIn,
+    ModelListOut,
+    ModelOut,
+    ModelVersionDetailOut,
+    ModelVersionOut,
+    PolicyOut,
+    PromoteIn,
+    PromotionRequestOut,
+    ReasonIn,
+    ScheduleIn,
+    ScheduleOut,
+    VersionIn,
+)
 
 router = Router(tags=["registry"])
-
-
-class ModelIn(Schema):
-    team: int
-    name: str
-    description: str = ""
-    policy: Policy | None = None
-
-
-class VersionIn(Schema):
-    run: int
-    description: str = ""
-
-
-class PromoteIn(Schema):
-    version: int
-    reason: str
-
-
-class ReasonIn(Schema):
-    reason: str
-
-
-class GenerateIn(Schema):
-    prompt: str | None = None
-    messages: list[dict] | None = None
-    max_new_tokens: int = 128
-
-
-class FeedbackIn(Schema):
-    generation: int
-    rating: int
-    comment: str = ""
 
 
 def version_out(v: ModelVersion, full: bool = False) -> dict:
@@ -106,11 +95,22 @@ def request_out(r: PromotionRequest) -> dict:
     }
 
 
+# The export answers a zip archive, not JSON.
+ARCHIVE = {
+    "responses": {
+        200: {
+            "description": "A zip of the weights and a manifest.json with their SHA-256",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+}
+
+
 def _model(request, name, team=None):
     return selectors.model_get(user=request.auth, name=name, team=team)
 
 
-@router.post("/registry/models", response={201: dict})
+@router.post("/registry/models", response={201: ModelOut, **errors(404, 409)})
 def create_model(request, payload: ModelIn):
     team = membership_require(user=request.auth, team=payload.team).team
     model = services.model_create(
@@ -125,7 +125,7 @@ def create_model(request, payload: ModelIn):
     )
 
 
-@router.get("/registry/models")
+@router.get("/registry/models", response=list[ModelListOut])
 def list_models(request, response: HttpResponse, paging: Query[PageIn]):
     models = selectors.models_for(user=request.auth).order_by("team_id", "name", "pk")
     return [
@@ -139,11 +139,6 @@ def list_models(request, response: HttpResponse, paging: Query[PageIn]):
     ]
 
 
-class PolicyOut(Schema):
-    name: str
-    policy: Policy
-
-
 @router.put("/registry/models/{name}/policy", response=PolicyOut)
 def set_policy(request, name: str, payload: Policy, team: int | None = None):
     """Replaces the promotion policy with the JSON body (fields left out take defaults)."""
@@ -153,11 +148,7 @@ def set_policy(request, name: str, payload: Policy, team: int | None = None):
     return {"name": model.name, "policy": model.policy}
 
 
-class ScheduleIn(Schema):
-    every_days: int | None = None
-
-
-@router.put("/registry/models/{name}/schedule")
+@router.put("/registry/models/{name}/schedule", response=ScheduleOut)
 def set_schedule(request, name: str, payload: ScheduleIn, team: int | None = None):
     """Scheduled retraining of production on the newest data, then a comparison."""
     model = services.schedule_set(
@@ -166,7 +157,7 @@ def set_schedule(request, name: str, payload: ScheduleIn, team: int | None = Non
     return {"name": model.name, "retrain_every_days": model.retrain_every_days}
 
 
-@router.post("/registry/models/{name}/versions", response={201: dict})
+@router.post("/registry/models/{name}/versions", response={201: ModelVersionOut, **errors(409)})
 def register_version(request, name: str, payload: VersionIn, team: int | None = None):
     model = _model(request, name, team)
     run = run_get(user=request.auth, run_id=payload.run)
@@ -176,21 +167,25 @@ def register_version(request, name: str, payload: VersionIn, team: int | None = 
     return Status(201, version_out(version))
 
 
-@router.get("/registry/models/{name}/versions/{number}")
+@router.get("/registry/models/{name}/versions/{number}", response=ModelVersionDetailOut)
 def get_version(request, name: str, number: int, team: int | None = None):
     return version_out(
         selectors.version_get(model=_model(request, name, team), number=number), full=True
     )
 
 
-@router.delete("/registry/models/{name}/versions/{number}", response={204: None})
+@router.delete("/registry/models/{name}/versions/{number}", response={204: None, **errors(409)})
 def delete_version(request, name: str, number: int, team: int | None = None):
     version = selectors.version_get(model=_model(request, name, team), number=number)
     services.version_delete(version=version, by=request.auth)
     return Status(204, None)
 
 
-@router.get("/registry/models/{name}/versions/{number}/export")
+@router.get(
+    "/registry/models/{name}/versions/{number}/export",
+    response={200: None, **errors(409)},
+    openapi_extra=ARCHIVE,
+)
 def export_version(request, name: str, number: int, kind: str = "adapter", team: int | None = None):
     version = selectors.version_get(model=_model(request, name, team), number=number)
     path = export.archive(version, kind)
@@ -201,7 +196,10 @@ def export_version(request, name: str, number: int, kind: str = "adapter", team:
     )
 
 
-@router.put("/registry/models/{name}/aliases/{alias}", response={200: dict, 202: dict})
+@router.put(
+    "/registry/models/{name}/aliases/{alias}",
+    response={200: AliasEventOut, 202: PromotionRequestOut, **errors(409, policy=True)},
+)
 def promote(request, name: str, alias: str, payload: PromoteIn, team: int | None = None):
     model = _model(request, name, team)
     version = selectors.version_get(model=model, number=payload.version)
@@ -213,7 +211,9 @@ def promote(request, name: str, alias: str, payload: PromoteIn, team: int | None
     return Status(200, event_out(result))
 
 
-@router.post("/registry/models/{name}/aliases/{alias}/rollback")
+@router.post(
+    "/registry/models/{name}/aliases/{alias}/rollback", response={200: AliasEventOut, **errors(409)}
+)
 def rollback(request, name: str, alias: str, payload: ReasonIn, team: int | None = None):
     event = services.alias_rollback(
         model=_model(request, name, team), alias=alias, by=request.auth, reason=payload.reason
@@ -221,7 +221,7 @@ def rollback(request, name: str, alias: str, payload: ReasonIn, team: int | None
     return event_out(event)
 
 
-@router.get("/registry/models/{name}/aliases/{alias}/history")
+@router.get("/registry/models/{name}/aliases/{alias}/history", response=list[AliasEventOut])
 def alias_history(
     request,
     name: str,
@@ -235,7 +235,7 @@ def alias_history(
     return [event_out(e) for e in api_page(events, paging, response)]
 
 
-@router.get("/registry/models/{name}/aliases/{alias}/at")
+@router.get("/registry/models/{name}/aliases/{alias}/at", response=AliasAtOut)
 def alias_at(request, name: str, alias: str, time: str, team: int | None = None):
     try:
         when = datetime.fromisoformat(time.replace("Z", "+00:00"))
@@ -254,7 +254,7 @@ def alias_at(request, name: str, alias: str, time: str, team: int | None = None)
     }
 
 
-@router.get("/registry/models/{name}/promotions")
+@router.get("/registry/models/{name}/promotions", response=list[PromotionRequestOut])
 def list_promotions(
     request, name: str, response: HttpResponse, paging: Query[PageIn], team: int | None = None
 ):
@@ -262,7 +262,10 @@ def list_promotions(
     return [request_out(r) for r in api_page(requests, paging, response)]
 
 
-@router.post("/registry/models/{name}/promotions/{request_id}/{decision}")
+@router.post(
+    "/registry/models/{name}/promotions/{request_id}/{decision}",
+    response={200: PromotionRequestOut, **errors(403, 409, policy=True)},
+)
 def decide_promotion(request, name: str, request_id: int, decision: str, team: int | None = None):
     model = _model(request, name, team)
     promotion = model.promotion_requests.filter(pk=request_id).first()
@@ -276,7 +279,9 @@ def decide_promotion(request, name: str, request_id: int, decision: str, team: i
     return request_out(decided)
 
 
-@router.post("/registry/models/{name}/aliases/{alias}/generate")
+@router.post(
+    "/registry/models/{name}/aliases/{alias}/generate", response={200: GenerationOut, **errors(409)}
+)
 def generate(request, name: str, alias: str, payload: GenerateIn, team: int | None = None):
     messages = payload.messages or (
         [{"role": "user", "content": payload.prompt}] if payload.prompt else []
@@ -297,7 +302,7 @@ def generate(request, name: str, alias: str, payload: GenerateIn, team: int | No
     }
 
 
-@router.post("/registry/models/{name}/feedback", response={201: dict})
+@router.post("/registry/models/{name}/feedback", response={201: FeedbackOut, **errors(409)})
 def feedback(request, name: str, payload: FeedbackIn, team: int | None = None):
     item = services.feedback_add(
         model=_model(request, name, team),
@@ -309,6 +314,6 @@ def feedback(request, name: str, payload: FeedbackIn, team: int | None = None):
     return Status(201, {"feedback": item.pk, "version": item.version.number, "rating": item.rating})
 
 
-@router.get("/registry/models/{name}/feedback")
+@router.get("/registry/models/{name}/feedback", response=list[FeedbackCountOut])
 def feedback_summary(request, name: str, team: int | None = None):
     return selectors.feedback_by_version(_model(request, name, team))

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.subjects import Subject
-from finetune_hub.errors import FieldError, ServiceError
+from finetune_hub.errors import FieldError, ServiceError, from_pydantic
 
 
 class Threshold(BaseModel):
@@ -48,15 +48,7 @@ def parse(raw: dict | None) -> Policy:
         return Policy.model_validate(raw or {})
     except ValidationError as exc:
         raise ServiceError(
-            "Invalid policy",
-            status=422,
-            errors=[
-                FieldError(
-                    field="policy." + ".".join(map(str, e["loc"])) if e["loc"] else "policy",
-                    message=e["msg"].removeprefix("Value error, "),
-                )
-                for e in exc.errors()
-            ],
+            "Invalid policy", status=422, errors=from_pydantic(exc, under="policy")
         ) from None
 
 

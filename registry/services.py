@@ -6,7 +6,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from experiments.models import TrainingRun
-from finetune_hub.errors import Conflict, ServiceError, full_clean, invalid
+from finetune_hub.errors import Conflict, PolicyRefused, full_clean, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 from finetune_hub.storage import artifact_path
@@ -154,7 +154,7 @@ def alias_promote(
         raise Conflict(f"{alias} already points at {version}")
     failures, evidence = policies.check(version, alias, holder)
     if failures:
-        raise Conflict(
+        raise PolicyRefused(
             f"The policy refuses {version} for {alias}: " + "; ".join(f.message for f in failures),
             errors=failures,
         )
@@ -191,7 +191,7 @@ def promotion_decide(*, request: PromotionRequest, by, approve: bool) -> Promoti
         and policies.parse(model.policy).two_person_rule
         and request.requested_by_id == by.pk
     ):
-        raise ServiceError(
+        raise PolicyRefused(
             "Two-person rule: the requester cannot approve their own request", status=403
         )
     if approve:
@@ -200,7 +200,7 @@ def promotion_decide(*, request: PromotionRequest, by, approve: bool) -> Promoti
             request.version, request.alias, _holder(model, request.alias)
         )
         if failures:
-            raise Conflict(
+            raise PolicyRefused(
                 "The policy now refuses it: " + "; ".join(f.message for f in failures),
                 errors=failures,
             )

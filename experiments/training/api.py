@@ -1,43 +1,29 @@
 from django.http import HttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Query, Router, Status
 
 from experiments.models import TrainingRun
 from experiments.training import selectors, services
-from finetune_hub.api_errors import QUOTA
+from experiments.training.schemas import (
+    EstimateIn,
+    EstimateOut,
+    ExperimentDetailOut,
+    ExperimentIn,
+    ExperimentOut,
+    LogsOut,
+    PriorityIn,
+    RunCompareOut,
+    RunIn,
+    RunMetricsOut,
+    RunOut,
+    VersionRef,
+    WorkerOut,
+)
+from finetune_hub.api_errors import errors
 from finetune_hub.bounds import INT64_MAX, Id, Int64
 from finetune_hub.pagination import PageIn, api_page
 from finetune_hub.selectors import is_site_admin, membership_require
 
 router = Router(tags=["experiments and runs"])
-
-
-class VersionRef(Schema):
-    dataset: Id
-    number: Id
-
-
-class ExperimentIn(Schema):
-    team: Id
-    name: str
-    dataset_version: Id | VersionRef
-    base_model: str = "embedded"
-    technique: str
-    hyperparameters: dict = {}
-    notes: str = ""
-
-
-class EstimateIn(Schema):
-    base_model: str = "embedded"
-    technique: str
-    hyperparameters: dict = {}
-
-
-class RunIn(Schema):
-    priority: Int64 = 0
-
-
-class PriorityIn(Schema):
-    priority: Int64
 
 
 def _version_ref(ref):
@@ -94,7 +80,7 @@ def experiment_out(experiment, with_runs: bool = False, site_admin: bool = False
     return out
 
 
-@router.post("/experiments/estimate")
+@router.post("/experiments/estimate", response=EstimateOut)
 def estimate_experiment(request, payload: EstimateIn):
     """The validated hyperparameters and the resource estimate, before anything is created."""
     from experiments.training import hyperparameters as hp
@@ -109,7 +95,7 @@ def estimate_experiment(request, payload: EstimateIn):
     }
 
 
-@router.post("/experiments", response={201: dict})
+@router.post("/experiments", response={201: ExperimentOut, **errors(404, 409)})
 def create_experiment(request, payload: ExperimentIn):
     team = membership_require(user=request.auth, team=payload.team).team
     version = selectors.dataset_version_for(
@@ -128,7 +114,7 @@ def create_experiment(request, payload: ExperimentIn):
     return Status(201, experiment_out(experiment))
 
 
-@router.get("/experiments")
+@router.get("/experiments", response=list[ExperimentOut])
 def list_experiments(
     request, response: HttpResponse, paging: Query[PageIn], team: Id | None = None
 ):
@@ -138,13 +124,13 @@ def list_experiments(
     return [experiment_out(e) for e in api_page(experiments, paging, response)]
 
 
-@router.get("/experiments/{experiment_id}")
+@router.get("/experiments/{experiment_id}", response=ExperimentDetailOut)
 def get_experiment(request, experiment_id: Id):
     experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
     return experiment_out(experiment, True, is_site_admin(request.auth))
 
 
-@router.post("/experiments/{experiment_id}/runs", response={201: dict}, openapi_extra=QUOTA)
+@router.post("/experiments/{experiment_id}/runs", response={201: RunOut, **errors(409, 429)})
 def queue_run(request, experiment_id: Id, payload: RunIn = None):
     experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
     run = services.run_enqueue(
@@ -161,7 +147,7 @@ def _keys(keys: str | None) -> list[str] | None:
 KEYS = Query(None, alias="keys", description="comma-separated metric names")
 
 
-@router.get("/runs/compare")
+@router.get("/runs/compare", response={200: list[RunCompareOut], **errors(404)})
 def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: Id = 1000):
     try:
         run_ids = [int(i) for i in ids.split(",") if i.strip()]
@@ -178,14 +164,14 @@ def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: 
     return [{"run": run_out(c["run"], admin), "metrics": c["metrics"]} for c in compared]
 
 
-@router.get("/runs/queue")
+@router.get("/runs/queue", response=list[RunOut])
 def run_queue(request, response: HttpResponse, paging: Query[PageIn]):
     admin = is_site_admin(request.auth)
     runs = api_page(selectors.queue_for(user=request.auth), paging, response)
     return [run_out(r, admin) for r in runs]
 
 
-@router.get("/workers")
+@router.get("/workers", response=list[WorkerOut])
 def list_workers(request):
     """Live workers and their devices, so users see what a run can get. Host and PID
     (the name is host:pid) are for site admins only."""
@@ -203,12 +189,12 @@ def list_workers(request):
     ]
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response=RunOut)
 def get_run(request, run_id: Id):
     return run_out(selectors.run_get(user=request.auth, run_id=run_id), is_site_admin(request.auth))
 
 
-@router.get("/runs/{run_id}/metrics")
+@router.get("/runs/{run_id}/metrics", response=RunMetricsOut)
 def get_metrics(request, run_id: Id, metric_keys: str | None = KEYS, max_points: Id = 1000):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     return {
@@ -217,26 +203,26 @@ def get_metrics(request, run_id: Id, metric_keys: str | None = KEYS, max_points:
     }
 
 
-@router.get("/runs/{run_id}/logs")
+@router.get("/runs/{run_id}/logs", response=LogsOut)
 def get_logs(request, run_id: Id, tail: Int64 = 200):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     lines = run.log_tail.splitlines()[-max(1, min(tail, 1000)) :]
     return {"run": run.pk, "status": run.status, "lines": lines}
 
 
-@router.post("/runs/{run_id}/cancel")
+@router.post("/runs/{run_id}/cancel", response={200: RunOut, **errors(409)})
 def cancel_run(request, run_id: Id):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     return run_out(services.run_cancel(run=run, by=request.auth), is_site_admin(request.auth))
 
 
-@router.post("/runs/{run_id}/resume", openapi_extra=QUOTA)
+@router.post("/runs/{run_id}/resume", response={200: RunOut, **errors(409, 429)})
 def resume_run(request, run_id: Id):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     return run_out(services.run_resume(run=run, by=request.auth), is_site_admin(request.auth))
 
 
-@router.post("/runs/{run_id}/priority")
+@router.post("/runs/{run_id}/priority", response={200: RunOut, **errors(409)})
 def set_priority(request, run_id: Id, payload: PriorityIn):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     run = services.run_set_priority(run=run, priority=payload.priority, by=request.auth)

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from experiments.models import Technique
-from finetune_hub.errors import FieldError, ServiceError, invalid
+from finetune_hub.errors import FieldError, ServiceError, from_pydantic, invalid
 
 # Learning rates from common practice: full fine-tuning 2e-5, LoRA/QLoRA 2e-4 (QLoRA paper),
 # prefix tuning 1e-2 (peft examples), DPO 5e-6 with LoRA and 5e-7 full (Zephyr recipe).
@@ -90,15 +90,7 @@ def validate(technique: str, raw: dict | None, *, context_length: int | None) ->
         raise ServiceError(
             detail="Invalid hyperparameters",
             status=422,
-            errors=[
-                FieldError(
-                    field="hyperparameters." + ".".join(str(p) for p in e["loc"])
-                    if e["loc"]
-                    else "hyperparameters",
-                    message=e["msg"].removeprefix("Value error, "),
-                )
-                for e in exc.errors()
-            ],
+            errors=from_pydantic(exc, under="hyperparameters"),
         ) from None
     if context_length and params.max_length > context_length:
         raise ServiceError(

@@ -91,4 +91,4 @@ def test_what_no_schema_bounded_is_a_4xx_too(api, monkeypatch, error):
     monkeypatch.setattr(selectors, "datasets_for", fail)
     r = Client(raise_request_exception=False).get("/api/datasets", **api._headers())
     assert r.status_code == 422
-    assert r.json() == {"detail": "A value in the request is out of range"}
+    assert r.json() == {"detail": "A value in the request is out of range", "code": "invalid"}

@@ -26,7 +26,7 @@ def assert_json(response, status: int) -> dict:
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
-    assert set(body) <= {"detail", "errors"} and body["detail"]
+    assert set(body) <= {"detail", "code", "errors"} and body["detail"]
     return body
 
 
@@ -91,4 +91,4 @@ def test_service_errors_keep_their_status(api, monkeypatch):
         raise ServiceError("busy", status=409)
 
     monkeypatch.setattr(selectors, "datasets_for", conflict)
-    assert assert_json(api.get("/api/datasets"), 409) == {"detail": "busy"}
+    assert assert_json(api.get("/api/datasets"), 409) == {"detail": "busy", "code": "conflict"}

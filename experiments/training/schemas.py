@@ -1,0 +1,125 @@
+"""What the experiments and runs API takes and answers (experiments.training.api)."""
+
+from datetime import datetime
+from typing import Any
+
+from ninja import Schema
+
+from datasets_app.schemas import VersionRefOut
+from finetune_hub.bounds import Id, Int64
+
+
+class VersionRef(Schema):
+    dataset: Id
+    number: Id
+
+
+class ExperimentIn(Schema):
+    team: Id
+    name: str
+    dataset_version: Id | VersionRef
+    base_model: str = "embedded"
+    technique: str
+    hyperparameters: dict = {}
+    notes: str = ""
+
+
+class EstimateIn(Schema):
+    base_model: str = "embedded"
+    technique: str
+    hyperparameters: dict = {}
+
+
+class RunIn(Schema):
+    priority: Int64 = 0
+
+
+class PriorityIn(Schema):
+    priority: Int64
+
+
+# The resource estimate on each kind of device ("cuda", "cpu"): bytes by part, and totals.
+Estimates = dict[str, dict[str, Any]]
+
+
+class EstimateOut(Schema):
+    hyperparameters: dict[str, Any]
+    estimate: Estimates
+
+
+class CheckpointOut(Schema):
+    step: int
+    path: str
+
+
+class RunOut(Schema):
+    id: int
+    experiment: int
+    status: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    worker: str | None  # host:pid, for site admins only
+    step: int
+    total_steps: int
+    progress: float
+    eta_seconds: float | None
+    heartbeat_at: datetime | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    error: str
+    checkpoints: list[CheckpointOut]
+    output_path: str | None
+    output_files: dict[str, str]  # file name -> sha256
+    base_model: dict[str, Any]
+    peak_memory_bytes: int | None
+
+
+class ExperimentOut(Schema):
+    id: int
+    team: int
+    name: str
+    dataset_version: VersionRefOut
+    base_model: str
+    technique: str
+    hyperparameters: dict[str, Any]
+    estimate: Estimates
+    notes: str
+    created_at: datetime
+
+
+class ExperimentDetailOut(ExperimentOut):
+    runs: list[RunOut]
+
+
+class SeriesOut(Schema):
+    steps: list[int]
+    values: list[float]
+
+
+class RunMetricsOut(Schema):
+    run: int
+    metrics: dict[str, SeriesOut]  # by metric name
+
+
+class RunCompareOut(Schema):
+    run: RunOut
+    metrics: dict[str, SeriesOut]
+
+
+class LogsOut(Schema):
+    run: int
+    status: str
+    lines: list[str]
+
+
+class WorkerOut(Schema):
+    # name (host:pid), host and pid for site admins only
+    name: str | None
+    host: str | None
+    pid: int | None
+    cuda: bool
+    devices: list[dict[str, Any]]
+    heartbeat_at: datetime
