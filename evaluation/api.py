@@ -3,7 +3,7 @@ from ninja import Query, Router, Status
 
 from datasets_app.schemas import VersionOut
 from evaluation import comparisons, selectors, services
-from evaluation.models import EvaluationRun
+from evaluation.models import Comparison, EvaluationRun
 from evaluation.schemas import (
     ComparisonIn,
     ComparisonOut,
@@ -185,15 +185,13 @@ def cast_vote(request, comparison_id: Id, payload: VoteIn):
 @router.get("/comparisons/{comparison_id}/results", response=ComparisonResultsOut)
 def comparison_results(request, comparison_id: Id):
     comparison = selectors.comparison_get(user=request.auth, comparison_id=comparison_id)
-    out = {"comparison": comparison_out(comparison), "automatic": None, "human": None}
-    if all(
-        s.evaluation.status == EvaluationRun.Status.SUCCEEDED
-        for s in comparison.subjects.select_related("evaluation")
-    ):
-        out["automatic"] = comparisons.auto_results(comparison)
-    if comparison.mode == "human":
-        out["human"] = comparisons.human_results(comparison)
-    return out
+    human = comparison.mode == Comparison.Mode.HUMAN
+    return {
+        "comparison": comparison_out(comparison),
+        # Stored once every evaluation has finished (None until then): not recomputed.
+        "automatic": comparisons.comparison_score(comparison=comparison),
+        "human": comparisons.human_results(comparison) if human else None,
+    }
 
 
 @router.post(

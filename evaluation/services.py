@@ -18,7 +18,7 @@ from evaluation.subjects import Subject
 from experiments.models import Worker
 from experiments.training import workers
 from finetune_hub import quotas
-from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
+from finetune_hub.errors import Conflict, ServiceError, from_pydantic, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 from inference import generation
@@ -50,10 +50,7 @@ def _generation(raw: dict | None) -> dict:
         raise ServiceError(
             "Invalid generation settings",
             status=422,
-            errors=[
-                FieldError(field="generation." + ".".join(map(str, e["loc"])), message=e["msg"])
-                for e in exc.errors()
-            ],
+            errors=from_pydantic(exc, under="generation"),
         ) from None
 
 
@@ -223,62 +220,21 @@ def _reap(evaluation: EvaluationRun) -> bool:
 
 
 def _generate_missing(evaluation: EvaluationRun) -> None:
+    """Answers the examples without a result, a chunk at a time; each chunk is stored and
+    beats the heartbeat, so a retry (or another worker after a crash) starts where it ended."""
     done = set(evaluation.samples.values_list("example_id", flat=True))
-    todo = [
-        e
-        for e in evaluation.dataset_version.examples.filter(split=evaluation.split).order_by(
-            "position"
-        )
-        if e.pk not in done
-    ]
+    examples = evaluation.dataset_version.examples.filter(split=evaluation.split)
+    todo = [e for e in examples.order_by("position") if e.pk not in done]
     if not todo:
         return
     subject = Subject.of(evaluation)
     model, tokenizer = generation.load(subject.base_model, subject.output_path())
-    settings = evaluation.generation
-    fmt = evaluation.dataset_version.format
     tokens = seconds = 0.0
     for start in range(0, len(todo), CHUNK):
-        chunk = todo[start : start + CHUNK]
-        pairs = [formats.prompt_text(fmt, e.fields, tokenizer) for e in chunk]
-        prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
-        answers, new_tokens, took = generation.generate(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=settings["max_new_tokens"],
-            batch_size=settings["batch_size"],
-            do_sample=settings["do_sample"],
-            temperature=settings["temperature"],
-            top_p=settings["top_p"],
-            seed=settings["seed"],
+        results, new_tokens, took = _answer(
+            evaluation, model, tokenizer, todo[start : start + CHUNK]
         )
-        losses = (
-            generation.reference_losses(
-                model, tokenizer, prompts, references, settings["batch_size"]
-            )
-            if "loss" in evaluation.metrics
-            else [None] * len(chunk)
-        )
-        nll = [{"loss": list(loss)} if loss else {} for loss in losses]
-        SampleResult.objects.bulk_create(
-            [
-                SampleResult(
-                    evaluation=evaluation,
-                    example=e,
-                    position=e.position,
-                    prompt=p,
-                    reference=r,
-                    prediction=a,
-                    loss=loss[0] / max(loss[1], 1) if loss else None,
-                    stats=stats,
-                )
-                for e, p, r, a, loss, stats in zip(
-                    chunk, prompts, references, answers, losses, nll, strict=True
-                )
-            ],
-            ignore_conflicts=True,
-        )
+        SampleResult.objects.bulk_create(results, ignore_conflicts=True)
         tokens, seconds = tokens + new_tokens, seconds + took
         if not _held(evaluation).update(
             samples_done=evaluation.samples.count(),
@@ -286,6 +242,45 @@ def _generate_missing(evaluation: EvaluationRun) -> None:
             heartbeat_at=timezone.now(),
         ):
             raise ClaimLost
+
+
+def _answer(evaluation: EvaluationRun, model, tokenizer, examples) -> tuple[list, int, float]:
+    """The model's answers to examples (and the reference's loss when asked) as results."""
+    settings = evaluation.generation
+    fmt = evaluation.dataset_version.format
+    pairs = [formats.prompt_text(fmt, e.fields, tokenizer) for e in examples]
+    prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
+    answers, new_tokens, took = generation.generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=settings["max_new_tokens"],
+        batch_size=settings["batch_size"],
+        do_sample=settings["do_sample"],
+        temperature=settings["temperature"],
+        top_p=settings["top_p"],
+        seed=settings["seed"],
+    )
+    losses = (
+        generation.reference_losses(model, tokenizer, prompts, references, settings["batch_size"])
+        if "loss" in evaluation.metrics
+        else [None] * len(examples)
+    )
+    results = [
+        SampleResult(
+            evaluation=evaluation,
+            example=e,
+            position=e.position,
+            prompt=p,
+            reference=r,
+            prediction=a,
+            # (total negative log-likelihood, tokens): the corpus loss sums both.
+            loss=loss[0] / max(loss[1], 1) if loss else None,
+            stats={"loss": list(loss)} if loss else {},
+        )
+        for e, p, r, a, loss in zip(examples, prompts, references, answers, losses, strict=True)
+    ]
+    return results, new_tokens, took
 
 
 def _score(evaluation: EvaluationRun) -> None:

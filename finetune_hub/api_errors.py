@@ -6,6 +6,7 @@ a 500, logged as Django logs one, with no traceback in the answer. Every 4xx car
 code (finetune_hub.errors.Code); a 5xx has none."""
 
 import logging
+from typing import Literal
 
 from django.core import signals
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
@@ -155,9 +156,10 @@ class ErrorOut(Schema):
 
 
 class UnavailableOut(Schema):
-    """The 503 of DatabaseConnectionMiddleware, which answers before any route (no code)."""
+    """The 503 of DatabaseConnectionMiddleware, which answers before any route."""
 
     detail: str
+    code: Literal["unavailable"] = "unavailable"
 
 
 class PolicyRefusalOut(ErrorOut):

@@ -45,7 +45,7 @@ class DatabaseConnectionMiddleware:
     def unavailable(self, request):
         detail = "The database is busy or unavailable; try again shortly"
         if request.path.startswith("/api/"):
-            response = JsonResponse({"detail": detail}, status=503)
+            response = JsonResponse({"detail": detail, "code": "unavailable"}, status=503)
         else:
             response = HttpResponse(detail, status=503, content_type="text/plain")
         response["Retry-After"] = self.RETRY_AFTER_S

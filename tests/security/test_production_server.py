@@ -179,7 +179,7 @@ def test_a_refused_connection_answers_503_on_every_database(monkeypatch):
 
     monkeypatch.setattr("finetune_hub.middleware.connection", Refusing())
     response = Client().get("/api/teams")
-    assert response.status_code == 503 and "detail" in response.json()
+    assert response.status_code == 503 and response.json()["code"] == "unavailable"
 
 
 def free_port() -> int:
