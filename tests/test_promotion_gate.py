@@ -178,9 +178,37 @@ def test_thresholds_alone_refuse_below_and_above_and_pass_inside(
     assert error["field"] == "thresholds.exact_match" and "is below 0.5" in error["message"]
     set_policy(model, owner, thresholds=[{"metric": "exact_match", "max": 0.1}])
     r = promote(api, 2)
-    assert r.status_code == 409 and "is above 0.1" in r.json()["errors"][0]["message"]
+    assert r.status_code == 409
+    [error] = r.json()["errors"]
+    assert error["field"] == "thresholds.exact_match" and "is above 0.1" in error["message"]
     set_policy(model, owner, thresholds=[{"metric": "exact_match", "min": 0.2, "max": 0.3}])
     assert promote(api, 2).status_code == 200 and holder(model) == 2
+
+
+def test_a_score_exactly_on_a_bound_passes(api, model, versions, production, owner):
+    """min and max are inclusive: a score of 3/n meets "min 3/n" and "max 3/n"."""
+    n = len(eval_examples(versions[0]))
+    scored(versions[1], outcomes(n, 3), owner)
+    set_policy(model, owner, thresholds=[{"metric": "exact_match", "min": 3 / n, "max": 3 / n}])
+    assert promote(api, 2).status_code == 200 and holder(model) == 2
+
+
+def test_a_missing_metric_does_not_hide_the_next_rule(api, model, versions, production, owner):
+    """Every rule is checked: a metric the evaluation lacks is one failure, and the rules
+    after it are still checked."""
+    n = len(eval_examples(versions[0]))
+    evaluation = scored(versions[1], outcomes(n, 1), owner)
+    set_policy(
+        model,
+        owner,
+        thresholds=[{"metric": "chrf", "min": 10}, {"metric": "exact_match", "min": 0.9}],
+    )
+    r = promote(api, 2)
+    assert r.status_code == 409
+    assert [(e["field"], e["message"]) for e in r.json()["errors"]] == [
+        ("thresholds.chrf", f"evaluation {evaluation.pk} has no chrf"),
+        ("thresholds.exact_match", f"exact_match {1 / n:.4g} is below 0.9"),
+    ]
 
 
 def test_combined_rules_report_every_failure(api, model, versions, production, owner):

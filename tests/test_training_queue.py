@@ -239,6 +239,26 @@ def test_a_run_another_reaper_took_is_not_reaped_twice(add_run):
     assert (run.status, run.attempt) == (Status.RUNNING, 1)
 
 
+def test_a_run_that_finished_meanwhile_is_not_reaped(add_run):
+    """Between the reaper's list and its conditional UPDATE the run finishes (its last
+    heartbeat was old): the UPDATE must not match it, or a finished run would be queued."""
+    now = timezone.now()
+    run = add_run(status=Status.RUNNING, attempt=1, heartbeat_at=now - timedelta(hours=1))
+    real_filter = TrainingRun.objects.filter
+    finished = []
+
+    def filter_then_finish(*args, **kwargs):
+        if "pk" in kwargs and not finished:
+            finished.append(True)
+            real_filter(pk=run.pk).update(status=Status.SUCCEEDED)  # the worker's last write
+        return real_filter(*args, **kwargs)
+
+    with mock.patch.object(TrainingRun.objects, "filter", side_effect=filter_then_finish):
+        assert queue.runs_reap_stale(stale_after=timedelta(seconds=60)) == []
+    run.refresh_from_db()
+    assert (run.status, run.error) == (Status.SUCCEEDED, "")
+
+
 # --- cancel, resume, priority ------------------------------------------------------------
 
 
