@@ -5,7 +5,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +187,51 @@ def test_resumed_runs_after_a_process_kill_or_a_cancel_equal_an_uninterrupted_on
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
     page = browser_client.get(f"/runs/{cancelled.pk}/").content.decode()
     assert 'id="status">succeeded<' in page and "<b>2 / 3</b>" in page
+
+
+WATCHED_CHILD = """
+import sys, time
+from experiments.training.child import exit_with_supervisor
+exit_with_supervisor(interval=0.1)
+print("watching", flush=True)
+time.sleep(120)
+"""
+
+SUPERVISOR = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], start_new_session=True,
+                         stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "watching"
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent's wait is missing
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_training_process_stops_when_its_supervisor_is_killed():
+    """SIGKILL the supervisor (the worker): the training process it started in its own
+    session notices and exits, instead of training on beside the run's next attempt."""
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, WATCHED_CHILD],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(supervisor.stdout.readline())
+    assert _running(child)
+    supervisor.kill()
+    supervisor.wait()
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(child)

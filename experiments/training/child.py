@@ -4,14 +4,39 @@ all GPU memory."""
 
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
 EXIT_REFUSED = 3  # a ServiceError: the run cannot be trained here (its message is stored)
+KILL_AFTER_S = 10.0
+
+
+def exit_with_supervisor(interval: float = 1.0) -> threading.Thread:
+    """Stops this process (and its process group: data loader workers) once its supervisor
+    is gone. A worker killed outright (SIGKILL, out of memory) cannot stop its training
+    process, and the reaper then queues the run again: without this, a second process would
+    train the same run into the same folder beside the orphan, which holds its GPU."""
+    supervisor = os.getppid()
+
+    def watch():
+        while os.getppid() == supervisor:
+            time.sleep(interval)
+        group = os.getpgid(0)
+        os.killpg(group, signal.SIGTERM)
+        time.sleep(KILL_AFTER_S)
+        os.killpg(group, signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="supervisor-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(run_id: int, log_path: Path) -> int:
+    exit_with_supervisor()
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_hub.settings")
