@@ -5,6 +5,7 @@ match hits), so significance and direction are decided by the real paired bootst
 by stubbed numbers: a version significantly worse than production, one better but not
 significantly, and one better and significantly."""
 
+from datetime import timedelta
 from unittest.mock import patch
 
 import pytest
@@ -38,14 +39,14 @@ def production(model, versions, owner):
     return versions[0]
 
 
-def eval_examples(version):
+def eval_examples(version, split="eval"):
     dataset_version = version.source_run.experiment.dataset_version
-    return list(dataset_version.examples.filter(split="eval").order_by("pk"))
+    return list(dataset_version.examples.filter(split=split).order_by("pk"))
 
 
-def scored(version, hits: list[int], owner) -> EvaluationRun:
-    """A finished evaluation of `version` with these exact-match hits, one per eval example."""
-    examples = eval_examples(version)
+def scored(version, hits: list[int], owner, split="eval") -> EvaluationRun:
+    """A finished evaluation of `version` with these exact-match hits, one per example."""
+    examples = eval_examples(version, split)
     assert len(hits) == len(examples)
     score = sum(hits) / len(hits)
     evaluation = EvaluationRun.objects.create(
@@ -54,7 +55,7 @@ def scored(version, hits: list[int], owner) -> EvaluationRun:
         model_version=version,
         base_model=version.base_model,
         dataset_version=examples[0].version,
-        split="eval",
+        split=split,
         metrics=["exact_match"],
         generation={},
         status="succeeded",
@@ -82,7 +83,7 @@ def compared(first: EvaluationRun, second: EvaluationRun, owner) -> Comparison:
     comparison = Comparison.objects.create(
         team=first.team,
         dataset_version=first.dataset_version,
-        split="eval",
+        split=first.split,
         mode="auto",
         created_by=owner,
     )
@@ -156,6 +157,32 @@ def test_a_significantly_better_version_is_promoted_with_its_evidence(
     evidence = AliasEvent.objects.filter(to_version__number=2).get().evidence
     assert evidence["comparison"]["comparison"] == comparison.pk
     assert evidence["comparison"]["significant"] is True
+
+
+def test_a_win_on_other_data_does_not_count(api, model, versions, production, owner):
+    """The policy names the data: a significant win on the test split is no evidence for a
+    gate that reads the eval split."""
+    set_policy(model, owner, require_ab_win=True)
+    n = len(eval_examples(versions[0], "test"))
+    old = scored(versions[0], [0] * n, owner, split="test")
+    compared(old, scored(versions[1], [1] * n, owner, split="test"), owner)
+    assert promote(api, 2).status_code == 409 and holder(model) == 1
+
+
+def test_a_newer_comparison_of_other_subjects_does_not_hide_the_win(
+    api, model, versions, production, owner
+):
+    """Every recent comparison is read: the win stands behind a newer comparison that is
+    not between these two versions."""
+    set_policy(model, owner, require_ab_win=True)
+    n = len(eval_examples(versions[0]))
+    old, new = scored(versions[0], [0] * n, owner), scored(versions[1], [1] * n, owner)
+    win = compared(old, new, owner)
+    newer = compared(new, scored(versions[1], [1] * n, owner), owner)  # the version twice
+    Comparison.objects.filter(pk=newer.pk).update(created_at=win.created_at + timedelta(seconds=1))
+    assert promote(api, 2).status_code == 200 and holder(model) == 2
+    evidence = AliasEvent.objects.filter(to_version__number=2).get().evidence
+    assert evidence["comparison"]["comparison"] == win.pk
 
 
 def test_a_win_on_another_metric_does_not_count(api, model, versions, production, owner):
