@@ -6,7 +6,7 @@ from django.http import Http404, JsonResponse
 from ninja import Field, NinjaAPI, Router, Schema, Status
 
 from finetune_hub import api_errors
-from finetune_hub.auth import api_auth, token_create, token_user
+from finetune_hub.auth import api_auth, token_create, token_revoke, token_user
 from finetune_hub.bounds import BoundedJSONParser, Id
 from finetune_hub.models import ApiToken, Role
 from finetune_hub.selectors import members_of, membership_require, teams_for_user
@@ -156,8 +156,7 @@ def list_tokens(request):
 
 @tokens.delete("/{token_id}", response={204: None})
 def revoke_token(request, token_id: Id):
-    deleted, _ = request.auth.api_tokens.filter(pk=token_id).delete()
-    if not deleted:
+    if not token_revoke(user=request.auth, token_id=token_id):
         raise Http404
     return Status(204, None)
 

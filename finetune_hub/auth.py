@@ -18,6 +18,12 @@ def token_create(*, user, name: str) -> tuple[ApiToken, str]:
     return token, raw
 
 
+def token_revoke(*, user, token_id: int) -> bool:
+    """Deletes one of the user's tokens; False when the user has no such token."""
+    deleted, _ = user.api_tokens.filter(pk=token_id).delete()
+    return bool(deleted)
+
+
 def token_user(raw: str):
     token = (
         ApiToken.objects.select_related("user")

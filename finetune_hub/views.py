@@ -94,9 +94,11 @@ def team_detail(request, team_id: int):
 def tokens(request):
     raw = None
     if request.method == "POST":
-        if revoke := request.POST.get("revoke"):
-            request.user.api_tokens.filter(pk=revoke).delete()
-            messages.success(request, "Token revoked")
+        if "revoke" in request.POST:
+            with service_errors_as_messages(request):
+                token_id = form_int(request.POST, "revoke", 0)
+                if auth.token_revoke(user=request.user, token_id=token_id):
+                    messages.success(request, "Token revoked")
             return redirect("tokens")
         _, raw = auth.token_create(user=request.user, name=request.POST.get("name", "token"))
     return render(request, "tokens.html", {"tokens": request.user.api_tokens.all(), "raw": raw})

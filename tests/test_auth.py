@@ -116,3 +116,18 @@ def test_tokens_are_private_to_their_user(api, outsider_api, owner):
     assert outsider_api.delete(f"/api/tokens/{token_id}").status_code == 404
     assert [t["name"] for t in outsider_api.get("/api/tokens").json()] == ["tests"]
     assert ApiToken.objects.filter(pk=token_id).exists()
+
+
+def test_the_tokens_page_revokes_only_the_users_own_token(owner, outsider):
+    from finetune_hub.auth import token_create
+
+    mine, _ = token_create(user=owner, name="mine")
+    theirs, _ = token_create(user=outsider, name="theirs")
+    client = Client()
+    client.force_login(owner)
+    assert client.post("/tokens/", {"revoke": theirs.pk}).status_code == 302
+    assert ApiToken.objects.filter(pk=theirs.pk).exists()
+    page = client.post("/tokens/", {"revoke": "abc"}, follow=True)
+    assert page.status_code == 200 and "revoke must be a whole number" in page.content.decode()
+    assert client.post("/tokens/", {"revoke": mine.pk}).status_code == 302
+    assert not ApiToken.objects.filter(pk=mine.pk).exists()
