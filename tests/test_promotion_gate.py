@@ -210,6 +210,11 @@ def test_thresholds_alone_refuse_below_and_above_and_pass_inside(
     assert error["field"] == "thresholds.exact_match" and "is above 0.1" in error["message"]
     set_policy(model, owner, thresholds=[{"metric": "exact_match", "min": 0.2, "max": 0.3}])
     assert promote(api, 2).status_code == 200 and holder(model) == 2
+    # The alias history keeps what the gate read: the policy and the evaluation.
+    evidence = AliasEvent.objects.filter(to_version__number=2).get().evidence
+    evaluation = EvaluationRun.objects.get(model_version=versions[1])
+    assert evidence["evaluation"] == {"id": evaluation.pk, "results": evaluation.results}
+    assert evidence["policy"]["thresholds"] == [{"metric": "exact_match", "min": 0.2, "max": 0.3}]
 
 
 def test_a_score_exactly_on_a_bound_passes(api, model, versions, production, owner):
@@ -258,6 +263,8 @@ def test_an_ungated_alias_moves_without_evidence(api, model, versions, productio
     set_policy(model, owner, require_ab_win=True, thresholds=[{"metric": "bleu", "min": 99}])
     r = api.put("/api/registry/models/triage/aliases/staging", {"version": 2, "reason": "try it"})
     assert r.status_code == 200
+    event = AliasEvent.objects.get(alias="staging")
+    assert event.evidence == {"policy": "not gated"}
 
 
 def test_the_ab_rule_with_approval_waits_for_the_approver_only_after_the_win(
