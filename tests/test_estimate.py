@@ -160,4 +160,3 @@ def test_the_estimate_assumes_what_training_defaults_to():
         if name in trained:
             assert value == trained[name], name
     assert total_gb("lora") > total_gb("lora", max_length=512)  # 1024 tokens by default
-
