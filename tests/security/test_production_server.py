@@ -165,7 +165,10 @@ def test_no_free_connection_answers_503_json_under_api_not_500(db):
         for conn in held:
             pool.putconn(conn)
     assert api.status_code == 503 and api["Retry-After"] == "5"
-    assert api.json() == {"detail": "The database is busy or unavailable; try again shortly"}
+    assert api.json() == {
+        "detail": "The database is busy or unavailable; try again shortly",
+        "code": "unavailable",
+    }
     assert page.status_code == 503
     assert request_in_a_thread("/api/teams").status_code == 401  # connections are back
 
