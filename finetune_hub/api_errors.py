@@ -37,6 +37,9 @@ def error_body(status: int, detail: str) -> dict:
 
 
 def register(api) -> None:
+    """Installs one handler per exception the API can meet, each turning it into the one
+    error shape; they are closures over `api`, so they stand here together (hence the length)."""
+
     def error(request, status: int, detail: str):
         return api.create_response(request, error_body(status, detail), status=status)
 
