@@ -12,7 +12,15 @@ from finetune_hub.selectors import membership_require
 from finetune_hub.storage import artifact_path
 from registry import policy as policies
 from registry.export import safetensors_only
-from registry.models import Alias, AliasEvent, ModelVersion, PromotionRequest, RegisteredModel
+from registry.models import (
+    Alias,
+    AliasEvent,
+    Feedback,
+    ModelVersion,
+    PromotionRequest,
+    RegisteredModel,
+    ServedGeneration,
+)
 
 
 @transaction.atomic
@@ -296,8 +304,6 @@ def generate(*, model: RegisteredModel, alias: str, messages: list[dict], max_ne
 
 
 def feedback_add(*, model: RegisteredModel, generation_id: int, rating: int, by, comment: str = ""):
-    from registry.models import Feedback, ServedGeneration
-
     membership_require(user=by, team=model.team, role=Role.VIEWER)
     generation = ServedGeneration.objects.filter(pk=generation_id, registered_model=model).first()
     if generation is None:
@@ -322,7 +328,7 @@ def feedback_to_annotation(*, feedback, by):
     """A rated answer goes to the annotators of the dataset the version was trained on."""
     from datasets_app.services import example_add_to_draft
 
-    feedback = type(feedback).objects.select_for_update().get(pk=feedback.pk)
+    feedback = Feedback.objects.select_for_update().get(pk=feedback.pk)
     if feedback.sent_to_id:
         raise Conflict("This answer was sent to annotation already")
     example = example_add_to_draft(
