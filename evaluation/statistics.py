@@ -19,13 +19,18 @@ def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
+def _interval95(samples, axis=None):
+    """The 2.5th and 97.5th percentiles: the percentile interval every bootstrap here uses."""
+    return np.percentile(samples, [2.5, 97.5], axis=axis)
+
+
 def bootstrap_ci(name: str, stats: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED):
     """95% percentile interval of the corpus metric over resampled samples."""
     if len(stats) < 2:
         value = score_from_stats(name, stats) if len(stats) else float("nan")
         return value, value
     scores = [score_from_stats(name, stats[idx]) for idx in _indices(len(stats), resamples, seed)]
-    low, high = np.percentile(scores, [2.5, 97.5])
+    low, high = _interval95(scores)
     return float(low), float(high)
 
 
@@ -45,7 +50,7 @@ def paired_bootstrap(
     deltas = np.array(
         [score_from_stats(name, stats_b[i]) - score_from_stats(name, stats_a[i]) for i in idx]
     )
-    low, high = np.percentile(deltas, [2.5, 97.5])
+    low, high = _interval95(deltas)
     extreme = np.sum(np.abs(deltas - deltas.mean()) >= abs(real))
     return {
         "difference": float(real),
@@ -111,7 +116,7 @@ def bradley_terry_ci(
             for _ in range(resamples)
         ]
     )
-    low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+    low, high = _interval95(samples, axis=0)
     return list(zip(low.tolist(), high.tolist(), strict=True))
 
 
