@@ -10,6 +10,7 @@ import torch
 from datasets_app import formats
 from datasets_app.models import DataFormat
 from experiments.models import Technique, TrainingRun
+from experiments.training import speed
 from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
 from experiments.training.reporting import RunReporter
 from finetune_hub.errors import ServiceError
@@ -69,12 +70,25 @@ def quantization_config(params: dict):
     )
 
 
+def speed_settings(run: TrainingRun) -> dict:
+    experiment = run.experiment
+    return speed.effective(
+        experiment.hyperparameters, technique_is_sft=experiment.technique != Technique.DPO
+    )
+
+
 def load_model(run: TrainingRun):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     experiment, params = run.experiment, run.experiment.hyperparameters
     path = base_models.resolve(experiment.base_model)
-    kwargs = {"dtype": torch.bfloat16 if device() == "cuda" else torch.float32}
+    attention = speed_settings(run)["attention"]
+    if attention == speed.VARLEN:
+        speed.register_varlen_attention()
+    kwargs = {
+        "dtype": torch.bfloat16 if device() == "cuda" else torch.float32,
+        "attn_implementation": attention,
+    }
     if experiment.technique == Technique.QLORA:
         kwargs.update(quantization_config=quantization_config(params), device_map={"": 0})
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
@@ -114,6 +128,7 @@ def peft_config(technique: str, params: dict):
 def common_args(run: TrainingRun, output_dir: Path, has_eval: bool) -> dict:
     params = run.experiment.hyperparameters
     on_cuda = device() == "cuda"
+    fast = speed_settings(run)
     return dict(
         output_dir=str(output_dir),
         learning_rate=params["learning_rate"],
@@ -126,6 +141,13 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool) -> dict:
         per_device_eval_batch_size=params["per_device_train_batch_size"],
         gradient_accumulation_steps=params["gradient_accumulation_steps"],
         gradient_checkpointing=params["gradient_checkpointing"],
+        # Reentrant checkpointing needs an input that requires grad and replays RNG twice; the
+        # non-reentrant kind is what PyTorch recommends and what peft's adapters work with.
+        gradient_checkpointing_kwargs=(
+            {"use_reentrant": False} if params["gradient_checkpointing"] else None
+        ),
+        optim=fast["optim"],
+        use_liger_kernel=fast["liger_kernel"],
         seed=params["seed"],
         data_seed=params["seed"],
         logging_steps=params["logging_steps"],
@@ -138,7 +160,8 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool) -> dict:
         bf16=on_cuda,
         use_cpu=not on_cuda,
         report_to=[],
-        include_num_input_tokens_seen=True,
+        # Real tokens: pad tokens are not trained on and must not inflate tokens/s.
+        include_num_input_tokens_seen="non_padding",
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
@@ -171,10 +194,14 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
     class Trainer(SafetensorsCheckpointMixin, SFTTrainer):
         pass
 
-    # Padding-free batches are only exact with FlashAttention; elsewhere packing stays off.
-    packing = params["packing"] and device() == "cuda"
+    # Packing (best-fit decreasing, padding-free rows) only on CUDA: the varlen attention keeps
+    # examples apart without a quadratic mask (see speed.py).
+    fast = speed_settings(run)
     config = SFTConfig(
-        max_length=params["max_length"], packing=packing, completion_only_loss=True, **args
+        max_length=params["max_length"],
+        packing=fast["packing"],
+        completion_only_loss=True,
+        **args,
     )
     return Trainer(args=config, **shared)
 
@@ -200,6 +227,7 @@ def train(run: TrainingRun, log_path: Path) -> None:
     folder = artifact_path(run.folder)
     reporter = RunReporter(run, log_path)
     trainer = build_trainer(run, folder / "checkpoints", reporter)
+    log.info("Speed settings: %s", speed_settings(run))
     resume = latest_checkpoint(run)
     if resume:
         assert_no_pickles(resume)

@@ -9,6 +9,14 @@ def _bool(value: str) -> bool:
     return value.lower() in ("1", "true", "on", "yes")
 
 
+def _switch(value: str) -> bool | None:
+    """auto (blank) / on / off: auto leaves the choice to the worker (speed.py)."""
+    choice = value.strip().lower()
+    if choice not in ("on", "off"):
+        raise ValueError(choice)
+    return choice == "on"
+
+
 def _modules(value: str):
     value = value.strip()
     return value if value == "all-linear" else [m.strip() for m in value.split(",") if m.strip()]
@@ -28,7 +36,10 @@ FIELDS = [
     ("save_steps", "Checkpoint every N steps", int, "all"),
     ("seed", "Seed", int, "all"),
     ("gradient_checkpointing", "Gradient checkpointing", _bool, "all"),
-    ("packing", "Packing (CUDA workers)", _bool, "sft"),
+    ("packing", "Packing, padding-free (auto: on CUDA workers)", _switch, "sft"),
+    ("attention", "Attention (auto: varlen FlashAttention when packing)", str, "all"),
+    ("liger_kernel", "Liger kernels (auto: on CUDA workers with liger-kernel)", _switch, "all"),
+    ("fused_adamw", "Fused AdamW (auto: on CUDA workers)", _switch, "all"),
     ("lora_r", "LoRA r", int, "lora"),
     ("lora_alpha", "LoRA alpha", int, "lora"),
     ("lora_dropout", "LoRA dropout", float, "lora"),
@@ -39,6 +50,7 @@ FIELDS = [
     ("dpo_base", "DPO trains (lora or full)", str, "dpo"),
 ]
 CHECKBOXES = {name for name, _, parser, _ in FIELDS if parser is _bool}
+SWITCHES = {name for name, _, parser, _ in FIELDS if parser is _switch}
 # The field groups each technique uses: the form shows these and hides the rest.
 TECHNIQUE_GROUPS = {
     Technique.FULL: ["all", "sft"],
@@ -57,13 +69,14 @@ def hyperparameters_from(post) -> dict:
             if raw:
                 params[name] = True
             continue
-        if not raw.strip():
+        if not raw.strip() or (name in SWITCHES and raw.strip().lower() == "auto"):
             continue
         try:
             params[name] = parser(raw.strip())
         except ValueError:
+            wanted = "auto, on or off" if name in SWITCHES else "a number"
             errors.append(
-                FieldError(field=f"hyperparameters.{name}", message=f"{label}: not a number")
+                FieldError(field=f"hyperparameters.{name}", message=f"{label}: not {wanted}")
             )
     if errors:
         raise ServiceError("Invalid hyperparameters", status=422, errors=errors)

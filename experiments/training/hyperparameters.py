@@ -38,7 +38,11 @@ class Hyperparameters(BaseModel):
     save_steps: int = Field(50, ge=1)
     logging_steps: int = Field(5, ge=1)
     gradient_checkpointing: bool = False
-    packing: bool = False
+    # Speed switches (experiments/training/speed.py); None: on where it pays, a CUDA worker.
+    packing: bool | None = None
+    attention: Literal["auto", "varlen", "sdpa", "eager"] = "auto"
+    liger_kernel: bool | None = None
+    fused_adamw: bool | None = None
     # LoRA / QLoRA, and DPO with dpo_base="lora"
     lora_r: int = Field(16, gt=0, le=1024)
     lora_alpha: int = Field(32, gt=0, le=4096)

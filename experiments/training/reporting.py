@@ -7,10 +7,12 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from django.utils import timezone
 from transformers import TrainerCallback
 
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
+from experiments.training import speed
 from finetune_hub.storage import artifact_path
 
 FLUSH_EVERY_S = 2.0
@@ -50,8 +52,12 @@ class RunReporter(TrainerCallback):
         self.first_step: int | None = None
         self.tokens = (time.monotonic(), 0)
         self.parent = os.getppid()
+        self.n_params, self.gpu = 0, None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if torch.cuda.is_available() and model is not None:
+            unique = {p.data_ptr(): p.numel() for p in model.parameters()}
+            self.n_params, self.gpu = sum(unique.values()), torch.cuda.get_device_name()
         # A resumed attempt re-runs the steps after its checkpoint: drop their old points.
         MetricPoint.objects.filter(run=self.run, step__gt=state.global_step).delete()
         TrainingRun.objects.filter(pk=self.run.pk).update(
@@ -72,7 +78,13 @@ class RunReporter(TrainerCallback):
         then, before = self.tokens
         now = time.monotonic()
         if seen > before and now > then:
-            self._point(state.global_step, "tokens_per_second", (seen - before) / (now - then))
+            rate = (seen - before) / (now - then)  # real tokens: pads are not counted
+            self._point(state.global_step, "tokens_per_second", rate)
+            if self.gpu:
+                if (mfu := speed.mfu(self.n_params, rate, self.gpu)) is not None:
+                    self._point(state.global_step, "mfu", mfu)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                self._point(state.global_step, "peak_memory_gib", peak)
         self.tokens = (now, seen)
 
     def _point(self, step: int, key: str, value: float) -> None:

@@ -7,7 +7,16 @@ from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.selectors import get_visible, visible_to
 
-DEFAULT_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch")
+DEFAULT_KEYS = (
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "grad_norm",
+    "tokens_per_second",
+    "mfu",
+    "peak_memory_gib",
+    "epoch",
+)
 
 
 def experiments_for(*, user, team: int | None = None) -> QuerySet[Experiment]:

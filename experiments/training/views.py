@@ -33,6 +33,8 @@ def _form_context(request, error=None):
         "versions": published_versions_for(user=request.user),
         "techniques": Technique.choices,
         "fields": forms.FIELDS,
+        "checkboxes": forms.CHECKBOXES,
+        "switches": forms.SWITCHES,
         "technique_groups": forms.TECHNIQUE_GROUPS,
         "error": error,
         "post": request.POST,

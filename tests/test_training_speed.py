@@ -1,0 +1,151 @@
+"""The speed levers of a CUDA run (experiments/training/speed.py), checked on this CPU machine:
+which switches a run gets, the example boundaries the varlen attention reads from position ids,
+its plumbing against example-by-example attention, and real-token counting. The kernels
+themselves run on the GPU machine (bench/train_throughput.py checks them against SDPA)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from experiments.training import engine, speed
+from experiments.training.forms import hyperparameters_from
+from experiments.training.runner import train_next_run
+from experiments.training.services import run_enqueue
+from finetune_hub.errors import ServiceError
+from tests.training_helpers import make_experiment
+
+
+@pytest.fixture
+def cuda_worker(monkeypatch):
+    """What a CUDA worker with the varlen kernels and without liger-kernel would decide."""
+    monkeypatch.setattr(speed, "on_cuda", lambda: True)
+    monkeypatch.setattr(speed, "varlen_available", lambda: True)
+    monkeypatch.setattr(speed, "liger_available", lambda: False)
+
+
+def test_a_cpu_run_keeps_the_plain_path():
+    assert speed.effective({}, technique_is_sft=True) == {
+        "packing": False,
+        "attention": "sdpa",
+        "liger_kernel": False,
+        "optim": "adamw_torch",
+    }
+    # Switched on by hand, a CPU worker still cannot use them.
+    forced = {"packing": True, "attention": "varlen", "liger_kernel": True, "fused_adamw": True}
+    assert speed.effective(forced, technique_is_sft=True)["attention"] == "sdpa"
+    assert not speed.effective(forced, technique_is_sft=True)["packing"]
+
+
+def test_a_cuda_run_gets_every_lever_by_default(cuda_worker):
+    assert speed.effective({}, technique_is_sft=True) == {
+        "packing": True,
+        "attention": speed.VARLEN,
+        "liger_kernel": False,  # not installed on this worker
+        "optim": "adamw_torch_fused",
+    }
+    # DPO does not pack: its batches keep SDPA.
+    assert speed.effective({}, technique_is_sft=False)["attention"] == "sdpa"
+    assert not speed.effective({}, technique_is_sft=False)["packing"]
+
+
+def test_each_switch_turns_its_lever_off(cuda_worker, monkeypatch):
+    off = speed.effective({"packing": False}, technique_is_sft=True)
+    assert not off["packing"] and off["attention"] == "sdpa"
+    assert speed.effective({"attention": "sdpa"}, technique_is_sft=True)["attention"] == "sdpa"
+    assert speed.effective({"fused_adamw": False}, technique_is_sft=True)["optim"] == "adamw_torch"
+    monkeypatch.setattr(speed, "liger_available", lambda: True)
+    assert speed.effective({}, technique_is_sft=True)["liger_kernel"]
+    assert not speed.effective({"liger_kernel": False}, technique_is_sft=True)["liger_kernel"]
+
+
+def test_the_form_reads_auto_on_and_off():
+    assert hyperparameters_from({"hp_packing": "auto", "hp_liger_kernel": "off"}) == {
+        "liger_kernel": False
+    }
+    assert hyperparameters_from({"hp_fused_adamw": "on"}) == {"fused_adamw": True}
+    with pytest.raises(ServiceError) as caught:
+        hyperparameters_from({"hp_packing": "sometimes"})
+    assert caught.value.errors[0].field == "hyperparameters.packing"
+    assert "auto, on or off" in caught.value.errors[0].message
+
+
+def test_example_boundaries_come_from_restarting_position_ids():
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
+    cu, longest = speed._boundaries(positions)
+    assert cu.tolist() == [0, 3, 5, 9] and cu.dtype == torch.int32 and longest == 4
+    rows = torch.arange(5).repeat(2, 1)  # two unpacked rows of 5
+    cu, longest = speed._boundaries(rows)
+    assert cu.tolist() == [0, 5, 10] and longest == 5
+    # The cache is per tensor: a new batch is never read from the last one's boundaries.
+    cu, _ = speed._boundaries(torch.tensor([[0, 1, 0, 1, 2, 3, 4]]))
+    assert cu.tolist() == [0, 2, 7]
+
+
+def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, window_size, enable_gqa, scale=None):
+    """FlashAttention's varlen contract computed example by example with SDPA on the CPU."""
+    assert window_size == (-1, 0) and max_q == max_k
+    out = []
+    for start, end in zip(cu_q[:-1].tolist(), cu_q[1:].tolist(), strict=True):
+        qs, ks, vs = (t[start:end].transpose(0, 1) for t in (q, k, v))
+        out.append(
+            F.scaled_dot_product_attention(
+                qs, ks, vs, is_causal=True, scale=scale, enable_gqa=enable_gqa
+            ).transpose(0, 1)
+        )
+    return torch.cat(out)
+
+
+def test_packed_row_attends_within_each_example_only(tiny_model, monkeypatch):
+    """A packed row through fh_varlen gives each example the logits it has alone: no token
+    attends across an example boundary, and grouped-query heads line up."""
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(speed, "_varlen_function", lambda: reference_varlen)
+    monkeypatch.setattr(speed, "_on_varlen_device", lambda query: True)
+    speed._varlen_call_style.cache_clear()
+    monkeypatch.setattr(
+        speed,
+        "_varlen_call_style",
+        lambda: {"causal": {"window_size": (-1, 0)}, "gqa": True, "scale": True},
+    )
+    speed.register_varlen_attention()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=speed.VARLEN)
+    lengths = [7, 2, 11]
+    ids = torch.randint(3, 1000, (1, sum(lengths)))
+    positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=positions).logits[0]
+        model.set_attn_implementation("sdpa")
+        alone = torch.cat([model(input_ids=part).logits[0] for part in ids.split(lengths, dim=1)])
+        # Without the boundaries (SDPA, one causal row), the later examples differ.
+        leaky = model(input_ids=ids).logits[0]
+    # FlashAttention computes in bf16 (a float32 model's states are cast): bf16 tolerance.
+    error = (packed - alone).abs().max().item()
+    leak = (leaky[lengths[0] :] - alone[lengths[0] :]).abs().max().item()
+    assert error < 5e-3 < leak
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tokens_per_second_counts_real_tokens_only(team, owner, tiny_model, cpu_worker):
+    """One epoch over padded batches: the tokens the run counts are the examples' tokens,
+    not the padded batch sizes."""
+    experiment = make_experiment(
+        team, owner, tiny_model, num_train_epochs=1, max_steps=-1, per_device_train_batch_size=8
+    )
+    run = run_enqueue(experiment=experiment, by=owner)
+    trainer = engine.build_trainer(run, engine.artifact_path(run.folder), _Reporter())
+    real = sum(len(row["input_ids"]) for row in trainer.train_dataset)
+    trainer.train()
+    assert trainer.state.num_input_tokens_seen == real
+
+
+class _Reporter(engine.RunReporter.__mro__[1]):
+    """A bare TrainerCallback standing in for the run's reporter."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cpu_run_trains_with_the_speed_settings_it_reports(team, owner, tiny_model, cpu_worker):
+    experiment = make_experiment(team, owner, tiny_model, packing=True, liger_kernel=True)
+    run = train_next_run(run_id=run_enqueue(experiment=experiment, by=owner).pk)
+    assert run.status == "succeeded", run.error + run.log_tail
+    assert "Speed settings: {'packing': False, 'attention': 'sdpa'" in run.log_tail
