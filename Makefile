@@ -79,6 +79,11 @@ bench: install
 	$(PY) bench/train_memory.py --shape tiny --techniques lora,prefix,full --steps 10 --batch 4 --max-length 256
 	$(PY) bench/generation.py --prompts 48 --max-new-tokens 32 --batch-size 16
 	$(PY) bench/metrics.py --pairs 10000
+	@# Training throughput against plain Trainer + PEFT scripts: a CUDA GPU only (about 8 min
+	@# on one H200; results: bench/results/train_throughput_h200.json, bench/RESULTS.md).
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+	  $(PY) bench/train_throughput.py --shapes 1b,8b --checkpointing 8b --setups "A;B;finetune_hub"; \
+	else echo "SKIPPED: training throughput (no CUDA GPU here)"; fi
 
 # 50 readers + 4 writers for 2 minutes against gunicorn, on SQLite and, when it answers, on
 # PostgreSQL (results: bench/results/load-*.json, bench/RESULTS.md).

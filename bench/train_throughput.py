@@ -13,7 +13,7 @@ are downloaded). The data is learnable and of low entropy (the answer copies the
 of the ticket, words from a 50-word vocabulary), so equal loss at equal tokens means equal
 training. Real tokens count only non-pad tokens; the first --warmup steps are not timed.
 
-  python bench/train_throughput.py --shapes 1b --tokenizer .benchtok \
+  python bench/train_throughput.py --shapes 1b \
       --setups A,B,finetune_hub,finetune_hub:liger_kernel=off
   python bench/train_throughput.py --shapes tiny --steps 12 --warmup 2     # CPU smoke run
 
@@ -94,6 +94,18 @@ def dataset_jsonl(n: int, max_words: int, seed: int = 0) -> bytes:
         record = {"instruction": f"Summarise ticket {i}.", "input": text, "output": answer}
         lines.append(json.dumps(record))
     return ("\n".join(lines) + "\n").encode()
+
+
+def ensure_tokenizer(folder: Path) -> Path:
+    """The SmolLM2 tokenizer, taken once from the embedded GGUF file (no download)."""
+    if not (folder / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        from inference.base_models import embedded_gguf
+
+        gguf = embedded_gguf()
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    return folder
 
 
 def build_model(shape: str, tokenizer_dir: Path, work: Path) -> Path:
@@ -540,7 +552,11 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--pack-length", type=int, default=2048)
     parser.add_argument("--checkpointing", default="8b", help="shapes trained with it")
-    parser.add_argument("--tokenizer", default=str(ROOT / ".benchtok"))
+    parser.add_argument(
+        "--tokenizer",
+        default=str(ROOT / "var/bench-tokenizer"),
+        help="a tokenizer folder; made from the embedded GGUF when missing",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench/results/train_throughput_h200.json"))
     parser.add_argument("--work", default=tempfile.mkdtemp(prefix="fh-tp-"))
     args = parser.parse_args()
@@ -588,7 +604,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for shape in args.shapes.split(","):
-        model_dir = build_model(shape, Path(args.tokenizer), args.work)
+        model_dir = build_model(shape, ensure_tokenizer(Path(args.tokenizer)), args.work)
         dataset = Dataset.objects.create(
             team=team, name=f"tp-{shape}-{time.time()}", task="instruction", created_by=user
         )
