@@ -69,6 +69,20 @@ DECISION_CODE = [
 ]
 
 
+# Display metadata inside those modules: the description and citation a metric module shows
+# (evaluate's MetricInfo). Nothing is decided by them.
+NOT_DECISIONS = [
+    "evaluation.metrics.x_text_pair_info__*",
+    "evaluation.metrics.sacrebleu_module.x_info__*",
+]
+
+
+def is_decision(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in DECISION_CODE) and not any(
+        fnmatch.fnmatch(name, p) for p in NOT_DECISIONS
+    )
+
+
 def to_run(mutants: Path) -> list[str]:
     """The decision mutants without a verdict yet, and the timeouts (a loaded machine can
     time a session out): a second `make mutation` resumes instead of starting over. Empty
@@ -76,8 +90,7 @@ def to_run(mutants: Path) -> list[str]:
     pending = []
     for meta in mutants.rglob("*.py.meta"):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            decision = any(fnmatch.fnmatch(name, pattern) for pattern in DECISION_CODE)
-            if decision and (code is None or code in TIMEOUT):
+            if is_decision(name) and (code is None or code in TIMEOUT):
                 pending.append(name)
     return pending
 
@@ -95,7 +108,7 @@ def collect(mutants: Path, files: list[str]) -> dict:
         codes = {
             name: code
             for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-            if any(fnmatch.fnmatch(name, pattern) for pattern in DECISION_CODE)
+            if is_decision(name)
         }
         killed = sorted(k for k, code in codes.items() if code in KILLED)
         survived = sorted(k for k, code in codes.items() if code in SURVIVED)

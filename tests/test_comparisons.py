@@ -350,3 +350,74 @@ def test_exported_preferences_train_a_dpo_run(team, owner, reviewer, tiny_model,
     )
     run = train_next_run(run_id=run_enqueue(experiment=experiment, by=owner).pk)
     assert run.status == "succeeded" and run.step == 3, run.error
+
+
+def test_human_results_report_every_count_and_key(human, reviewer):
+    """Every field of a pair's row, with ties, both-bad votes and a served pair that was
+    never answered (it is not a vote)."""
+    for outcome in ["a", "b", "b", "tie", "both_bad", "both_bad"]:
+        vote_for(human, reviewer, outcome)
+    comparisons.next_pair(comparison=human, reviewer=reviewer)  # served, not answered
+    results = comparisons.human_results(human)
+    assert results["votes"] == 6 and results["ratings"] is None  # two subjects: no ratings
+    row = results["pairwise"]["0-1"]
+    low, high = statistics.wilson(1, 3)
+    assert row == {
+        "a": 0,
+        "b": 1,
+        "wins_a": 1,
+        "wins_b": 2,
+        "ties": 1,
+        "both_bad": 2,
+        "win_rate_a": pytest.approx(1 / 3),
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": statistics.sign_test(1, 2),
+        "verdict": "not enough votes",  # 3 decisive votes, 5 needed
+    }
+
+
+def test_a_pair_without_decisive_votes_has_no_win_rate(human, reviewer):
+    vote_for(human, reviewer, "tie")
+    row = comparisons.human_results(human)["pairwise"]["0-1"]
+    assert row["win_rate_a"] is None and row["verdict"] == "not enough votes"
+
+
+def test_verdicts_at_the_minimum_votes_and_the_significance_line(human, reviewer, team):
+    # Exactly min_votes (5) decisive votes, split 3-2: a verdict, and not a significant one.
+    for outcome in ["a", "a", "a", "b", "b"]:
+        vote_for(human, reviewer, outcome)
+    row = comparisons.human_results(human)["pairwise"]["0-1"]
+    assert row["p_value"] == 1.0 and row["verdict"] == "no significant difference"
+    # Then 12 more for subject b (index 1): 3 against 14, significant, b's way.
+    other = second_reviewer(team)
+    for _ in range(12):
+        vote_for(human, other, "b")
+    row = comparisons.human_results(human)["pairwise"]["0-1"]
+    assert (row["wins_a"], row["wins_b"]) == (3, 14) and row["p_value"] < 0.05
+    assert row["verdict"] == "subject 1 wins"
+
+
+def test_ratings_follow_the_votes_whichever_side_wins(team, owner, reviewer, version, subjects):
+    """Three subjects, the higher index always preferred: the ratings rise with the index,
+    each with an interval around its score."""
+    scored(team, owner, version, "mid", lambda e: e.fields["output"] if e.position % 2 else "x")
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "mid"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+    )
+    while vote := comparisons.next_pair(comparison=comparison, reviewer=reviewer):
+        comparisons.vote_cast(
+            comparison=comparison,
+            vote_id=vote.pk,
+            reviewer=reviewer,
+            choice="right" if vote.left_is_a else "left",  # always subject b
+        )
+    ratings = comparisons.human_results(comparison)["ratings"]
+    assert [r["subject"] for r in ratings] == [0, 1, 2]
+    assert ratings[0]["score"] < ratings[1]["score"] < ratings[2]["score"]
+    for rating in ratings:
+        assert rating["ci_low"] < rating["score"] < rating["ci_high"]

@@ -66,3 +66,11 @@ def test_exact_match_accuracy_and_macro_f1():
     assert abs(f1["score"] - (0.5 + 1 + 0.5) / 3) < 1e-12
     stats = np.array(f1["stats"], dtype=float)
     assert abs(metrics.score_from_stats("f1", stats) - f1["score"]) < 1e-12
+
+
+def test_macro_f1_per_label_cases_by_hand():
+    """a: 2 right (F1 1); b: 1 right, 1 wrongly predicted (2/3); c: 1 right, 1 missed (2/3);
+    d only predicted and e only expected, never right (0 each): (1 + 2/3 + 2/3) / 5."""
+    preds = np.array(["a", "a", "b", "b", "c", "d"])
+    refs = np.array(["a", "a", "b", "c", "c", "e"])
+    assert metrics.macro_f1(preds, refs) == pytest.approx(7 / 15, abs=1e-12)

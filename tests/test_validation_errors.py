@@ -25,7 +25,7 @@ CASES = [
         "d.csv",
         "\n\n",
         "auto",
-        [(1, None, "no header row")],
+        [(1, None, "The CSV file has no header row")],
     ),
     (
         "csv-extra-cells",
@@ -41,7 +41,7 @@ CASES = [
         "d.csv",
         "instruction,output\na,b\n" + '"' + "x" * 140_000 + '",y\n',
         "auto",
-        [(3, None, "Invalid CSV: field larger than field limit")],
+        [(3, None, "Invalid CSV: field larger than field limit (131072)")],
     ),
     (
         "csv-bad-json-cell",
@@ -49,7 +49,7 @@ CASES = [
         "d.csv",
         'messages\n"[{""role"": ""user""}"\n',
         "auto",
-        [(2, "messages", "Invalid JSON")],
+        [(2, "messages", "Invalid JSON: Expecting ',' delimiter (column 18)")],
     ),
     (
         "jsonl-line-not-an-object",
@@ -57,7 +57,10 @@ CASES = [
         "d.jsonl",
         lines({"instruction": "a", "output": "b"}, "[1, 2]", '"text"'),
         "auto",
-        [(2, None, "must be a JSON object"), (3, None, "must be a JSON object")],
+        [
+            (2, None, "Each line must be a JSON object"),
+            (3, None, "Each line must be a JSON object"),
+        ],
     ),
     (
         "jsonl-invalid-json",
@@ -65,16 +68,23 @@ CASES = [
         "d.jsonl",
         lines({"instruction": "a", "output": "b"}, '{"instruction": "a",'),
         "auto",
-        [(2, None, "Invalid JSON")],
+        [(2, None, "Invalid JSON: Expecting property name enclosed in double quotes (column 21)")],
     ),
-    ("empty-file", "instruction", "d.jsonl", "", "auto", [(None, "file", "holds no examples")]),
+    (
+        "empty-file",
+        "instruction",
+        "d.jsonl",
+        "",
+        "auto",
+        [(None, "file", "The file holds no examples")],
+    ),
     (
         "blank-lines-only",
         "instruction",
         "d.jsonl",
         "\n  \n\n",
         "auto",
-        [(None, "file", "holds no examples")],
+        [(None, "file", "The file holds no examples")],
     ),
     (
         "unknown-format",
@@ -90,7 +100,15 @@ CASES = [
         "d.jsonl",
         lines({"question": "a", "answer": "b"}),
         "auto",
-        [(1, "format", "Cannot tell the format")],
+        [
+            (
+                1,
+                "format",
+                "Cannot tell the format from the fields answer, question; expected "
+                "instruction/input/output, messages, prompt/completion, text/label or "
+                "prompt/chosen/rejected",
+            )
+        ],
     ),
     (
         "chosen-equals-rejected",
@@ -106,7 +124,7 @@ CASES = [
         "d.jsonl",
         lines(CHAT_OK, {"messages": "hello"}),
         "chat",
-        [(2, "messages", "must be a non-empty list")],
+        [(2, "messages", "messages must be a non-empty list of {role, content}")],
     ),
     (
         "messages-item-not-an-object",
@@ -114,7 +132,7 @@ CASES = [
         "d.jsonl",
         lines(CHAT_OK, {"messages": ["hello"]}),
         "chat",
-        [(2, "messages", "messages[0] must be an object")],
+        [(2, "messages", "messages[0] must be an object with role and content")],
     ),
     (
         "messages-empty-content",
@@ -126,7 +144,7 @@ CASES = [
             {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "x"}]},
         ),
         "chat",
-        [(3, "messages", "messages[0].content")],
+        [(3, "messages", "messages[0].content: Empty field")],
     ),
     (
         "messages-system-not-first",
@@ -150,7 +168,7 @@ CASES = [
         "d.jsonl",
         lines(CHAT_OK, {"messages": [{"role": "user", "content": "a"}]}),
         "chat",
-        [(2, "messages", "must end with an assistant message")],
+        [(2, "messages", "The conversation must end with an assistant message")],
     ),
     (
         "invalid-utf8",
@@ -158,7 +176,56 @@ CASES = [
         "d.jsonl",
         b'{"instruction": "a", "output": "b"}\n{"instruction": "\xff", "output": "b"}\n',
         "auto",
-        [(2, None, "Not valid UTF-8")],
+        [(2, None, "Not valid UTF-8 (byte 53)")],
+    ),
+    (
+        "messages-unknown-role",
+        "chat",
+        "d.jsonl",
+        lines({"messages": [{"role": "bot", "content": "hi"}]}),
+        "auto",
+        [(1, "messages", "messages[0] has role 'bot'; roles are system, user, assistant")],
+    ),
+    (
+        "messages-unknown-key",
+        "chat",
+        "d.jsonl",
+        lines({"messages": [{"role": "user", "content": "hi", "tool": "x"}]}),
+        "auto",
+        [(1, "messages", "messages[0] must be an object with role and content")],
+    ),
+    (
+        "messages-not-alternating",
+        "chat",
+        "d.jsonl",
+        lines(
+            CHAT_OK,
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "user", "content": "b"},
+                    {"role": "assistant", "content": "c"},
+                ]
+            },
+        ),
+        "auto",
+        [(2, "messages", "Roles must alternate user, assistant, ... starting with user")],
+    ),
+    (
+        "csv-problems-after-a-bad-row-are-still-found",
+        "instruction",
+        "d.csv",
+        "instruction,output\na,b\nc,d,e\nf,g\nh,i,j\n",
+        "auto",
+        [(3, None, "More cells than header columns"), (5, None, "More cells than header columns")],
+    ),
+    (
+        "csv-json-cell-too-deep",
+        "chat",
+        "d.csv",
+        'messages\n"' + "[" * 70 + "]" * 70 + '"\n',
+        "auto",
+        [(2, "messages", "JSON nested deeper than 64 levels")],
     ),
 ]
 
@@ -175,7 +242,40 @@ def test_each_validation_error_names_its_line_and_stores_nothing(
     errors = r.json()["errors"]
     got = [(e.get("line"), e.get("field")) for e in errors]
     assert got == [(line, field) for line, field, _ in expected], errors
-    for error, (_, _, message) in zip(errors, expected, strict=True):
-        assert message in error["message"], error
+    assert [e["message"] for e in errors] == [message for _, _, message in expected]
+    # The summary counts problems and the distinct lines they are on.
+    problems, on = len(expected), {line for line, _, _ in expected if line}
+    where = f" on {len(on)} line{'s' * (len(on) != 1)}" if on else ""
+    summary = f"The file was rejected: {problems} problem{'s' * (problems != 1)}{where}"
+    assert r.json()["detail"] == summary
     assert not DatasetVersion.objects.exists() and not Example.objects.exists()
     assert not any(p.is_file() for p in isolated_artifacts.rglob("*"))
+
+
+def test_long_conversations_with_names_and_a_system_prompt_are_accepted(api, team, owner):
+    turns = [{"role": "system", "content": "Be brief.", "name": "setup"}]
+    for i in range(4):  # 8 alternating turns
+        turns += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    dataset = Dataset.objects.create(team=team, name="d", task="chat", created_by=owner)
+    r = api.upload(
+        f"/api/datasets/{dataset.pk}/versions", lines({"messages": turns}, CHAT_OK), "d.jsonl"
+    )
+    assert r.status_code == 201, r.content
+    assert Example.objects.count() == 2
+
+
+def test_several_problems_on_one_line_are_counted_as_problems_not_lines(api, team, owner):
+    dataset = Dataset.objects.create(team=team, name="d", task="preference", created_by=owner)
+    bad = {"prompt": "", "chosen": "", "rejected": "x"}
+    r = api.upload(f"/api/datasets/{dataset.pk}/versions", lines(bad), "d.jsonl")
+    assert r.status_code == 422
+    assert r.json()["detail"] == "The file was rejected: 2 problems on 1 line"
+    assert [(e["line"], e["field"]) for e in r.json()["errors"]] == [(1, "prompt"), (1, "chosen")]
+
+
+def test_empty_csv_rows_are_skipped_not_the_end_of_the_file(api, team, owner):
+    dataset = Dataset.objects.create(team=team, name="d", task="instruction", created_by=owner)
+    text = 'instruction,output\na,b\n,\n""\nc,d\n'
+    r = api.upload(f"/api/datasets/{dataset.pk}/versions", text, "d.csv")
+    assert r.status_code == 201, r.content
+    assert [e.fields["instruction"] for e in Example.objects.order_by("position")] == ["a", "c"]

@@ -138,3 +138,20 @@ def test_an_operator_adds_a_local_module_by_name(settings):
 def test_the_local_modules_load_and_score(version):
     for name in metrics.MODULES:
         assert metrics.load(name).compute(predictions=["a b"], references=["a b"])
+
+
+def test_refusals_say_what_is_wrong(settings):
+    with pytest.raises(metrics.UnknownMetric, match="^a metric name is text$"):
+        metrics.source(["bleu"])
+    long = "x" * 150
+    with pytest.raises(metrics.UnknownMetric) as caught:
+        metrics.source(long)
+    assert str(caught.value) == (
+        f"unknown metric {'x' * 100!r}; choose from {', '.join(metrics.available())}"
+    )
+    # A hub id may hold dots, but never "..", even where hub metrics are allowed.
+    settings.ALLOW_HUB_METRICS = True
+    assert metrics.source("someone/metric.v2") == "someone/metric.v2"
+    for name in ("someone/x..y", "a..b"):
+        with pytest.raises(metrics.UnknownMetric):
+            metrics.source(name)
