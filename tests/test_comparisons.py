@@ -4,6 +4,7 @@ from datasets_app.models import DatasetVersion
 from evaluation import comparisons, statistics
 from evaluation.models import Comparison, EvaluationRun, SampleResult, Vote
 from evaluation.services import _score, evaluation_execute
+from finetune_hub.errors import ServiceError
 from finetune_hub.models import Membership, Role
 from tests.conftest import ApiClient, make_user
 from tests.training_helpers import make_version
@@ -421,3 +422,34 @@ def test_ratings_follow_the_votes_whichever_side_wins(team, owner, reviewer, ver
     assert ratings[0]["score"] < ratings[1]["score"] < ratings[2]["score"]
     for rating in ratings:
         assert rating["ci_low"] < rating["score"] < rating["ci_high"]
+
+
+def test_an_automatic_comparison_has_no_pairs_to_review(team, owner, reviewer, version, subjects):
+    comparison = automatic(team, owner, version, "good", "bad")
+    with pytest.raises(ServiceError) as caught:
+        comparisons.next_pair(comparison=comparison, reviewer=reviewer)
+    assert (caught.value.status, caught.value.detail) == (
+        409,
+        "This comparison is automatic; it has no human review",
+    )
+
+
+def test_an_unanswered_pair_of_another_comparison_is_not_served(human, reviewer, team, owner):
+    other = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "bad"}, {"base_model": "good"}],
+        dataset_version=human.dataset_version,
+        mode="human",
+        by=owner,
+    )
+    waiting = comparisons.next_pair(comparison=human, reviewer=reviewer)  # left unanswered
+    served = comparisons.next_pair(comparison=other, reviewer=reviewer)
+    assert served.pair.comparison_id == other.pk and served.pk != waiting.pk
+
+
+def test_each_reviewer_is_served_their_own_pair(human, reviewer, team):
+    other = second_reviewer(team)
+    waiting = comparisons.next_pair(comparison=human, reviewer=reviewer)  # left unanswered
+    served = comparisons.next_pair(comparison=human, reviewer=other)
+    assert served.reviewer == other and served.pk != waiting.pk
+    assert comparisons.next_pair(comparison=human, reviewer=reviewer).pk == waiting.pk

@@ -56,3 +56,8 @@ def test_with_a_chat_template_the_prompt_ends_where_the_answer_starts(tokenizer)
 def test_a_completion_is_never_wrapped_in_a_chat_template(tokenizer):
     fields = {"prompt": "Once upon", "completion": " a time"}
     assert formats.prompt_text("completion", fields, tokenizer) == ("Once upon", " a time")
+
+
+def test_a_tokenizer_without_the_attribute_gets_plain_text():
+    fields = {"instruction": "Say hi", "output": "hi"}
+    assert formats.prompt_text("instruction", fields, SimpleNamespace()) == ("Say hi", "hi")

@@ -74,3 +74,9 @@ def test_macro_f1_per_label_cases_by_hand():
     preds = np.array(["a", "a", "b", "b", "c", "d"])
     refs = np.array(["a", "a", "b", "c", "c", "e"])
     assert metrics.macro_f1(preds, refs) == pytest.approx(7 / 15, abs=1e-12)
+
+
+def test_match_scores_of_no_samples_is_zero():
+    assert metrics.match_scores("exact_match", [], []) == {
+        "exact_match": {"score": 0.0, "per_sample": [], "stats": []}
+    }

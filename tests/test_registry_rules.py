@@ -241,3 +241,24 @@ def test_rolling_back_a_gated_alias_needs_an_approver_only_when_approval_is_requ
     assert (error.status, error.detail) == (403, "This needs the approver role in team Acme")
     services.alias_rollback(model=model, alias="staging", by=member, reason="x")
     services.alias_rollback(model=model, alias="production", by=approver, reason="x")
+
+
+def test_a_gated_request_records_the_alias_reason_and_evidence(model, versions, owner):
+    services.policy_set(model=model, by=owner, policy={"require_approval": True})
+    request = promote(model, versions[0], owner, reason="needs a second look")
+    request.refresh_from_db()
+    assert (request.alias, request.reason, request.status) == (
+        "production",
+        "needs a second look",
+        "pending",
+    )
+    assert request.evidence == {"policy": services.policies.parse(model.policy).model_dump()}
+
+
+def test_rollback_reads_its_own_alias_even_when_another_moved_later(model, versions, owner):
+    promote(model, versions[0], owner)
+    promote(model, versions[1], owner)
+    for version in (versions[0], versions[1], versions[0]):  # staging's history runs longer
+        promote(model, version, owner, alias="staging")
+    event = services.alias_rollback(model=model, alias="production", by=owner, reason="x")
+    assert (event.from_version, event.to_version) == (versions[1], versions[0])
