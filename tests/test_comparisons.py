@@ -243,27 +243,6 @@ def test_verdict_waits_for_the_minimum_votes(human, reviewer):
     assert comparisons.human_results(human)["pairwise"]["0-1"]["verdict"] == "not enough votes"
 
 
-def test_three_subjects_get_bradley_terry_ratings(team, owner, reviewer, version, subjects):
-    scored(team, owner, version, "mid", lambda e: e.fields["output"] if e.position % 2 else "x")
-    comparison = comparisons.comparison_create(
-        team=team,
-        subjects=[{"base_model": "good"}, {"base_model": "mid"}, {"base_model": "bad"}],
-        dataset_version=version,
-        mode="human",
-        by=owner,
-    )
-    while vote := comparisons.next_pair(comparison=comparison, reviewer=reviewer):
-        # the lower subject index always wins
-        comparisons.vote_cast(
-            comparison=comparison,
-            vote_id=vote.pk,
-            reviewer=reviewer,
-            choice="left" if vote.left_is_a else "right",
-        )
-    ratings = comparisons.human_results(comparison)["ratings"]
-    assert ratings[0]["score"] > ratings[1]["score"] > ratings[2]["score"]
-
-
 def test_member_cannot_review_and_outsiders_get_404(human, member, outsider_api):
     r = ApiClient(member).get(f"/api/comparisons/{human.pk}/next")
     assert r.status_code == 403
@@ -399,9 +378,11 @@ def test_verdicts_at_the_minimum_votes_and_the_significance_line(human, reviewer
     assert row["verdict"] == "subject 1 wins"
 
 
-def test_ratings_follow_the_votes_whichever_side_wins(team, owner, reviewer, version, subjects):
-    """Three subjects, the higher index always preferred: the ratings rise with the index,
-    each with an interval around its score."""
+@pytest.mark.parametrize("winner", ["a", "b"])
+def test_three_subjects_get_bradley_terry_ratings(winner, team, owner, reviewer, version, subjects):
+    """Three subjects, one side of every pair always preferred (the lower index for "a",
+    the higher for "b"): the ratings order the subjects so, each with an interval around
+    its score."""
     scored(team, owner, version, "mid", lambda e: e.fields["output"] if e.position % 2 else "x")
     comparison = comparisons.comparison_create(
         team=team,
@@ -415,11 +396,12 @@ def test_ratings_follow_the_votes_whichever_side_wins(team, owner, reviewer, ver
             comparison=comparison,
             vote_id=vote.pk,
             reviewer=reviewer,
-            choice="right" if vote.left_is_a else "left",  # always subject b
+            choice="left" if vote.left_is_a == (winner == "a") else "right",
         )
     ratings = comparisons.human_results(comparison)["ratings"]
     assert [r["subject"] for r in ratings] == [0, 1, 2]
-    assert ratings[0]["score"] < ratings[1]["score"] < ratings[2]["score"]
+    scores = [r["score"] for r in ratings]
+    assert scores == sorted(scores, reverse=winner == "a") and len(set(scores)) == 3
     for rating in ratings:
         assert rating["ci_low"] < rating["score"] < rating["ci_high"]
 
