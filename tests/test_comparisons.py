@@ -435,3 +435,118 @@ def test_each_reviewer_is_served_their_own_pair(human, reviewer, team):
     served = comparisons.next_pair(comparison=human, reviewer=other)
     assert served.reviewer == other and served.pk != waiting.pk
     assert comparisons.next_pair(comparison=human, reviewer=reviewer).pk == waiting.pk
+
+
+@pytest.mark.parametrize(
+    "differs",
+    ["team", "dataset_version", "split", "subject_kind", "failed", "generation"],
+)
+def test_an_evaluation_is_reused_only_for_the_same_team_data_subject_and_settings(
+    differs, team, owner, version, tiny_model
+):
+    """A comparison reuses a subject's evaluation only when everything that shapes its
+    scores is the same: never another team's, another data version's or split's, a run's
+    for a base model, a failed one, or one generated with other settings."""
+    from datasets_app.models import Dataset
+    from finetune_hub.models import Team
+
+    subject = comparisons.Subject.from_api({"base_model": "good"})
+    settings = {"max_new_tokens": 16}
+    fields = dict(
+        team=team,
+        subject_kind="base_model",
+        base_model="good",
+        dataset_version=version,
+        split="eval",
+        metrics=["exact_match"],
+        generation=settings,
+        status="succeeded",
+        created_by=owner,
+    )
+    if differs == "team":
+        fields["team"] = Team.objects.create(name="Other")
+    elif differs == "dataset_version":
+        other = Dataset.objects.create(team=team, name="o", task="instruction", created_by=owner)
+        fields["dataset_version"] = DatasetVersion.objects.create(
+            dataset=other, number=1, format="instruction", created_by=owner
+        )
+    elif differs == "split":
+        fields["split"] = "test"
+    elif differs == "subject_kind":  # a run's evaluation, under the same base model name
+        from experiments.training.services import run_enqueue
+        from tests.training_helpers import make_experiment
+
+        experiment = make_experiment(team, owner, tiny_model)
+        fields.update(
+            subject_kind="run",
+            training_run=run_enqueue(experiment=experiment, by=owner, dispatch=False),
+        )
+    elif differs == "failed":
+        fields["status"] = "failed"
+    else:
+        fields["generation"] = {"max_new_tokens": 64}
+    EvaluationRun.objects.create(**fields)
+
+    def reused():
+        return comparisons._reusable_evaluation(team, subject, version, "eval", settings)
+
+    assert reused() is None
+    matching = dict(
+        team=team,
+        dataset_version=version,
+        split="eval",
+        subject_kind="base_model",
+        training_run=None,
+        status="succeeded",
+        generation=settings,
+    )
+    same = EvaluationRun.objects.create(**{**fields, **matching})
+    assert reused().pk == same.pk
+    # Without settings to match, any generation settings do.
+    assert comparisons._reusable_evaluation(team, subject, version, "eval", None).pk == same.pk
+
+
+def test_a_comparison_of_unfinished_evaluations_says_which_it_waits_for(
+    team, owner, version, subjects
+):
+    running = answered(team, owner, version, "slow", lambda e: "x", status="running")
+    queued = answered(team, owner, version, "slower", lambda e: "x", status="queued")
+    comparison = automatic(team, owner, version, "good", "slow", "slower")
+    with pytest.raises(ServiceError) as caught:
+        comparisons.auto_results(comparison)
+    assert (caught.value.status, caught.value.detail) == (
+        409,
+        f"Waiting for evaluations: {running.pk} (running), {queued.pk} (queued)",
+    )
+
+
+def test_automatic_results_list_each_subject_and_each_shared_interval_metric(
+    team, owner, version, subjects
+):
+    """Subjects in order with their evaluations; one test per metric every subject has with
+    an interval (perplexity and a metric only one subject has are left out); every sample
+    in common counted."""
+    good, bad = subjects
+    EvaluationRun.objects.filter(pk=good.pk).update(
+        results={**good.results, "perplexity": {"score": 3.0, "ci_low": 2.0, "ci_high": 4.0}}
+    )
+    EvaluationRun.objects.filter(pk=bad.pk).update(
+        results={
+            **bad.results,
+            "perplexity": {"score": 9.0, "ci_low": 8.0, "ci_high": 10.0},
+            "bleu": {"score": 1.0, "ci_low": 0.0, "ci_high": 2.0},  # bad's only
+        }
+    )
+    comparison = automatic(team, owner, version, "bad", "good")
+    results = comparisons.auto_results(comparison)
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert results["subjects"] == [
+        {"index": 0, "evaluation": bad.pk, "label": bad.subject_label, "results": bad.results},
+        {"index": 1, "evaluation": good.pk, "label": good.subject_label, "results": good.results},
+    ]
+    assert results["samples"] == version.examples.filter(split="eval").count()
+    assert [(t["metric"], t["baseline"], t["subject"]) for t in results["tests"]] == [
+        ("exact_match", 0, 1),
+        ("chrf", 0, 1),
+    ]
