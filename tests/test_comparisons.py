@@ -10,7 +10,7 @@ from tests.conftest import ApiClient, make_user
 from tests.training_helpers import make_version
 
 
-def answered(team, owner, version, label, predict, status="succeeded"):
+def answered(team, owner, version, label, predict, status="succeeded", metrics=None):
     """An evaluation whose predictions come from `predict(example fields)`: no model needed.
     Not scored yet."""
     evaluation = EvaluationRun.objects.create(
@@ -19,7 +19,7 @@ def answered(team, owner, version, label, predict, status="succeeded"):
         base_model=label,
         dataset_version=version,
         split="eval",
-        metrics=["exact_match", "chrf"],
+        metrics=metrics or ["exact_match", "chrf"],
         generation={},
         status=status,
         created_by=owner,
@@ -550,3 +550,23 @@ def test_automatic_results_list_each_subject_and_each_shared_interval_metric(
         ("exact_match", 0, 1),
         ("chrf", 0, 1),
     ]
+
+
+def test_a_lower_is_better_metric_counts_a_drop_as_better(team, owner, version):
+    """TER falls when the answers improve: the subject with less TER is the better one, and
+    each difference is the corpus metric's (chrF's own, not a mean of its statistics)."""
+    metrics = ["ter", "chrf"]
+    worse = answered(
+        team, owner, version, "w", lambda e: "nope " + e.fields["output"], metrics=metrics
+    )
+    better = answered(team, owner, version, "b", lambda e: e.fields["output"], metrics=metrics)
+    for evaluation in (worse, better):
+        _score(evaluation)
+        evaluation.refresh_from_db()
+    comparison = automatic(team, owner, version, "w", "b")
+    tests = {t["metric"]: t for t in comparisons.auto_results(comparison)["tests"]}
+    assert tests["ter"]["difference"] < 0 and tests["ter"]["subject_better"]
+    assert tests["chrf"]["difference"] > 0 and tests["chrf"]["subject_better"]
+    for name in metrics:
+        corpus = better.results[name]["score"] - worse.results[name]["score"]
+        assert tests[name]["difference"] == pytest.approx(corpus, abs=1e-9)
