@@ -570,3 +570,19 @@ def test_a_lower_is_better_metric_counts_a_drop_as_better(team, owner, version):
     for name in metrics:
         corpus = better.results[name]["score"] - worse.results[name]["score"]
         assert tests[name]["difference"] == pytest.approx(corpus, abs=1e-9)
+
+
+def test_scoring_a_comparison_writes_that_comparison_only_and_only_once(
+    team, owner, version, subjects
+):
+    first = automatic(team, owner, version, "bad", "good")
+    second = automatic(team, owner, version, "good", "bad")
+    Comparison.objects.filter(pk__in=[first.pk, second.pk]).update(results={}, scored_at=None)
+    first.refresh_from_db()
+    assert comparisons.comparison_score(comparison=first)["samples"] > 0
+    second.refresh_from_db()
+    assert second.scored_at is None and second.results == {}
+    # A worker holding a stale copy (not scored yet) does not overwrite the first write.
+    Comparison.objects.filter(pk=first.pk).update(results={"first": "write"})
+    first.scored_at = None
+    assert comparisons.comparison_score(comparison=first) == {"first": "write"}

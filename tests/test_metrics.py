@@ -80,3 +80,12 @@ def test_match_scores_of_no_samples_is_zero():
     assert metrics.match_scores("exact_match", [], []) == {
         "exact_match": {"score": 0.0, "per_sample": [], "stats": []}
     }
+
+
+def test_corpus_loss_is_total_nll_over_total_tokens():
+    """Rows are (summed negative log-likelihood, tokens): a 3-token answer weighs three
+    times a 1-token one, and no tokens at all give 0, not a division by zero."""
+    stats = np.array([[6.0, 3], [2.0, 1], [0.0, 0]])
+    assert metrics.score_from_stats("loss", stats) == pytest.approx(8 / 4)
+    assert metrics.score_from_stats("loss", np.array([[3.0, 1]])) == pytest.approx(3.0)
+    assert metrics.score_from_stats("loss", np.array([[0.0, 0]])) == 0.0
