@@ -279,3 +279,13 @@ def test_empty_csv_rows_are_skipped_not_the_end_of_the_file(api, team, owner):
     r = api.upload(f"/api/datasets/{dataset.pk}/versions", text, "d.csv")
     assert r.status_code == 201, r.content
     assert [e.fields["instruction"] for e in Example.objects.order_by("position")] == ["a", "c"]
+
+
+def test_blank_jsonl_lines_are_skipped_not_the_end_of_the_file(api, team, owner):
+    dataset = Dataset.objects.create(team=team, name="d", task="instruction", created_by=owner)
+    text = lines(
+        {"instruction": "a", "output": "b"}, "", "   ", {"instruction": "c", "output": "d"}
+    )
+    r = api.upload(f"/api/datasets/{dataset.pk}/versions", text, "d.jsonl")
+    assert r.status_code == 201, r.content
+    assert [e.fields["instruction"] for e in Example.objects.order_by("position")] == ["a", "c"]
