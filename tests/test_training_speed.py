@@ -75,8 +75,14 @@ def test_example_boundaries_come_from_restarting_position_ids():
     cu, longest = speed._boundaries(positions)
     assert cu.tolist() == [0, 3, 5, 9] and cu.dtype == torch.int32 and longest == 4
     rows = torch.arange(5).repeat(2, 1)  # two unpacked rows of 5
-    cu, longest = speed._boundaries(rows)
+    cu, longest = speed._boundaries(rows, 2)
     assert cu.tolist() == [0, 5, 10] and longest == 5
+    # One row of position ids shared by a batch of two (transformers' unexpanded form).
+    cu, longest = speed._boundaries(torch.arange(4).unsqueeze(0), 2)
+    assert cu.tolist() == [0, 4, 8] and longest == 4
+    # Same shape, new contents, one after the other: never the last batch's boundaries.
+    for positions, expected in (([0, 1, 2, 0, 1], [0, 3, 5]), ([0, 1, 0, 1, 2], [0, 2, 5])):
+        assert speed._boundaries(torch.tensor([positions]))[0].tolist() == expected
     # The cache is per tensor: a new batch is never read from the last one's boundaries.
     cu, _ = speed._boundaries(torch.tensor([[0, 1, 0, 1, 2, 3, 4]]))
     assert cu.tolist() == [0, 2, 7]

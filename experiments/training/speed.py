@@ -17,6 +17,7 @@ is a CUDA worker. CPU runs keep the plain path (SDPA, no packing, plain AdamW).
 
 import inspect
 import logging
+import weakref
 from functools import cache
 
 import torch
@@ -95,19 +96,24 @@ def effective(params: dict, *, technique_is_sft: bool) -> dict:
 # ---------------------------------------------------------------------- varlen attention
 
 
-def _boundaries(position_ids: torch.Tensor, cached: dict = {}):  # noqa: B006 (one-entry cache)
+def _boundaries(position_ids: torch.Tensor, batch: int = 1, cached: dict = {}):  # noqa: B006
     """Cumulative example lengths (int32) and the longest example, from position ids that
     restart at 0 for each example. Computed once per forward pass, not once per layer: the
-    layers (and a checkpointed recompute) share the same position_ids tensor."""
-    key = (position_ids.data_ptr(), tuple(position_ids.shape), position_ids._version)
-    if cached.get("key") != key:
-        flat = position_ids.reshape(-1)
+    layers (and a checkpointed recompute) are handed the same position_ids tensor. The cache
+    holds a weak reference to that very tensor, so a new batch, even one that reuses the
+    freed memory of the last at the same shape, is never read from it."""
+    ref = cached.get("ref")
+    if ref is None or ref() is not position_ids or cached.get("batch") != batch:
+        rows = position_ids if position_ids.shape[0] == batch else position_ids.expand(batch, -1)
+        flat = rows.reshape(-1)
         starts = torch.nonzero(flat == 0).reshape(-1)
         if starts.numel() == 0 or int(starts[0]) != 0:
             starts = torch.cat([starts.new_zeros(1), starts])
         total = starts.new_full((1,), flat.numel())
         cu = torch.cat([starts, total]).to(torch.int32)
-        cached.update(key=key, value=(cu, int((cu[1:] - cu[:-1]).max())))
+        cached.update(
+            ref=weakref.ref(position_ids), batch=batch, value=(cu, int((cu[1:] - cu[:-1]).max()))
+        )
     return cached["value"]
 
 
@@ -178,7 +184,7 @@ def varlen_attention(
             v = v.repeat_interleave(heads // kv_heads, dim=1)
     if style["scale"] and scaling is not None:
         extra["scale"] = scaling
-    cu, longest = _boundaries(position_ids.expand(batch, -1))
+    cu, longest = _boundaries(position_ids, batch)
     out = _varlen_function()(q, k, v, cu, cu, longest, longest, **extra)
     return out.view(batch, length, heads, dim).to(query.dtype), None
 
