@@ -77,12 +77,11 @@ def speed_settings(run: TrainingRun) -> dict:
     )
 
 
-def load_model(run: TrainingRun):
+def load_model(run: TrainingRun, attention: str = "sdpa"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     experiment, params = run.experiment, run.experiment.hyperparameters
     path = base_models.resolve(experiment.base_model)
-    attention = speed_settings(run)["attention"]
     if attention == speed.VARLEN:
         speed.register_varlen_attention()
     kwargs = {
@@ -125,10 +124,9 @@ def peft_config(technique: str, params: dict):
     return None
 
 
-def common_args(run: TrainingRun, output_dir: Path, has_eval: bool) -> dict:
+def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) -> dict:
     params = run.experiment.hyperparameters
     on_cuda = device() == "cuda"
-    fast = speed_settings(run)
     return dict(
         output_dir=str(output_dir),
         learning_rate=params["learning_rate"],
@@ -172,8 +170,10 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
 
     experiment, params = run.experiment, run.experiment.hyperparameters
     train, evaluation = build_datasets(run)
-    model, tokenizer = load_model(run)
-    args = common_args(run, output_dir, evaluation is not None)
+    fast = speed_settings(run)  # decided once: the log line, load and arguments agree
+    log.info("Speed settings: %s", fast)
+    model, tokenizer = load_model(run, fast["attention"])
+    args = common_args(run, output_dir, evaluation is not None, fast)
     shared = dict(
         model=model,
         processing_class=tokenizer,
@@ -196,7 +196,6 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
 
     # Packing (best-fit decreasing, padding-free rows) only on CUDA: the varlen attention keeps
     # examples apart without a quadratic mask (see speed.py).
-    fast = speed_settings(run)
     config = SFTConfig(
         max_length=params["max_length"],
         packing=fast["packing"],
@@ -227,7 +226,6 @@ def train(run: TrainingRun, log_path: Path) -> None:
     folder = artifact_path(run.folder)
     reporter = RunReporter(run, log_path)
     trainer = build_trainer(run, folder / "checkpoints", reporter)
-    log.info("Speed settings: %s", speed_settings(run))
     resume = latest_checkpoint(run)
     if resume:
         assert_no_pickles(resume)
