@@ -77,7 +77,7 @@ def speed_settings(run: TrainingRun) -> dict:
     )
 
 
-def load_model(run: TrainingRun, attention: str = "sdpa"):
+def load_model(run: TrainingRun, attention: str = "sdpa", selective: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     experiment, params = run.experiment, run.experiment.hyperparameters
@@ -91,6 +91,8 @@ def load_model(run: TrainingRun, attention: str = "sdpa"):
     if experiment.technique == Technique.QLORA:
         kwargs.update(quantization_config=quantization_config(params), device_map={"": 0})
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+    if selective:  # before peft's k-bit preparation, which enables checkpointing itself
+        speed.enable_selective_checkpointing(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -172,7 +174,7 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
     train, evaluation = build_datasets(run)
     fast = speed_settings(run)  # decided once: the log line, load and arguments agree
     log.info("Speed settings: %s", fast)
-    model, tokenizer = load_model(run, fast["attention"])
+    model, tokenizer = load_model(run, fast["attention"], fast["selective_checkpointing"])
     args = common_args(run, output_dir, evaluation is not None, fast)
     shared = dict(
         model=model,
@@ -187,22 +189,26 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
         class Trainer(SafetensorsCheckpointMixin, DPOTrainer):
             pass
 
-        return Trainer(
+        trainer = Trainer(
             args=DPOConfig(beta=params["beta"], max_length=params["max_length"], **args), **shared
         )
+    else:
 
-    class Trainer(SafetensorsCheckpointMixin, SFTTrainer):
-        pass
+        class Trainer(SafetensorsCheckpointMixin, SFTTrainer):
+            pass
 
-    # Packing (best-fit decreasing, padding-free rows) only on CUDA: the varlen attention keeps
-    # examples apart without a quadratic mask (see speed.py).
-    config = SFTConfig(
-        max_length=params["max_length"],
-        packing=fast["packing"],
-        completion_only_loss=True,
-        **args,
-    )
-    return Trainer(args=config, **shared)
+        # Packing (best-fit decreasing, padding-free rows) only on CUDA: the varlen attention
+        # keeps examples apart without a quadratic mask (see speed.py).
+        config = SFTConfig(
+            max_length=params["max_length"],
+            packing=fast["packing"],
+            completion_only_loss=True,
+            **args,
+        )
+        trainer = Trainer(args=config, **shared)
+    if fast["bf16_adapter_inputs"]:
+        speed.keep_adapter_inputs_in_compute_dtype(trainer.model)
+    return trainer
 
 
 def latest_checkpoint(run: TrainingRun) -> str | None:
