@@ -116,27 +116,6 @@ def test_gradient_checkpointing_and_batch_move_activations():
     assert total_gb("lora", per_device_train_batch_size=16) > total_gb("lora")
 
 
-def test_selective_checkpointing_keeps_the_attention_projections_on_cuda():
-    """Each layer keeps q, k, v and o for every token: 2 bytes x (4096 + 1024 + 1024 + 4096)
-    on an 8B shape, by default on CUDA only, and only when checkpointing."""
-    config = LlamaConfig(**LLAMA_31_8B)
-    hp = {"gradient_checkpointing": True, "per_device_train_batch_size": 4, "max_length": 2048}
-
-    def activations(device="cuda", **extra):
-        return estimate(
-            config, technique="lora", hyperparameters={**hp, **extra}, device=device
-        ).activations_bytes
-
-    plain = activations(selective_checkpointing=False)
-    assert activations() - plain == 2 * (2 * 4096 + 2 * 1024) * 4 * 2048 * 32
-    assert activations(selective_checkpointing=None) == activations()
-    assert activations("cpu") == activations("cpu", selective_checkpointing=False)
-    no_checkpointing = {"gradient_checkpointing": False}
-    assert activations(**no_checkpointing) == activations(
-        selective_checkpointing=False, **no_checkpointing
-    )
-
-
 def test_only_qlora_needs_cuda():
     config = LlamaConfig(**SMOLLM2_135M)
     qlora = estimate(config, technique="qlora", hyperparameters={}, device="cpu")

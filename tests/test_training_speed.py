@@ -32,7 +32,6 @@ def test_a_cpu_run_keeps_the_plain_path():
         "attention": "sdpa",
         "liger_kernel": False,
         "optim": "adamw_torch",
-        "selective_checkpointing": False,
         "bf16_adapter_inputs": False,
     }
     # Switched on by hand, a CPU worker still cannot use them.
@@ -47,12 +46,8 @@ def test_a_cuda_run_gets_every_lever_by_default(cuda_worker):
         "attention": speed.VARLEN,
         "liger_kernel": False,  # not installed on this worker
         "optim": "adamw_torch_fused",
-        "selective_checkpointing": False,  # only ever with gradient checkpointing
         "bf16_adapter_inputs": True,
     }
-    assert speed.effective({"gradient_checkpointing": True}, technique_is_sft=True)[
-        "selective_checkpointing"
-    ]
     # DPO does not pack: its batches keep SDPA.
     assert speed.effective({}, technique_is_sft=False)["attention"] == "sdpa"
     assert not speed.effective({}, technique_is_sft=False)["packing"]
@@ -69,8 +64,6 @@ def test_each_switch_turns_its_lever_off(cuda_worker, monkeypatch):
     assert not speed.effective({"bf16_adapter_inputs": False}, technique_is_sft=True)[
         "bf16_adapter_inputs"
     ]
-    both = {"gradient_checkpointing": True, "selective_checkpointing": False}
-    assert not speed.effective(both, technique_is_sft=True)["selective_checkpointing"]
 
 
 def test_the_form_reads_auto_on_and_off():
@@ -168,85 +161,6 @@ def test_a_cpu_run_trains_with_the_speed_settings_it_reports(team, owner, tiny_m
     assert "Speed settings: {'packing': False, 'attention': 'sdpa'" in run.log_tail
 
 
-class MatmulCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the matrix products run, and those the selective policy keeps."""
-
-    def __init__(self, hidden_size):
-        super().__init__()
-        self.hidden_size, self.total, self.kept, self.kept_widths = hidden_size, 0, 0, []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in speed._MATMULS:
-            self.total += 1
-            if speed.keeps_output(func, args, self.hidden_size):
-                self.kept += 1
-                self.kept_widths.append(args[speed._MATMULS[func] + 1].shape[-1])
-        return func(*args, **(kwargs or {}))
-
-
-def lora_model(tiny_model, checkpointing: str):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
-    if checkpointing == "selective":
-        speed.enable_selective_checkpointing(model)
-        speed.enable_selective_checkpointing(model)  # idempotent: wrapped once
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"])
-    model = get_peft_model(model, config)
-    if checkpointing != "none":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    return model
-
-
-def test_selective_checkpointing_keeps_the_projections_and_changes_no_gradient(tiny_model):
-    """Same loss and LoRA gradients (dropout on: the recompute replays its random masks) with
-    no checkpointing, full checkpointing and selective checkpointing; the backward pass of the
-    selective one skips exactly the kept products: q, k, v, o and LoRA's A per layer, never
-    the MLP's products (gate and up are wide; down's output is never recomputed at all)."""
-    hidden = 32  # tests/tiny_model.py
-    ids = torch.randint(3, 1000, (2, 24))
-    results = {}
-    for checkpointing in ("none", "full", "selective"):
-        torch.manual_seed(0)
-        model = lora_model(tiny_model, checkpointing)
-        torch.manual_seed(1)
-        forward = MatmulCounter(hidden)
-        with forward:
-            loss = model(input_ids=ids, labels=ids).loss
-        backward = MatmulCounter(hidden)
-        with backward:
-            loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-        results[checkpointing] = (loss.item(), grads, forward, backward)
-
-    loss, grads, forward, _ = results["none"]
-    assert len(grads) == 8  # q and v, A and B, two layers
-    for checkpointing in ("full", "selective"):
-        assert results[checkpointing][0] == pytest.approx(loss, rel=1e-6)
-        for name, grad in results[checkpointing][1].items():
-            torch.testing.assert_close(grad, grads[name], rtol=1e-5, atol=1e-7)
-    layers = 2
-    # Per layer: q, k, v, o (the base) and the two LoRA A products (output width r=4).
-    assert forward.kept == 6 * layers
-    assert sorted(forward.kept_widths) == sorted([32, 16, 16, 32, 4, 4] * layers)
-    full, selective = results["full"][3], results["selective"][3]
-    assert full.total - selective.total == 6 * layers
-    assert full.total > results["none"][3].total  # full checkpointing recomputes every product
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_run_trains_with_selective_checkpointing(team, owner, tiny_model, cpu_worker):
-    """Forced on, a CPU run checkpoints selectively and says so in its log."""
-    experiment = make_experiment(
-        team, owner, tiny_model, gradient_checkpointing=True, selective_checkpointing=True
-    )
-    run = train_next_run(run_id=run_enqueue(experiment=experiment, by=owner).pk)
-    assert run.status == "succeeded", run.error + run.log_tail
-    assert "'selective_checkpointing': True" in run.log_tail
-
-
 class Float32Copies(torch.utils._python_dispatch.TorchDispatchMode):
     """Counts the float32 tensors of at least `size` elements that ops write."""
 
@@ -299,4 +213,6 @@ def test_bf16_adapter_inputs_drop_the_float32_copies_and_change_no_result(tiny_m
     assert kept["pow.Tensor_Scalar"] == cast["pow.Tensor_Scalar"] > 0
     assert results[True][0] == pytest.approx(results[False][0], rel=1e-3)
     for name, grad in results[False][1].items():
-        torch.testing.assert_close(results[True][1][name], grad, rtol=2e-2, atol=1e-4)
+        # bf16 rounding of the dropout scale (CPU's dropout scales in the input's dtype).
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(results[True][1][name], grad, rtol=2e-2, atol=2e-2 * scale)

@@ -77,7 +77,7 @@ def speed_settings(run: TrainingRun) -> dict:
     )
 
 
-def load_model(run: TrainingRun, attention: str = "sdpa", selective: bool = False):
+def load_model(run: TrainingRun, attention: str = "sdpa"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     experiment, params = run.experiment, run.experiment.hyperparameters
@@ -91,8 +91,6 @@ def load_model(run: TrainingRun, attention: str = "sdpa", selective: bool = Fals
     if experiment.technique == Technique.QLORA:
         kwargs.update(quantization_config=quantization_config(params), device_map={"": 0})
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
-    if selective:  # before peft's k-bit preparation, which enables checkpointing itself
-        speed.enable_selective_checkpointing(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -174,7 +172,7 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
     train, evaluation = build_datasets(run)
     fast = speed_settings(run)  # decided once: the log line, load and arguments agree
     log.info("Speed settings: %s", fast)
-    model, tokenizer = load_model(run, fast["attention"], fast["selective_checkpointing"])
+    model, tokenizer = load_model(run, fast["attention"])
     args = common_args(run, output_dir, evaluation is not None, fast)
     shared = dict(
         model=model,

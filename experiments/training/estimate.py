@@ -20,9 +20,7 @@ Activations (Korthikanti et al. 2022, "Reducing Activation Recomputation in Larg
 Models"): 34·s·b·h bytes per layer in 16-bit plus 5·a·s²·b for the attention scores. We assume
 SDPA / flash attention, which never stores the s×s scores, so that term is dropped. With
 gradient checkpointing only each layer's input (2·s·b·h) is kept, plus one layer recomputed in
-full; selective checkpointing (speed.py, on by default on CUDA) also keeps each layer's q, k, v
-and o outputs, 2·s·b·(2·q + 2·kv) bytes. The logits for the loss add b·s·vocab·4 B in fp32,
-twice (logits and their gradient).
+full. The logits for the loss add b·s·vocab·4 B in fp32, twice (logits and their gradient).
 Overhead: 1 GB for the CUDA context and framework slack, 0.3 GB on CPU.
 
 The usual table (LLaMA-Factory README, "Hardware Requirement") for 7B: full bf16 120 GB,
@@ -77,7 +75,6 @@ def defaults(technique: str, device: str = "cuda") -> dict[str, Any]:
         # The QLoRA recipe (peft.prepare_model_for_kbit_training) checkpoints by default.
         "gradient_checkpointing": technique == "qlora",
         "bf16": device == "cuda",
-        "selective_checkpointing": None,  # automatic: on CUDA (speed.effective)
     }
 
 
@@ -172,22 +169,12 @@ def prefix_params(config, num_virtual_tokens: int) -> int:
 
 
 def activation_bytes(
-    config,
-    *,
-    sequences: int,
-    max_length: int,
-    checkpointing: bool,
-    bf16: bool,
-    selective: bool = False,
+    config, *, sequences: int, max_length: int, checkpointing: bool, bf16: bool
 ) -> int:
     tokens = sequences * max_length
     h, layers = config.hidden_size, config.num_hidden_layers
     one_layer = 34 * tokens * h  # Korthikanti et al., 16-bit, without the s² attention term
-    kept = 2 * h  # each checkpointed layer's input
-    if selective:
-        q, kv = config.num_attention_heads * _head_dim(config), _kv_dim(config)
-        kept += 2 * (2 * q + 2 * kv)  # and its attention projections' outputs
-    body = kept * tokens * layers + one_layer if checkpointing else one_layer * layers
+    body = 2 * tokens * h * layers + one_layer if checkpointing else one_layer * layers
     body = body if bf16 else body * 2  # the formula counts 2-byte activations
     logits = tokens * config.vocab_size * 4 * 2  # fp32 logits and their gradient
     return body + logits
@@ -242,11 +229,6 @@ def estimate(
         max_length=max_length,
         checkpointing=checkpointing,
         bf16=bf16,
-        selective=(
-            device == "cuda"
-            if hp["selective_checkpointing"] is None
-            else bool(hp["selective_checkpointing"])
-        ),
     )
     overhead = OVERHEAD[device]
     return Estimate(

@@ -40,12 +40,6 @@ FIELDS = [
     ("attention", "Attention (auto: varlen FlashAttention when packing)", str, "all"),
     ("liger_kernel", "Liger kernels (auto: on CUDA workers with liger-kernel)", _switch, "all"),
     ("fused_adamw", "Fused AdamW (auto: on CUDA workers)", _switch, "all"),
-    (
-        "selective_checkpointing",
-        "Selective checkpointing: keep the projections, recompute the rest (auto: on CUDA)",
-        _switch,
-        "all",
-    ),
     ("bf16_adapter_inputs", "LoRA inputs in bf16, no float32 copy (auto: CUDA)", _switch, "lora"),
     ("lora_r", "LoRA r", int, "lora"),
     ("lora_alpha", "LoRA alpha", int, "lora"),

@@ -43,7 +43,6 @@ class Hyperparameters(BaseModel):
     attention: Literal["auto", "varlen", "sdpa", "eager"] = "auto"
     liger_kernel: bool | None = None
     fused_adamw: bool | None = None
-    selective_checkpointing: bool | None = None
     bf16_adapter_inputs: bool | None = None
     # LoRA / QLoRA, and DPO with dpo_base="lora"
     lora_r: int = Field(16, gt=0, le=1024)

@@ -13,9 +13,6 @@ is a CUDA worker. CPU runs keep the plain path (SDPA, no packing, plain AdamW).
   already computes the loss through a fused, chunked LM head, so the 128k-vocabulary logits
   are never materialised.
 - Fused AdamW (one kernel for all parameters' updates).
-- Selective activation checkpointing: with gradient checkpointing on, each layer keeps the
-  outputs of its attention projections (q, k, v, o), so the backward pass recomputes the
-  MLP and the element-wise work only, not the whole layer.
 - bf16 adapter inputs: peft casts each LoRA input to the adapter's float32 dtype before its
   dropout, and autocast casts it back to bf16 for the product: two full-size float32 copies
   per adapted projection, forward and backward. Under bf16 autocast the cast changes no
@@ -25,7 +22,7 @@ is a CUDA worker. CPU runs keep the plain path (SDPA, no packing, plain AdamW).
 import inspect
 import logging
 import weakref
-from functools import cache, partial
+from functools import cache
 
 import torch
 
@@ -92,8 +89,6 @@ def effective(params: dict, *, technique_is_sft: bool) -> dict:
     liger = (cuda and liger_available()) if liger is None else liger and cuda
     fused = params.get("fused_adamw")
     fused = cuda if fused is None else fused and cuda
-    selective = params.get("selective_checkpointing")
-    selective = cuda if selective is None else selective
     adapter_inputs = params.get("bf16_adapter_inputs")
     adapter_inputs = cuda if adapter_inputs is None else adapter_inputs and cuda
     return {
@@ -101,7 +96,6 @@ def effective(params: dict, *, technique_is_sft: bool) -> dict:
         "attention": attention,
         "liger_kernel": bool(liger),
         "optim": "adamw_torch_fused" if fused else "adamw_torch",
-        "selective_checkpointing": bool(selective and params.get("gradient_checkpointing")),
         # Only where training runs under bf16 autocast (CUDA): it casts the product's inputs.
         "bf16_adapter_inputs": bool(adapter_inputs),
     }
@@ -221,69 +215,7 @@ def register_varlen_attention() -> None:
     AttentionMaskInterface.register(VARLEN, varlen_mask)
 
 
-# ---------------------------------------------------------------------- selective checkpointing
-
-_MATMULS = {torch.ops.aten.mm.default: 0, torch.ops.aten.addmm.default: 1}
-
-
-def keeps_output(op, args, hidden_size: int) -> bool:
-    """Whether a checkpointed layer keeps this op's output instead of recomputing it: a
-    matrix product that reads the hidden state (inner dimension between half the hidden size
-    and the hidden size) and writes at most the hidden size. In a Llama-style block these are
-    q, k, v and o (2 x hidden FLOPs saved per element kept); the MLP's gate and up products are
-    wider than the hidden size (most bytes per FLOP) and LoRA's B products have the rank as inner
-    dimension (cheap to redo), so both are recomputed. The down projection is not kept either:
-    nothing in the layer's backward needs its output, so non-reentrant checkpointing stops
-    its recompute before reaching it."""
-    first = _MATMULS.get(op)
-    if first is None:
-        return False
-    inner, width = args[first].shape[-1], args[first + 1].shape[-1]
-    return hidden_size <= inner * 2 and inner <= hidden_size and width <= hidden_size
-
-
-def checkpoint_policy(hidden_size: int):
-    from torch.utils.checkpoint import CheckpointPolicy
-
-    def policy(ctx, op, *args, **kwargs):
-        if keeps_output(op, args, hidden_size):
-            return CheckpointPolicy.MUST_SAVE
-        return CheckpointPolicy.PREFER_RECOMPUTE
-
-    return policy
-
-
-def enable_selective_checkpointing(model) -> None:
-    """Makes every later `gradient_checkpointing_enable` on this model (the Trainer's, peft's
-    k-bit preparation) checkpoint selectively: non-reentrant, with the policy above as
-    `context_fn`. Wrapping the model's method keeps the callable out of TrainingArguments,
-    which are serialised (TRL does the same for its attention-only policy)."""
-    from torch.utils.checkpoint import create_selective_checkpoint_contexts
-
-    context_fn = partial(
-        create_selective_checkpoint_contexts, checkpoint_policy(model.config.hidden_size)
-    )
-    # transformers 5.2x renamed the method (activation_checkpointing_enable, which the Trainer
-    # calls) and kept the old name as an alias: both are wrapped, with their own keyword.
-    for method, keyword in (
-        ("gradient_checkpointing_enable", "gradient_checkpointing_kwargs"),
-        ("activation_checkpointing_enable", "activation_checkpointing_kwargs"),
-    ):
-        enable = getattr(model, method, None)
-        if enable is None or getattr(enable, "fh_selective", False):
-            continue
-
-        def selective_enable(*args, _enable=enable, _keyword=keyword, **kwargs):
-            given = args[0] if args else kwargs.pop(_keyword, None)
-            kwargs[_keyword] = {
-                **(given or {}),
-                "use_reentrant": False,  # selective checkpointing works on saved tensors
-                "context_fn": context_fn,
-            }
-            return _enable(*args[1:], **kwargs)
-
-        selective_enable.fh_selective = True
-        setattr(model, method, selective_enable)
+# ---------------------------------------------------------------------- adapter inputs
 
 
 def keep_adapter_inputs_in_compute_dtype(model) -> int:
