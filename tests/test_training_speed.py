@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
+from experiments.models import TrainingRun
 from experiments.training import engine, speed
 from experiments.training.forms import hyperparameters_from
 from experiments.training.runner import train_next_run
@@ -33,6 +34,7 @@ def test_a_cpu_run_keeps_the_plain_path():
         "liger_kernel": False,
         "optim": "adamw_torch",
         "bf16_adapter_inputs": False,
+        "qlora_bf16_norms": False,
     }
     # Switched on by hand, a CPU worker still cannot use them.
     forced = {"packing": True, "attention": "varlen", "liger_kernel": True, "fused_adamw": True}
@@ -47,6 +49,7 @@ def test_a_cuda_run_gets_every_lever_by_default(cuda_worker):
         "liger_kernel": False,  # not installed on this worker
         "optim": "adamw_torch_fused",
         "bf16_adapter_inputs": True,
+        "qlora_bf16_norms": True,
     }
     # DPO does not pack: its batches keep SDPA.
     assert speed.effective({}, technique_is_sft=False)["attention"] == "sdpa"
@@ -61,9 +64,8 @@ def test_each_switch_turns_its_lever_off(cuda_worker, monkeypatch):
     monkeypatch.setattr(speed, "liger_available", lambda: True)
     assert speed.effective({}, technique_is_sft=True)["liger_kernel"]
     assert not speed.effective({"liger_kernel": False}, technique_is_sft=True)["liger_kernel"]
-    assert not speed.effective({"bf16_adapter_inputs": False}, technique_is_sft=True)[
-        "bf16_adapter_inputs"
-    ]
+    for switch in ("bf16_adapter_inputs", "qlora_bf16_norms"):
+        assert not speed.effective({switch: False}, technique_is_sft=True)[switch]
 
 
 def test_the_form_reads_auto_on_and_off():
@@ -216,3 +218,35 @@ def test_bf16_adapter_inputs_drop_the_float32_copies_and_change_no_result(tiny_m
         # bf16 rounding of the dropout scale (CPU's dropout scales in the input's dtype).
         scale = grad.abs().max().item()
         torch.testing.assert_close(results[True][1][name], grad, rtol=2e-2, atol=2e-2 * scale)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bf16_norms", [True, False])
+def test_qlora_upcasts_norms_to_float32_only_when_switched_off(
+    team, owner, tiny_model, monkeypatch, bf16_norms
+):
+    """peft's k-bit preparation (every non-4-bit parameter to float32) runs only with
+    `qlora_bf16_norms: off`; on, the loaded base keeps its dtype. The 4-bit load itself needs
+    CUDA, so the quantisation config is left out here."""
+    import peft
+
+    monkeypatch.setattr(engine, "quantized_load", lambda params: {})
+    monkeypatch.setattr(engine, "device", lambda: "cuda")  # loads in bf16, as a CUDA worker
+    prepared = []
+
+    def prepare(model, **kwargs):
+        prepared.append(model)
+        for parameter in model.parameters():
+            parameter.data = parameter.data.float()
+        return model
+
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", prepare)
+    experiment = make_experiment(team, owner, tiny_model, "qlora", qlora_bf16_norms=bf16_norms)
+    run = TrainingRun(experiment=experiment)  # never queued: no worker here has CUDA
+    fast = {**engine.speed_settings(run), "attention": "sdpa"}
+    assert fast["qlora_bf16_norms"] is False  # a CPU machine: automatic or forced, off
+    model, _ = engine.load_model(run, {**fast, "qlora_bf16_norms": bf16_norms})
+    norm = model.model.norm.weight
+    assert (len(prepared), norm.dtype) == (
+        (0, torch.bfloat16) if bf16_norms else (1, torch.float32)
+    )

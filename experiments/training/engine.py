@@ -57,17 +57,19 @@ def build_datasets(run: TrainingRun):
     )
 
 
-def quantization_config(params: dict):
+def quantized_load(params: dict) -> dict:
+    """from_pretrained's arguments for QLoRA's 4-bit NF4 base, on the worker's GPU."""
     if device() != "cuda":
         raise ServiceError("QLoRA needs a CUDA GPU; this worker has CPU only", status=409)
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(
+    config = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=params["bnb_4bit_use_double_quant"],
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
+    return {"quantization_config": config, "device_map": {"": 0}}
 
 
 def speed_settings(run: TrainingRun) -> dict:
@@ -77,24 +79,24 @@ def speed_settings(run: TrainingRun) -> dict:
     )
 
 
-def load_model(run: TrainingRun, attention: str = "sdpa"):
+def load_model(run: TrainingRun, fast: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     experiment, params = run.experiment, run.experiment.hyperparameters
     path = base_models.resolve(experiment.base_model)
-    if attention == speed.VARLEN:
+    if fast["attention"] == speed.VARLEN:
         speed.register_varlen_attention()
     kwargs = {
         "dtype": torch.bfloat16 if device() == "cuda" else torch.float32,
-        "attn_implementation": attention,
+        "attn_implementation": fast["attention"],
     }
     if experiment.technique == Technique.QLORA:
-        kwargs.update(quantization_config=quantization_config(params), device_map={"": 0})
+        kwargs.update(quantized_load(params))
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if experiment.technique == Technique.QLORA:
+    if experiment.technique == Technique.QLORA and not fast["qlora_bf16_norms"]:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
@@ -172,7 +174,7 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
     train, evaluation = build_datasets(run)
     fast = speed_settings(run)  # decided once: the log line, load and arguments agree
     log.info("Speed settings: %s", fast)
-    model, tokenizer = load_model(run, fast["attention"])
+    model, tokenizer = load_model(run, fast)
     args = common_args(run, output_dir, evaluation is not None, fast)
     shared = dict(
         model=model,

@@ -41,6 +41,7 @@ FIELDS = [
     ("liger_kernel", "Liger kernels (auto: on CUDA workers with liger-kernel)", _switch, "all"),
     ("fused_adamw", "Fused AdamW (auto: on CUDA workers)", _switch, "all"),
     ("bf16_adapter_inputs", "LoRA inputs in bf16, no float32 copy (auto: CUDA)", _switch, "lora"),
+    ("qlora_bf16_norms", "QLoRA: norms and embeddings stay bf16 (auto: CUDA)", _switch, "qlora"),
     ("lora_r", "LoRA r", int, "lora"),
     ("lora_alpha", "LoRA alpha", int, "lora"),
     ("lora_dropout", "LoRA dropout", float, "lora"),
@@ -56,7 +57,7 @@ SWITCHES = {name for name, _, parser, _ in FIELDS if parser is _switch}
 TECHNIQUE_GROUPS = {
     Technique.FULL: ["all", "sft"],
     Technique.LORA: ["all", "sft", "lora"],
-    Technique.QLORA: ["all", "sft", "lora"],
+    Technique.QLORA: ["all", "sft", "lora", "qlora"],
     Technique.PREFIX: ["all", "sft", "prefix"],
     Technique.DPO: ["all", "lora", "dpo"],
 }

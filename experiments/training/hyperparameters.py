@@ -44,6 +44,7 @@ class Hyperparameters(BaseModel):
     liger_kernel: bool | None = None
     fused_adamw: bool | None = None
     bf16_adapter_inputs: bool | None = None
+    qlora_bf16_norms: bool | None = None
     # LoRA / QLoRA, and DPO with dpo_base="lora"
     lora_r: int = Field(16, gt=0, le=1024)
     lora_alpha: int = Field(32, gt=0, le=4096)

@@ -17,6 +17,10 @@ is a CUDA worker. CPU runs keep the plain path (SDPA, no packing, plain AdamW).
   dropout, and autocast casts it back to bf16 for the product: two full-size float32 copies
   per adapted projection, forward and backward. Under bf16 autocast the cast changes no
   rounding (the product runs in bf16 either way), so it is skipped.
+- QLoRA with bf16 norms: peft's `prepare_model_for_kbit_training` casts every parameter that
+  is not 4-bit (norms, embeddings, LM head) to float32, which makes the hidden states float32
+  between the 4-bit products: twice the bytes through every element-wise op. That upcast
+  guards float16 training; a bf16 run has float32's exponent range and keeps them in bf16.
 """
 
 import inspect
@@ -89,6 +93,8 @@ def effective(params: dict, *, technique_is_sft: bool) -> dict:
     liger = (cuda and liger_available()) if liger is None else liger and cuda
     fused = params.get("fused_adamw")
     fused = cuda if fused is None else fused and cuda
+    bf16_norms = params.get("qlora_bf16_norms")
+    bf16_norms = cuda if bf16_norms is None else bf16_norms and cuda
     adapter_inputs = params.get("bf16_adapter_inputs")
     adapter_inputs = cuda if adapter_inputs is None else adapter_inputs and cuda
     return {
@@ -98,6 +104,7 @@ def effective(params: dict, *, technique_is_sft: bool) -> dict:
         "optim": "adamw_torch_fused" if fused else "adamw_torch",
         # Only where training runs under bf16 autocast (CUDA): it casts the product's inputs.
         "bf16_adapter_inputs": bool(adapter_inputs),
+        "qlora_bf16_norms": bool(bf16_norms),
     }
 
 
