@@ -132,3 +132,29 @@ class MetricPoint(models.Model):
 
     def __str__(self):
         return f"{self.key}@{self.step}={self.value:g}"
+
+
+class MetricSeries(models.Model):
+    """One run's curve of one metric, thinned when written (experiments/tracking.py): at most
+    SERIES_POINTS points that keep each step bucket's first, last, lowest and highest point,
+    ready to send. Charts, comparisons and run tables read these; MetricPoint keeps every
+    point for full-resolution history."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="series")
+    key = models.CharField(max_length=50)
+    count = models.PositiveIntegerField(default=0, help_text="points logged")
+    width = models.PositiveIntegerField(default=1, help_text="steps per bucket")
+    points = models.TextField(default='{"steps":[],"values":[]}', help_text="JSON, thinned")
+    last_step = models.BigIntegerField(null=True)
+    last_value = models.FloatField(null=True)
+    min_value = models.FloatField(null=True)
+    max_value = models.FloatField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key"], name="one_series_per_run_key")
+        ]
+        indexes = [models.Index(fields=["key", "last_value"])]
+
+    def __str__(self):
+        return f"{self.key} of run {self.run_id}"

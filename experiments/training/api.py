@@ -4,6 +4,7 @@ from ninja import Query, Router, Status
 from experiments.models import TrainingRun
 from experiments.training import selectors, services
 from experiments.training.schemas import (
+    CompareIn,
     EstimateIn,
     EstimateOut,
     ExperimentDetailOut,
@@ -15,6 +16,7 @@ from experiments.training.schemas import (
     RunIn,
     RunMetricsOut,
     RunOut,
+    RunRowOut,
     VersionRef,
     WorkerOut,
 )
@@ -147,8 +149,33 @@ def _keys(keys: str | None) -> list[str] | None:
 KEYS = Query(None, alias="keys", description="comma-separated metric names")
 
 
+def _compare(request, response, run_ids, keys, max_points, paging: PageIn) -> list[dict]:
+    compared, per_curve = selectors.runs_for_compare(
+        user=request.auth,
+        ids=run_ids,
+        keys=keys,
+        max_points=max_points,
+        page=paging.page,
+        limit=paging.limit,
+    )
+    response["X-Total-Count"] = str(len(dict.fromkeys(run_ids)))
+    response["X-Points-Per-Curve"] = str(per_curve)
+    admin = is_site_admin(request.auth)
+    return [{"run": run_out(c["run"], admin), "metrics": c["metrics"]} for c in compared]
+
+
 @router.get("/runs/compare", response={200: list[RunCompareOut], **errors(404)})
-def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: Id = 1000):
+def compare_runs(
+    request,
+    response: HttpResponse,
+    ids: str,
+    paging: Query[PageIn],
+    metric_keys: str | None = KEYS,
+    max_points: Id = 1000,
+):
+    """Curves of any number of runs, `limit` runs a page (X-Total-Count: how many in all).
+    All the page's curves share 200,000 points: X-Points-Per-Curve says how many each got
+    (at most max_points, each bucket's first, last, lowest and highest kept)."""
     try:
         run_ids = [int(i) for i in ids.split(",") if i.strip()]
         if any(not 1 <= i <= INT64_MAX for i in run_ids):
@@ -157,11 +184,53 @@ def compare_runs(request, ids: str, metric_keys: str | None = KEYS, max_points: 
         from finetune_hub.errors import invalid
 
         raise invalid("ids must be comma-separated run ids", field="ids", status=422) from None
-    compared = selectors.runs_for_compare(
-        user=request.auth, ids=run_ids, keys=_keys(metric_keys), max_points=max_points
+    return _compare(request, response, run_ids, _keys(metric_keys), max_points, paging)
+
+
+@router.post("/runs/compare", response={200: list[RunCompareOut], **errors(404)})
+def compare_runs_post(request, response: HttpResponse, payload: CompareIn):
+    """The same comparison with the ids in the body, for lists too long for a URL."""
+    paging = PageIn(page=payload.page, limit=payload.limit)
+    return _compare(request, response, payload.ids, payload.keys, payload.max_points, paging)
+
+
+TABLE_KEYS = ("loss", "eval_loss")
+
+
+@router.get("/runs", response={200: list[RunRowOut], **errors(422)})
+def list_runs(
+    request,
+    response: HttpResponse,
+    paging: Query[PageIn],
+    experiment: Id | None = None,
+    status: str | None = None,
+    filter: str = "",
+    sort: str = "-queued_at",
+    metric_keys: str | None = KEYS,
+):
+    """Every run of the caller's teams, a page at a time (X-Total-Count: how many match).
+    filter: clauses joined by " and ", each `metrics.<key> <op> <value>` or
+    `params.<name> <op> <value>`, op one of = != < <= > >= (params are the experiment's
+    hyperparameters, technique and base_model). sort: queued_at, started_at, finished_at,
+    step, status, id, metrics.<key> or params.<name>, - first for descending. Each row
+    carries the last value of each of `keys` (default loss and eval_loss)."""
+    runs = selectors.run_table(
+        user=request.auth, experiment=experiment, status=status, filter=filter, sort=sort
     )
+    page = list(api_page(runs.prefetch_related("checkpoints"), paging, response))
+    keys = _keys(metric_keys) or list(TABLE_KEYS)
+    latest = selectors.latest_values(page, keys)
     admin = is_site_admin(request.auth)
-    return [{"run": run_out(c["run"], admin), "metrics": c["metrics"]} for c in compared]
+    return [
+        {
+            **run_out(run, admin),
+            "experiment_name": run.experiment.name,
+            "technique": run.experiment.technique,
+            "params": run.experiment.hyperparameters,
+            "metrics": {key: latest[run.pk].get(key) for key in keys},
+        }
+        for run in page
+    ]
 
 
 @router.get("/runs/queue", response=list[RunOut])

@@ -11,6 +11,7 @@ import torch
 from django.utils import timezone
 from transformers import TrainerCallback
 
+from experiments import tracking
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
 from experiments.training import speed
 from finetune_hub.storage import artifact_path
@@ -46,7 +47,7 @@ class RunReporter(TrainerCallback):
     def __init__(self, run: TrainingRun, log_path: Path):
         self.run = run
         self.log_path = log_path
-        self.points: list[MetricPoint] = []
+        self.points: list[tuple[int, int, str, float]] = []
         self.last_flush = 0.0
         self.started = time.monotonic()
         self.first_step: int | None = None
@@ -59,7 +60,8 @@ class RunReporter(TrainerCallback):
             unique = {p.data_ptr(): p.numel() for p in model.parameters()}
             self.n_params, self.gpu = sum(unique.values()), torch.cuda.get_device_name()
         # A resumed attempt re-runs the steps after its checkpoint: drop their old points.
-        MetricPoint.objects.filter(run=self.run, step__gt=state.global_step).delete()
+        if MetricPoint.objects.filter(run=self.run, step__gt=state.global_step).delete()[0]:
+            tracking.series_rebuild(self.run.pk)
         TrainingRun.objects.filter(pk=self.run.pk).update(
             total_steps=state.max_steps, step=state.global_step
         )
@@ -88,9 +90,7 @@ class RunReporter(TrainerCallback):
         self.tokens = (now, seen)
 
     def _point(self, step: int, key: str, value: float) -> None:
-        self.points.append(
-            MetricPoint(run=self.run, step=step, key=key, value=value, attempt=self.run.attempt)
-        )
+        self.points.append((self.run.pk, step, key, value))
 
     def on_step_end(self, args, state, control, **kwargs):
         if os.getppid() != self.parent:
@@ -127,7 +127,7 @@ class RunReporter(TrainerCallback):
         return per_step * max(0, state.max_steps - state.global_step)
 
     def _flush(self, state) -> None:
-        MetricPoint.objects.bulk_create(self.points)
+        tracking.points_ingest(self.points, attempt=self.run.attempt)
         self.points = []
         self.last_flush = time.monotonic()
         TrainingRun.objects.filter(pk=self.run.pk).update(

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from ninja import Schema
+from ninja import Field, Schema
 
 from datasets_app.schemas import VersionRefOut
 from finetune_hub.bounds import Id, Int64
@@ -102,6 +102,21 @@ class SeriesOut(Schema):
 class RunMetricsOut(Schema):
     run: int
     metrics: dict[str, SeriesOut]  # by metric name
+
+
+class RunRowOut(RunOut):
+    experiment_name: str
+    technique: str
+    params: dict[str, Any]  # the experiment's hyperparameters
+    metrics: dict[str, float | None]  # each asked key's last logged value
+
+
+class CompareIn(Schema):
+    ids: list[Id] = Field(..., min_length=1)
+    keys: list[str] | None = Field(None, max_length=50)
+    max_points: int = Field(1000, ge=2, le=1000)
+    page: int = Field(1, ge=1)
+    limit: int = Field(100, ge=1, le=500)
 
 
 class RunCompareOut(Schema):

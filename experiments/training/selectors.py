@@ -1,10 +1,15 @@
-from django.db.models import QuerySet
+import re
+
+from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KeyTransform
 
 from datasets_app.models import DatasetVersion
-from experiments.models import Experiment, MetricPoint, TrainingRun, Worker
+from experiments import tracking
+from experiments.models import Experiment, MetricPoint, MetricSeries, TrainingRun, Worker
 from experiments.training.workers import live_workers
 from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid
+from finetune_hub.models import Membership
 from finetune_hub.selectors import get_visible, visible_to
 
 DEFAULT_KEYS = (
@@ -87,37 +92,174 @@ def workers_live() -> QuerySet[Worker]:
     return live_workers()
 
 
-def _thin(points: list[tuple[int, float]], max_points: int) -> list[tuple[int, float]]:
-    """Evenly spaced points, the last always kept, so a long run's curve stays cheap."""
-    if len(points) <= max_points:
-        return points
-    stride = len(points) / max_points
-    picked = [points[int(i * stride)] for i in range(max_points - 1)]
-    return picked + [points[-1]]
-
-
 def run_metrics(*, run: TrainingRun, keys: list[str] | None = None, max_points: int = 1000) -> dict:
+    """A run's curves: from its thinned series up to SERIES_POINTS points a curve, from its
+    raw points (thinned the same way) when more are asked for."""
     if not 2 <= max_points <= 100_000:
         raise invalid("max_points must be between 2 and 100000", field="max_points", status=422)
     keys = keys or list(DEFAULT_KEYS)
+    if max_points <= tracking.SERIES_POINTS:
+        return tracking.series_of([run.pk], keys, max_points)[run.pk]
     rows = MetricPoint.objects.filter(run=run, key__in=keys).order_by("key", "step", "pk")
     series: dict[str, list[tuple[int, float]]] = {key: [] for key in keys}
     for key, step, value in rows.values_list("key", "step", "value"):
         series[key].append((step, value))
-    return {
-        key: {"steps": [s for s, _ in thin], "values": [v for _, v in thin]}
-        for key, points in series.items()
-        if (thin := _thin(points, max_points))
-    }
+    out = {}
+    for key, points in series.items():
+        if points:
+            thin, _ = tracking.thin(points, max_points)
+            out[key] = {"steps": [s for s, _ in thin], "values": [v for _, v in thin]}
+    return out
+
+
+# A comparison page sends at most this many points in all: its runs' curves share it, each
+# between MIN_POINTS and the asked max_points (a chart of 2,000 lines has no room for 1,000
+# points each). The ids page through in any number.
+COMPARE_POINTS = 200_000
+MIN_POINTS = 50
 
 
 def runs_for_compare(
-    *, user, ids: list[int], keys: list[str] | None, max_points: int
-) -> list[dict]:
-    if not ids or len(ids) > 20:
-        raise invalid("Give 1 to 20 run ids", field="ids", status=422)
-    runs = [run_get(user=user, run_id=run_id) for run_id in ids]
-    return [
-        {"run": run, "metrics": run_metrics(run=run, keys=keys, max_points=max_points)}
-        for run in runs
-    ]
+    *, user, ids: list[int], keys: list[str] | None, max_points: int, page: int = 1, limit=100
+) -> tuple[list[dict], int]:
+    """One page of a comparison of any number of runs: the runs `ids[(page-1)*limit:]` names
+    (in the order given) with their curves, and the points each curve was allowed. Every id
+    must be a run the user sees, or the whole comparison is a 404 naming the first that is
+    not (an outsider's run and a missing one read the same). Four queries whatever the size."""
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        raise invalid("Give at least one run id", field="ids", status=422)
+    if not 2 <= max_points <= tracking.SERIES_POINTS:
+        raise invalid(
+            f"max_points must be between 2 and {tracking.SERIES_POINTS}",
+            field="max_points",
+            status=422,
+        )
+    keys = keys or list(DEFAULT_KEYS)
+    visible = visible_to(TrainingRun.objects.all(), user=user, team_path="experiment__team")
+    seen = set(visible.filter(pk__in=ids).values_list("pk", flat=True))
+    if missing := [i for i in ids if i not in seen]:
+        raise NotFound(f"Run {missing[0]} not found")
+    shown = ids[(page - 1) * limit : page * limit]
+    runs = (
+        TrainingRun.objects.select_related("experiment", "worker")
+        .prefetch_related("checkpoints")
+        .in_bulk(shown)
+    )
+    per_curve = COMPARE_POINTS // max(1, len(shown) * len(keys))
+    per_curve = min(max_points, max(MIN_POINTS, per_curve))
+    curves = tracking.series_of(shown, keys, per_curve)
+    return [{"run": runs[i], "metrics": curves[i]} for i in shown], per_curve
+
+
+# ---------------------------------------------------------------------- the run table
+
+NAME = r"[A-Za-z0-9_.\-/]{1,50}"
+CLAUSE = re.compile(rf"^\s*(metrics|params)\.({NAME})\s*(<=|>=|!=|=|<|>)\s*(.+?)\s*$")
+COLUMNS = "queued_at|started_at|finished_at|step|status|id"
+SORT = re.compile(rf"^(-?)(?:(metrics|params)\.({NAME})|({COLUMNS}))$")
+OPERATORS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
+# Experiment columns a filter or sort may name as params, besides the hyperparameters.
+EXPERIMENT_PARAMS = {"technique": "experiment__technique", "base_model": "experiment__base_model"}
+
+
+def _value(text: str):
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
+
+
+def _last_value(key: str):
+    return Subquery(
+        MetricSeries.objects.filter(run=OuterRef("pk"), key=key).values("last_value")[:1]
+    )
+
+
+def _param(name: str):
+    if name in EXPERIMENT_PARAMS:
+        return F(EXPERIMENT_PARAMS[name])
+    # A key transform names the key literally: no part of it becomes a lookup.
+    return KeyTransform(name, "experiment__hyperparameters")
+
+
+def run_table(
+    *,
+    user,
+    experiment: int | None = None,
+    status: str | None = None,
+    filter: str = "",
+    sort: str = "-queued_at",
+) -> QuerySet[TrainingRun]:
+    """Every run the user's teams own, filtered and sorted by any hyperparameter or latest
+    metric value, as a queryset to page: `filter` is clauses joined by " and ", each
+    `metrics.<key> <op> <value>` or `params.<name> <op> <value>` (op one of = != < <= > >=);
+    `sort` one of queued_at, started_at, finished_at, step, status, id, metrics.<key>,
+    params.<name>, with - for descending (runs without the value last)."""
+    teams = Membership.objects.filter(user=user).values("team_id")
+    runs = TrainingRun.objects.filter(experiment__team_id__in=teams)
+    if experiment is not None:
+        runs = runs.filter(experiment_id=experiment)
+    if status:
+        if status not in TrainingRun.Status.values:
+            raise invalid(
+                f"status: one of {', '.join(TrainingRun.Status.values)}", field="status", status=422
+            )
+        runs = runs.filter(status=status)
+    clauses = [c for c in re.split(r"\s+and\s+", filter.strip(), flags=re.I) if c] if filter else []
+    if len(clauses) > 20:
+        raise invalid("filter: at most 20 clauses", field="filter", status=422)
+    for n, clause in enumerate(clauses):
+        match = CLAUSE.match(clause)
+        if not match:
+            raise invalid(
+                f"filter clause {n + 1} ({clause[:60]!r}): expected metrics.<key> <op> <value> "
+                "or params.<name> <op> <value>, op one of = != < <= > >=",
+                field="filter",
+                status=422,
+            )
+        kind, name, op, raw = match.groups()
+        column = f"f{n}"
+        runs = runs.annotate(**{column: _last_value(name) if kind == "metrics" else _param(name)})
+        value = _value(raw)
+        if kind == "metrics" and not isinstance(value, int | float):
+            raise invalid(
+                f"filter clause {n + 1}: a metric compares to a number",
+                field="filter",
+                status=422,
+            )
+        if op == "!=":
+            # A run without the value matches no comparison, != included.
+            runs = runs.filter(**{f"{column}__isnull": False}).exclude(**{column: value})
+        else:
+            runs = runs.filter(**{f"{column}__{OPERATORS[op]}": value})
+    match = SORT.match(sort or "")
+    if not match:
+        raise invalid(
+            "sort: one of queued_at, started_at, finished_at, step, status, id, metrics.<key>, "
+            "params.<name>, with - for descending",
+            field="sort",
+            status=422,
+        )
+    descending, kind, name, column = match.groups()
+    if kind:
+        runs = runs.annotate(sort_by=_last_value(name) if kind == "metrics" else _param(name))
+        column = "sort_by"
+    order = F(column).desc(nulls_last=True) if descending else F(column).asc(nulls_last=True)
+    return runs.select_related("experiment", "worker").order_by(order, "-pk")
+
+
+def latest_values(runs: list[TrainingRun], keys: list[str]) -> dict[int, dict[str, float]]:
+    """{run: {key: its last logged value}} for a page of runs, in one query."""
+    out: dict[int, dict[str, float]] = {run.pk: {} for run in runs}
+    rows = MetricSeries.objects.filter(run__in=runs, key__in=keys).values_list(
+        "run_id", "key", "last_value"
+    )
+    for run, key, value in rows:
+        out[run][key] = value
+    return out
