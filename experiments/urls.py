@@ -9,6 +9,7 @@ urlpatterns = [
     path("experiments/<int:experiment_id>/runs/", training.run_queue_new, name="run_queue_new"),
     path("runs/", training.run_queue, name="run_queue"),
     path("runs/compare/", training.run_compare, name="run_compare"),
+    path("runs/table/", training.run_table, name="run_table"),
     path("runs/<int:run_id>/", training.run_detail, name="run_detail"),
     path("runs/<int:run_id>/<str:action>/", training.run_action, name="run_action"),
 ]

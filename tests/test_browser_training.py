@@ -47,3 +47,41 @@ def test_create_an_experiment_queue_it_and_watch_the_curves(
     expected = [str(c.step) for c in run.checkpoints.all()]
     assert expected and steps == expected
     page.screenshot(path="var/screenshot-run.png", full_page=True)
+
+
+def test_tick_runs_in_the_run_table_and_compare_more_than_a_page_of_them(
+    page, team, owner, tiny_model
+):
+    """The Runs page sorts by a metric and filters by a hyperparameter; ticked runs open the
+    comparison, whose chart draws every run's curves across several API pages."""
+    from tests.test_tracking import many_runs
+
+    runs = many_runs(team, owner, tiny_model, 130, steps=20)  # the chart takes 100 runs a page
+    log_in(page, "owner", "owner-pass-123")
+    page.click("header >> text=Runs")
+    page.fill("#filter", "metrics.loss < 22")  # run i's last loss is i + 19: the first three
+    page.fill("#sort", "-metrics.loss")
+    page.click("button:has-text('Apply')")
+    page.wait_for_selector("#runs tr:nth-child(4)")
+    shown = page.eval_on_selector_all(
+        "#runs tr td:nth-child(2)", "cells => cells.map(c => c.textContent.trim())"
+    )
+    assert shown == [f"#{runs[2].pk}", f"#{runs[1].pk}", f"#{runs[0].pk}"]
+    page.fill("#filter", "metrics.loss <")
+    page.click("button:has-text('Apply')")
+    page.wait_for_selector("#filter-error")
+    assert "filter clause 1" in page.inner_text("#filter-error")
+
+    page.fill("#filter", "")
+    page.click("button:has-text('Apply')")
+    page.wait_for_selector("#runs tr:nth-child(40)")
+    for box in page.query_selector_all("input.pick")[:2]:
+        box.check()
+    page.click("#compare-selected")
+    page.wait_for_selector("#chart-compare .scatterlayer .trace")
+    assert page.eval_on_selector("#chart-compare", "c => c.data.length") == 4
+
+    ids = ",".join(str(r.pk) for r in runs)
+    page.goto(f"{page.url.split('/runs/')[0]}/runs/compare/?ids={ids}")
+    page.wait_for_function("document.getElementById('chart-compare').data?.length === 260")
+    assert "130 runs" in page.inner_text("#compare-count")

@@ -80,6 +80,7 @@ def test_training_pages_refuse_outsiders(browser_client, team, owner, tiny_model
     for path in [f"/experiments/{experiment.pk}/runs/", f"/runs/{run.pk}/cancel/"]:
         assert browser_client.post(path).status_code == 404, path
     assert "exp-" not in browser_client.get("/experiments/").content.decode()
+    assert f"#{run.pk}<" not in browser_client.get("/runs/table/").content.decode()
     run.refresh_from_db()
     assert run.status == "queued"
 
@@ -89,3 +90,18 @@ def test_unknown_run_action_is_404(browser_client, team, owner, tiny_model):
         experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
     )
     assert browser_client.post(f"/runs/{run.pk}/explode/").status_code == 404
+
+
+def test_the_run_table_shows_a_bad_filter_as_a_message(browser_client, team, owner, tiny_model):
+    from experiments import tracking
+
+    run = services.run_enqueue(
+        experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
+    )
+    tracking.points_ingest([(run.pk, 1, "loss", 2.5)])
+    page = browser_client.get("/runs/table/", {"filter": "metrics.loss < 3", "keys": "loss"})
+    assert page.status_code == 200 and f"#{run.pk}<" in page.content.decode()
+    assert "2.5000" in page.content.decode()
+    bad = browser_client.get("/runs/table/", {"filter": "metrics.loss ~ 3", "sort": "x"})
+    assert bad.status_code == 200 and "filter clause 1" in bad.content.decode()
+    assert browser_client.get("/runs/table/", {"sort": "nonsense"}).status_code == 200

@@ -254,6 +254,16 @@ def run_table(
     return runs.select_related("experiment", "worker").order_by(order, "-pk")
 
 
+def runs_visible(*, user, ids: list[int]) -> dict[int, TrainingRun]:
+    """{id: run} for those of `ids` the user's teams own, in one query."""
+    teams = Membership.objects.filter(user=user).values("team_id")
+    return (
+        TrainingRun.objects.filter(experiment__team_id__in=teams)
+        .select_related("experiment")
+        .in_bulk(ids)
+    )
+
+
 def latest_values(runs: list[TrainingRun], keys: list[str]) -> dict[int, dict[str, float]]:
     """{run: {key: its last logged value}} for a page of runs, in one query."""
     out: dict[int, dict[str, float]] = {run.pk: {} for run in runs}

@@ -142,7 +142,50 @@ def run_queue(request):
     )
 
 
+def run_table(request):
+    """Every run of the user's teams, filtered and sorted by any hyperparameter or latest
+    metric (the same grammar as GET /api/runs), with the runs to compare ticked."""
+    query = {name: request.GET.get(name, "").strip() for name in ("filter", "sort", "status")}
+    keys = [k.strip() for k in request.GET.get("keys", "").split(",") if k.strip()][:8]
+    keys = keys or ["loss", "eval_loss"]
+    error, runs = None, TrainingRun.objects.none()
+    try:
+        runs = selectors.run_table(
+            user=request.user,
+            filter=query["filter"],
+            sort=query["sort"] or "-queued_at",
+            status=query["status"] or None,
+        )
+    except ServiceError as exc:
+        error = exc.errors[0].message if exc.errors else exc.detail
+    page = paginate(request, runs.prefetch_related(None), per_page=50)
+    latest = selectors.latest_values(list(page), keys)
+    rows = [(run, [latest[run.pk].get(key) for key in keys]) for run in page]
+    return render(
+        request,
+        "experiments/run_table.html",
+        {
+            "page": page,
+            "rows": rows,
+            "keys": keys,
+            "keys_text": ",".join(keys),
+            "query": query,
+            "error": error,
+            "statuses": TrainingRun.Status.values,
+        },
+    )
+
+
 def run_compare(request):
-    ids = [i for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()]
-    runs = [visible_or_404(selectors.run_get, user=request.user, run_id=int(i)) for i in ids[:20]]
-    return render(request, "experiments/run_compare.html", {"runs": runs, "ids": ",".join(ids)})
+    """Any number of runs: the table a page at a time, the chart from every page of the API."""
+    ids = list(dict.fromkeys(int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()))
+    visible = selectors.runs_visible(user=request.user, ids=ids)
+    if missing := [i for i in ids if i not in visible]:
+        raise Http404(f"Run {missing[0]} not found")
+    page = paginate(request, ids, per_page=50)
+    runs = [visible[i] for i in page]
+    return render(
+        request,
+        "experiments/run_compare.html",
+        {"runs": runs, "page": page, "ids": ",".join(map(str, ids)), "count": len(ids)},
+    )

@@ -1,13 +1,24 @@
-// Loss curves of the compared runs; the API URL and the ids come from the chart's data-* attributes.
+// Loss curves of any number of compared runs: the ids go in the body of POST
+// /api/runs/compare, a page of runs at a time, until X-Total-Count runs have come.
 (async function () {
   const chart = document.getElementById("chart-compare");
-  const ids = chart.dataset.ids;
-  if (!ids) return;
-  const url = new URL(chart.dataset.compareUrl, window.location.href);
-  url.search = new URLSearchParams({ids, keys: "loss,eval_loss", max_points: "1000"}).toString();
-  const data = await fetch(url).then((r) => r.json());
+  const ids = (chart.dataset.ids || "").split(",").filter(Boolean).map(Number);
+  if (!ids.length) return;
+  const headers = {"Content-Type": "application/json", "X-CSRFToken": chart.dataset.csrf};
+  const keys = ["loss", "eval_loss"];
   const traces = [];
-  data.forEach((c) => ["loss", "eval_loss"].forEach((k) => { const s = c.metrics[k]; if (s) traces.push(
-    {x: s.steps, y: s.values, name: `#${c.run.id} ${k}`, mode: "lines"}); }));
-  Plotly.react(chart, traces, {title: {text: "Loss by step"}, xaxis: {title: {text: "step"}}}, {displaylogo: false});
+  const limit = 100;
+  for (let page = 1; (page - 1) * limit < ids.length; page++) {
+    const response = await fetch(chart.dataset.compareUrl, {
+      method: "POST", headers, credentials: "same-origin",
+      body: JSON.stringify({ids, keys, page, limit, max_points: 1000}),
+    });
+    if (!response.ok) { chart.textContent = "Could not load the curves (" + response.status + ")."; return; }
+    (await response.json()).forEach((c) => keys.forEach((k) => {
+      const s = c.metrics[k];
+      if (s) traces.push({x: s.steps, y: s.values, name: `#${c.run.id} ${k}`, mode: "lines"});
+    }));
+  }
+  Plotly.react(chart, traces, {title: {text: "Loss by step"}, xaxis: {title: {text: "step"}},
+    showlegend: traces.length <= 40}, {displaylogo: false});
 })();
