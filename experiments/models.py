@@ -143,6 +143,7 @@ class MetricSeries(models.Model):
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="series")
     key = models.CharField(max_length=50)
     count = models.PositiveIntegerField(default=0, help_text="points logged")
+    size = models.PositiveIntegerField(default=0, help_text="points stored, thinned")
     width = models.PositiveIntegerField(default=1, help_text="steps per bucket")
     points = models.TextField(default='{"steps":[],"values":[]}', help_text="JSON, thinned")
     last_step = models.BigIntegerField(null=True)

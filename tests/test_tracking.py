@@ -267,5 +267,14 @@ def test_the_migration_gives_runs_logged_before_it_their_series(team, owner, tin
     MetricPoint.objects.all().delete()
     tracking.points_ingest((run.pk, s, "loss", v) for s, v in raw)
     ingested = MetricSeries.objects.get(run=run, key="loss")
-    fields = ("count", "width", "points", "last_step", "last_value", "min_value", "max_value")
+    fields = (
+        "count",
+        "size",
+        "width",
+        "points",
+        "last_step",
+        "last_value",
+        "min_value",
+        "max_value",
+    )
     assert [getattr(migrated, f) for f in fields] == [getattr(ingested, f) for f in fields]

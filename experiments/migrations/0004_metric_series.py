@@ -24,6 +24,7 @@ def series_from_points(apps, schema_editor):
                 run_id=run,
                 key=key,
                 count=len(raw),
+                size=len(points),
                 width=width,
                 points=_dump(points),
                 last_step=raw[-1][0],
@@ -55,6 +56,10 @@ class Migration(migrations.Migration):
                 ),
                 ("key", models.CharField(max_length=50)),
                 ("count", models.PositiveIntegerField(default=0, help_text="points logged")),
+                (
+                    "size",
+                    models.PositiveIntegerField(default=0, help_text="points stored, thinned"),
+                ),
                 ("width", models.PositiveIntegerField(default=1, help_text="steps per bucket")),
                 (
                     "points",

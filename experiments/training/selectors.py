@@ -123,9 +123,10 @@ def runs_for_compare(
     *, user, ids: list[int], keys: list[str] | None, max_points: int, page: int = 1, limit=100
 ) -> tuple[list[dict], int]:
     """One page of a comparison of any number of runs: the runs `ids[(page-1)*limit:]` names
-    (in the order given) with their curves, and the points each curve was allowed. Every id
-    must be a run the user sees, or the whole comparison is a 404 naming the first that is
-    not (an outsider's run and a missing one read the same). Four queries whatever the size."""
+    (in the order given) with their curves as JSON text, and the points each curve was
+    allowed. Every id must be a run the user sees, or the whole comparison is a 404 naming
+    the first that is not (an outsider's run and a missing one read the same). Four queries
+    whatever the size."""
     ids = list(dict.fromkeys(ids))
     if not ids:
         raise invalid("Give at least one run id", field="ids", status=422)
@@ -148,7 +149,7 @@ def runs_for_compare(
     )
     per_curve = COMPARE_POINTS // max(1, len(shown) * len(keys))
     per_curve = min(max_points, max(MIN_POINTS, per_curve))
-    curves = tracking.series_of(shown, keys, per_curve)
+    curves = tracking.series_json(shown, keys, per_curve)
     return [{"run": runs[i], "metrics": curves[i]} for i in shown], per_curve
 
 
