@@ -299,3 +299,42 @@ def test_a_promotion_check_reads_the_stored_result(api, model, versions, product
         r = promote(api, 2)
     assert r.status_code == 409 and r.json()["errors"][0]["field"] == "require_ab_win"
     bootstrap.assert_not_called()
+
+
+@pytest.mark.parametrize("rule", ["thresholds", "ab"])
+def test_evidence_on_another_dataset_version_does_not_count(
+    api, model, versions, production, owner, team, rule
+):
+    """The policy names its dataset version: an evaluation, or a significant win, on any
+    other version of any dataset (the same split) is no evidence; on the named one it is."""
+    from tests.training_helpers import make_version
+
+    n = len(eval_examples(versions[0]))
+    new = scored(versions[1], [1] * n, owner)
+    compared(scored(versions[0], [0] * n, owner), new, owner)
+    rules = (
+        {"thresholds": [{"metric": "exact_match", "min": 0.5}]}
+        if rule == "thresholds"
+        else {"require_ab_win": True}
+    )
+    other = make_version(team, owner)
+    services.policy_set(
+        model=model,
+        by=owner,
+        policy={"evaluation_dataset_version": other.pk, "ab_metric": "exact_match", **rules},
+    )
+    assert promote(api, 2).status_code == 409 and holder(model) == 1
+    set_policy(model, owner, **rules)  # the data the evidence is on
+    assert promote(api, 2).status_code == 200 and holder(model) == 2
+
+
+def test_a_malformed_policy_names_each_field():
+    from finetune_hub.errors import ServiceError
+    from registry import policy
+
+    with pytest.raises(ServiceError) as caught:
+        policy.parse({"evaluation_split": "dev", "require_ab_win": "perhaps"})
+    error = caught.value
+    assert (error.status, error.detail) == (422, "Invalid policy")
+    assert [e.field for e in error.errors] == ["policy.evaluation_split", "policy.require_ab_win"]
+    assert policy.parse(None) == policy.Policy()

@@ -7,6 +7,7 @@ import pytest
 
 from datasets_app.models import Dataset, DatasetVersion, Example
 
+UNQUOTED = "Invalid JSON: Expecting property name enclosed in double quotes"
 CHAT_OK = json.dumps(
     {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
 )
@@ -69,6 +70,18 @@ CASES = [
         lines({"instruction": "a", "output": "b"}, '{"instruction": "a",'),
         "auto",
         [(2, None, "Invalid JSON: Expecting property name enclosed in double quotes (column 21)")],
+    ),
+    (
+        # Every broken line is reported in one pass, not only the first.
+        "jsonl-invalid-json-twice",
+        "instruction",
+        "d.jsonl",
+        lines('{"instruction": "a",', {"instruction": "a", "output": "b"}, "{oops"),
+        "auto",
+        [
+            (1, None, f"{UNQUOTED} (column 21)"),
+            (3, None, f"{UNQUOTED} (column 2)"),
+        ],
     ),
     (
         "empty-file",
