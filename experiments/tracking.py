@@ -29,21 +29,40 @@ Point = tuple[int, float]  # (step, value)
 
 
 def _bucket_points(bucket: list[Point]) -> list[Point]:
+    """A bucket's first, last, lowest and highest point (the first of equal ones), in order."""
     low = min(range(len(bucket)), key=lambda i: bucket[i][1])
     high = max(range(len(bucket)), key=lambda i: bucket[i][1])
     return [bucket[i] for i in sorted({0, len(bucket) - 1, low, high})]
+
+
+def _emit(points: list[Point], width: int) -> list[Point]:
+    """_bucket_points of every bucket of `width` steps, in one pass (the ingestion hot path)."""
+    out: list[Point] = []
+    if not points:
+        return out
+    bucket, start = points[0][0] // width, 0
+    low = high = 0
+    for i in range(1, len(points)):
+        step, value = points[i]
+        if step // width != bucket:
+            out.extend(points[j] for j in sorted({start, i - 1, low, high}))
+            bucket, start, low, high = step // width, i, i, i
+        elif value < points[low][1]:
+            low = i
+        elif value > points[high][1]:
+            high = i
+    out.extend(points[j] for j in sorted({start, len(points) - 1, low, high}))
+    return out
 
 
 def thin(points: Sequence[Point], limit: int, width: int = 1) -> tuple[list[Point], int]:
     """Points sorted by step -> at most `limit` of them (limit >= 2) and the bucket width
     used: every bucket of `width` steps keeps its first, last, lowest and highest point."""
     points = list(points)
+    if width == 1 and len(points) <= limit:
+        return points, 1
     while True:
-        if width == 1 and len(points) <= limit:
-            return points, 1
-        out = []
-        for _, bucket in itertools.groupby(points, key=lambda p: p[0] // width):
-            out.extend(_bucket_points(list(bucket)))
+        out = _emit(points, width)
         if len(out) <= limit:
             return out, width
         width *= 2

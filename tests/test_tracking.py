@@ -278,3 +278,22 @@ def test_the_migration_gives_runs_logged_before_it_their_series(team, owner, tin
         "max_value",
     )
     assert [getattr(migrated, f) for f in fields] == [getattr(ingested, f) for f in fields]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_one_pass_thinning_equals_bucket_by_bucket(seed):
+    """Ties (equal values, repeated steps) included: the hot path keeps the same points as
+    taking each bucket's first, last, lowest and highest one by one."""
+    import itertools
+
+    rng = random.Random(seed)
+    points = sorted(
+        (rng.randrange(300), float(rng.randrange(5))) for _ in range(rng.randrange(1, 400))
+    )
+    for width in (1, 2, 7, 64, 1024):
+        expected = [
+            p
+            for _, bucket in itertools.groupby(points, key=lambda p: p[0] // width)
+            for p in tracking._bucket_points(list(bucket))
+        ]
+        assert tracking._emit(points, width) == expected
