@@ -88,10 +88,6 @@ def _insert_raw(rows: list[tuple[int, int, str, float, int]]) -> None:
     columns = "run_id, step, key, value, attempt"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Telemetry: this transaction does not wait for its WAL flush. A crash of the
-            # database server can lose the last fraction of a second of points, never half a
-            # batch (points and series commit together), and nothing else's durability changes.
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
