@@ -8,7 +8,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 HOST ?= 127.0.0.1:8000
 
 .PHONY: install demo serve serve-prod worker test lint test-sqlite test-postgres browser-deps bench \
-	bench-load mutation
+	bench-load bench-tracking mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,19 @@ bench-load: install
 	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2).close()" 2>/dev/null; then \
 	  $(PY) bench/load.py --db postgres --database-url $(LOAD_DATABASE_URL); \
 	else echo "SKIPPED: PostgreSQL load run (nothing on 127.0.0.1:5432)"; fi
+
+# Experiment tracking at scale against MLflow's tracking store (results:
+# bench/results/tracking.json, bench/RESULTS.md). MLflow is a bench-only dependency, kept in its
+# own virtual environment so its pins never touch the project's.
+MLFLOW_VENV ?= var/mlflow-venv
+TRACK_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/trackbench
+bench-tracking: install
+	@test -x $(MLFLOW_VENV)/bin/python || ($(PYTHON) -m venv $(MLFLOW_VENV) && \
+	  $(MLFLOW_VENV)/bin/pip install -q "mlflow>=3.17,<4" "psycopg[binary]>=3.2")
+	$(PY) bench/tracking.py --db sqlite --mlflow-python $(MLFLOW_VENV)/bin/python
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2).close()" 2>/dev/null; then \
+	  $(PY) bench/tracking.py --db postgres --database-url $(TRACK_DATABASE_URL) --mlflow-python $(MLFLOW_VENV)/bin/python; \
+	else echo "SKIPPED: PostgreSQL tracking run (nothing on 127.0.0.1:5432)"; fi
 
 # Mutation testing of the decision code with mutmut (not part of `make test`: hours on 2
 # cores; a second run resumes). Scores per module: bench/results/mutation.json, RESULTS.md.

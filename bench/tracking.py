@@ -362,6 +362,13 @@ def main():
     out = Path(args.out or ROOT / f"bench/results/tracking-{args.db}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.out is None:  # both databases' latest runs, side by side
+        runs = [json.loads(path.read_text()) for path in sorted(out.parent.glob("tracking-*.json"))]
+        combined = {
+            "runs": [{k: v for k, v in run.items() if k != "rows"} for run in runs],
+            "rows": [row for run in runs for row in run["rows"]],
+        }
+        (out.parent / "tracking.json").write_text(json.dumps(combined, indent=1) + "\n")
     print(f"\n{report['command']}\n{report['machine']}")
     print(
         "| measurement | backend | finetune_hub | MLflow | unit |\n| --- | --- | --- | --- | --- |"
