@@ -61,3 +61,23 @@ def test_a_completion_is_never_wrapped_in_a_chat_template(tokenizer):
 def test_a_tokenizer_without_the_attribute_gets_plain_text():
     fields = {"instruction": "Say hi", "output": "hi"}
     assert formats.prompt_text("instruction", fields, SimpleNamespace()) == ("Say hi", "hi")
+
+
+def test_line_endings_and_unicode_forms_are_normalised_everywhere_in_a_record():
+    """Windows (CRLF) and old Mac (CR) line endings become LF and text becomes NFC, in plain
+    fields and inside chat messages, so the same content hashes the same."""
+    from datasets_app import formats
+
+    assert formats.normalise(
+        "instruction", {"instruction": "a\r\nb\rc", "output": "e\u0301", "input": "x\r\n"}
+    ) == {"instruction": "a\nb\nc", "output": "\u00e9", "input": "x\n"}
+    chat = {
+        "messages": [
+            {"role": "user", "content": "a\r\nb"},
+            {"role": "assistant", "content": "c\rd"},
+        ]
+    }
+    assert formats.normalise("chat", chat)["messages"] == [
+        {"role": "user", "content": "a\nb"},
+        {"role": "assistant", "content": "c\nd"},
+    ]
