@@ -44,11 +44,14 @@ def eval_examples(version, split="eval"):
     return list(dataset_version.examples.filter(split=split).order_by("pk"))
 
 
-def scored(version, hits: list[int], owner, split="eval") -> EvaluationRun:
-    """A finished evaluation of `version` with these exact-match hits, one per example."""
+def scored(version, hits: list[int], owner, split="eval", first=None) -> EvaluationRun:
+    """A finished evaluation of `version` with these exact-match hits, one per example;
+    `first`: (metric, hits) of another metric scored before exact match."""
     examples = eval_examples(version, split)
     assert len(hits) == len(examples)
-    score = sum(hits) / len(hits)
+    metrics = {"exact_match": hits}
+    if first:
+        metrics = {first[0]: first[1], **metrics}
     evaluation = EvaluationRun.objects.create(
         team=version.registered_model.team,
         subject_kind="model_version",
@@ -56,10 +59,13 @@ def scored(version, hits: list[int], owner, split="eval") -> EvaluationRun:
         base_model=version.base_model,
         dataset_version=examples[0].version,
         split=split,
-        metrics=["exact_match"],
+        metrics=list(metrics),
         generation={},
         status="succeeded",
-        results={"exact_match": {"score": score, "ci_low": 0.0, "ci_high": 1.0, "n": len(hits)}},
+        results={
+            name: {"score": sum(h) / len(h), "ci_low": 0.0, "ci_high": 1.0, "n": len(h)}
+            for name, h in metrics.items()
+        },
         created_by=owner,
         finished_at=timezone.now(),
     )
@@ -70,11 +76,11 @@ def scored(version, hits: list[int], owner, split="eval") -> EvaluationRun:
             position=i,
             prompt="p",
             reference="r",
-            prediction="r" if hit else "x",
-            scores={"exact_match": float(hit)},
-            stats={"exact_match": [float(hit)]},
+            prediction="r" if hits[i] else "x",
+            scores={name: float(h[i]) for name, h in metrics.items()},
+            stats={name: [float(h[i])] for name, h in metrics.items()},
         )
-        for i, (example, hit) in enumerate(zip(examples, hits, strict=True))
+        for i, example in enumerate(examples)
     )
     return evaluation
 
@@ -338,3 +344,17 @@ def test_a_malformed_policy_names_each_field():
     assert (error.status, error.detail) == (422, "Invalid policy")
     assert [e.field for e in error.errors] == ["policy.evaluation_split", "policy.require_ab_win"]
     assert policy.parse(None) == policy.Policy()
+
+
+def test_a_win_on_the_policys_metric_counts_behind_a_tie_on_another(
+    api, model, versions, production, owner
+):
+    """Every test of a comparison is read: accuracy (a tie, tested first) does not end the
+    search before exact match, the policy's metric, where the version wins significantly."""
+    set_policy(model, owner, require_ab_win=True)
+    n = len(eval_examples(versions[0]))
+    tie = [1] * n
+    old = scored(versions[0], [0] * n, owner, first=("accuracy", tie))
+    new = scored(versions[1], [1] * n, owner, first=("accuracy", tie))
+    compared(old, new, owner)
+    assert promote(api, 2).status_code == 200 and holder(model) == 2
