@@ -25,6 +25,17 @@ from django.db import connection, transaction
 from experiments.models import MetricPoint, MetricSeries
 
 SERIES_POINTS = 1000  # stored per series, and the most a request may ask for
+# What a batch changes in a MetricSeries row.
+SERIES_FIELDS = (
+    "count",
+    "size",
+    "width",
+    "points",
+    "last_step",
+    "last_value",
+    "min_value",
+    "max_value",
+)
 Point = tuple[int, float]  # (step, value)
 
 
@@ -95,9 +106,10 @@ def _insert_raw(rows: list[tuple[int, int, str, float, int]]) -> None:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s)", rows)
 
 
-def _fold(series: MetricSeries, new: list[Point]) -> None:
-    """Adds raw points (any order) to a series' thinned points and figures."""
-    new.sort()
+def _fold(series, new: list[Point]) -> None:
+    """Adds raw points (any step order) to a series' thinned points and figures. Points of
+    the same step keep the order they were logged in: the last one logged is the last value."""
+    new.sort(key=lambda p: p[0])
     merged = sorted(_load(series.points) + new, key=lambda p: p[0])
     points, series.width = thin(merged, SERIES_POINTS, series.width)
     series.points, series.size = _dump(points), len(points)
@@ -137,18 +149,8 @@ def points_ingest(points: Iterable[tuple[int, int, str, float]], attempt: int = 
         else:
             updated.append(series)
         _fold(series, new)
-    fields = [
-        "count",
-        "size",
-        "width",
-        "points",
-        "last_step",
-        "last_value",
-        "min_value",
-        "max_value",
-    ]
     MetricSeries.objects.bulk_create(created)
-    MetricSeries.objects.bulk_update(updated, fields)
+    MetricSeries.objects.bulk_update(updated, SERIES_FIELDS)
     return len(rows)
 
 

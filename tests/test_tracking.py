@@ -267,16 +267,7 @@ def test_the_migration_gives_runs_logged_before_it_their_series(team, owner, tin
     MetricPoint.objects.all().delete()
     tracking.points_ingest((run.pk, s, "loss", v) for s, v in raw)
     ingested = MetricSeries.objects.get(run=run, key="loss")
-    fields = (
-        "count",
-        "size",
-        "width",
-        "points",
-        "last_step",
-        "last_value",
-        "min_value",
-        "max_value",
-    )
+    fields = tracking.SERIES_FIELDS
     assert [getattr(migrated, f) for f in fields] == [getattr(ingested, f) for f in fields]
 
 
@@ -297,3 +288,17 @@ def test_the_one_pass_thinning_equals_bucket_by_bucket(seed):
             for p in tracking._bucket_points(list(bucket))
         ]
         assert tracking._emit(points, width) == expected
+
+
+def test_the_last_point_logged_at_a_step_is_the_last_value(team, owner, tiny_model):
+    """Two points at one step (an eval and a re-log, say): the later one logged is the
+    series' last value, whatever their values."""
+    run = TrainingRun.objects.create(
+        experiment=make_experiment(team, owner, tiny_model), created_by=owner
+    )
+    tracking.points_ingest(
+        [(run.pk, 1, "loss", 1.0), (run.pk, 2, "loss", 9.0), (run.pk, 2, "loss", 3.0)]
+    )
+    series = MetricSeries.objects.get(run=run, key="loss")
+    assert (series.last_step, series.last_value) == (2, 3.0)
+    assert json.loads(series.points) == {"steps": [1, 2, 2], "values": [1.0, 9.0, 3.0]}

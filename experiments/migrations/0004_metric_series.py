@@ -17,7 +17,7 @@ def series_from_points(apps, schema_editor):
     """Existing runs get their series from the points they already logged."""
     import itertools
 
-    from experiments.tracking import SERIES_POINTS, _dump, thin
+    from experiments.tracking import _fold
 
     MetricPoint = apps.get_model("experiments", "MetricPoint")
     MetricSeries = apps.get_model("experiments", "MetricSeries")
@@ -26,22 +26,9 @@ def series_from_points(apps, schema_editor):
     )
     batch = []
     for (run, key), group in itertools.groupby(rows.iterator(), lambda r: (r[0], r[1])):
-        raw = [(step, value) for _, _, step, value in group]
-        points, width = thin(raw, SERIES_POINTS)
-        batch.append(
-            MetricSeries(
-                run_id=run,
-                key=key,
-                count=len(raw),
-                size=len(points),
-                width=width,
-                points=_dump(points),
-                last_step=raw[-1][0],
-                last_value=raw[-1][1],
-                min_value=min(v for _, v in raw),
-                max_value=max(v for _, v in raw),
-            )
-        )
+        series = MetricSeries(run_id=run, key=key)
+        _fold(series, [(step, value) for _, _, step, value in group])
+        batch.append(series)
         if len(batch) >= 1000:
             MetricSeries.objects.bulk_create(batch)
             batch = []

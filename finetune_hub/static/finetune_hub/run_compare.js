@@ -1,5 +1,5 @@
-// Loss curves of any number of compared runs: the ids go in the body of POST
-// /api/runs/compare, a page of runs at a time, until X-Total-Count runs have come.
+// Loss curves of any number of compared runs: the ids go in the body of the compare API
+// (its URL from data-compare-url), a page of runs at a time, until every run has come.
 (async function () {
   const chart = document.getElementById("chart-compare");
   const ids = (chart.dataset.ids || "").split(",").filter(Boolean).map(Number);
