@@ -16,7 +16,6 @@ never the raw points.
 
 import itertools
 import json
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -166,10 +165,6 @@ def series_rebuild(run_id: int) -> None:
         _fold(series, [(step, value) for _, step, value in points])
         created.append(series)
     MetricSeries.objects.bulk_create(created)
-
-
-def finite(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------- out
