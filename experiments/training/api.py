@@ -151,7 +151,7 @@ def _keys(keys: str | None) -> list[str] | None:
 KEYS = Query(None, alias="keys", description="comma-separated metric names")
 
 
-def _compare(request, response, run_ids, keys, max_points, paging: PageIn) -> list[dict]:
+def _compare(request, run_ids, keys, max_points, paging: PageIn) -> HttpResponse:
     compared, per_curve = selectors.runs_for_compare(
         user=request.auth,
         ids=run_ids,
@@ -178,7 +178,6 @@ def _compare(request, response, run_ids, keys, max_points, paging: PageIn) -> li
 @router.get("/runs/compare", response={200: list[RunCompareOut], **errors(404)})
 def compare_runs(
     request,
-    response: HttpResponse,
     ids: str,
     paging: Query[PageIn],
     metric_keys: str | None = KEYS,
@@ -195,17 +194,14 @@ def compare_runs(
         from finetune_hub.errors import invalid
 
         raise invalid("ids must be comma-separated run ids", field="ids", status=422) from None
-    return _compare(request, response, run_ids, _keys(metric_keys), max_points, paging)
+    return _compare(request, run_ids, _keys(metric_keys), max_points, paging)
 
 
 @router.post("/runs/compare", response={200: list[RunCompareOut], **errors(404)})
-def compare_runs_post(request, response: HttpResponse, payload: CompareIn):
+def compare_runs_post(request, payload: CompareIn):
     """The same comparison with the ids in the body, for lists too long for a URL."""
     paging = PageIn(page=payload.page, limit=payload.limit)
-    return _compare(request, response, payload.ids, payload.keys, payload.max_points, paging)
-
-
-TABLE_KEYS = ("loss", "eval_loss")
+    return _compare(request, payload.ids, payload.keys, payload.max_points, paging)
 
 
 @router.get("/runs", response={200: list[RunRowOut], **errors(422)})
@@ -229,7 +225,7 @@ def list_runs(
         user=request.auth, experiment=experiment, status=status, filter=filter, sort=sort
     )
     page = list(api_page(runs.prefetch_related("checkpoints"), paging, response))
-    keys = _keys(metric_keys) or list(TABLE_KEYS)
+    keys = _keys(metric_keys) or list(selectors.TABLE_KEYS)
     latest = selectors.latest_values(page, keys)
     admin = is_site_admin(request.auth)
     return [

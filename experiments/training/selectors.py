@@ -137,8 +137,7 @@ def runs_for_compare(
             status=422,
         )
     keys = keys or list(DEFAULT_KEYS)
-    visible = visible_to(TrainingRun.objects.all(), user=user, team_path="experiment__team")
-    seen = set(visible.filter(pk__in=ids).values_list("pk", flat=True))
+    seen = set(_team_runs(user).filter(pk__in=ids).values_list("pk", flat=True))
     if missing := [i for i in ids if i not in seen]:
         raise NotFound(f"Run {missing[0]} not found")
     shown = ids[(page - 1) * limit : page * limit]
@@ -154,6 +153,8 @@ def runs_for_compare(
 
 
 # ---------------------------------------------------------------------- the run table
+
+TABLE_KEYS = ("loss", "eval_loss")  # the metric columns a run table shows by default
 
 NAME = r"[A-Za-z0-9_.\-/]{1,50}"
 CLAUSE = re.compile(rf"^\s*(metrics|params)\.({NAME})\s*(<=|>=|!=|=|<|>)\s*(.+?)\s*$")
@@ -189,6 +190,13 @@ def _param(name: str):
     return KeyTransform(name, "experiment__hyperparameters")
 
 
+def _team_runs(user) -> QuerySet[TrainingRun]:
+    """The runs of the user's teams: a subquery on memberships, no join to deduplicate."""
+    return TrainingRun.objects.filter(
+        experiment__team_id__in=Membership.objects.filter(user=user).values("team_id")
+    )
+
+
 def run_table(
     *,
     user,
@@ -202,8 +210,7 @@ def run_table(
     `metrics.<key> <op> <value>` or `params.<name> <op> <value>` (op one of = != < <= > >=);
     `sort` one of queued_at, started_at, finished_at, step, status, id, metrics.<key>,
     params.<name>, with - for descending (runs without the value last)."""
-    teams = Membership.objects.filter(user=user).values("team_id")
-    runs = TrainingRun.objects.filter(experiment__team_id__in=teams)
+    runs = _team_runs(user)
     if experiment is not None:
         runs = runs.filter(experiment_id=experiment)
     if status:
@@ -257,12 +264,7 @@ def run_table(
 
 def runs_visible(*, user, ids: list[int]) -> dict[int, TrainingRun]:
     """{id: run} for those of `ids` the user's teams own, in one query."""
-    teams = Membership.objects.filter(user=user).values("team_id")
-    return (
-        TrainingRun.objects.filter(experiment__team_id__in=teams)
-        .select_related("experiment")
-        .in_bulk(ids)
-    )
+    return _team_runs(user).select_related("experiment").in_bulk(ids)
 
 
 def latest_values(runs: list[TrainingRun], keys: list[str]) -> dict[int, dict[str, float]]:

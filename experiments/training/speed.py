@@ -89,22 +89,20 @@ def effective(params: dict, *, technique_is_sft: bool) -> dict:
         # Forced on a worker without CUDA varlen kernels, it falls back to SDPA.
         wanted = packing if attention == "auto" else True
         attention = VARLEN if wanted and varlen_available() else "sdpa"
-    liger = params.get("liger_kernel")
-    liger = (cuda and liger_available()) if liger is None else liger and cuda
-    fused = params.get("fused_adamw")
-    fused = cuda if fused is None else fused and cuda
-    bf16_norms = params.get("qlora_bf16_norms")
-    bf16_norms = cuda if bf16_norms is None else bf16_norms and cuda
-    adapter_inputs = params.get("bf16_adapter_inputs")
-    adapter_inputs = cuda if adapter_inputs is None else adapter_inputs and cuda
+
+    def switch(name: str, auto: bool) -> bool:
+        """A CUDA-only lever: as set, or `auto` when left to the worker; never off CUDA."""
+        value = params.get(name)
+        return bool(auto if value is None else value and cuda)
+
     return {
         "packing": bool(packing),
         "attention": attention,
-        "liger_kernel": bool(liger),
-        "optim": "adamw_torch_fused" if fused else "adamw_torch",
-        # Only where training runs under bf16 autocast (CUDA): it casts the product's inputs.
-        "bf16_adapter_inputs": bool(adapter_inputs),
-        "qlora_bf16_norms": bool(bf16_norms),
+        "liger_kernel": switch("liger_kernel", cuda and liger_available()),
+        "optim": "adamw_torch_fused" if switch("fused_adamw", cuda) else "adamw_torch",
+        # Under bf16 autocast only (CUDA): autocast casts the product's inputs.
+        "bf16_adapter_inputs": switch("bf16_adapter_inputs", cuda),
+        "qlora_bf16_norms": switch("qlora_bf16_norms", cuda),
     }
 
 

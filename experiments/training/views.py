@@ -147,7 +147,7 @@ def run_table(request):
     metric (the same grammar as GET /api/runs), with the runs to compare ticked."""
     query = {name: request.GET.get(name, "").strip() for name in ("filter", "sort", "status")}
     keys = [k.strip() for k in request.GET.get("keys", "").split(",") if k.strip()][:8]
-    keys = keys or ["loss", "eval_loss"]
+    keys = keys or list(selectors.TABLE_KEYS)
     error, runs = None, TrainingRun.objects.none()
     try:
         runs = selectors.run_table(
@@ -158,7 +158,7 @@ def run_table(request):
         )
     except ServiceError as exc:
         error = exc.errors[0].message if exc.errors else exc.detail
-    page = paginate(request, runs.prefetch_related(None), per_page=50)
+    page = paginate(request, runs, per_page=50)
     latest = selectors.latest_values(list(page), keys)
     rows = [(run, [latest[run.pk].get(key) for key in keys]) for run in page]
     return render(
