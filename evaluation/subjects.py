@@ -100,7 +100,11 @@ class Subject:
                 raise invalid("No such run in this team", field="subject.run")
             if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
                 raise Conflict(f"Run {run.pk} has no trained output ({run.status})")
-            return replace(self, base_model=run.experiment.base_model)
+            if not run.model_base:
+                raise Conflict(
+                    f"Run {run.pk} names no base model: a tracked run declares it when it starts"
+                )
+            return replace(self, base_model=run.model_base)
         if self.kind == Kind.MODEL_VERSION:
             version = (
                 _versions()
@@ -110,7 +114,7 @@ class Subject:
             )
             if version is None:
                 raise invalid("No such model version in this team", field="subject.model_version")
-            return replace(self, base_model=version.source_run.experiment.base_model)
+            return replace(self, base_model=version.base_model)
         from experiments.training.services import load_config
 
         load_config(self.base_model)  # refuses a model that cannot be found

@@ -15,12 +15,19 @@ class Technique(models.TextChoices):
 class Experiment(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="experiments")
     name = models.CharField(max_length=100)
+    # A project of tracked runs (trained elsewhere, reported through the tracking API or the
+    # MLflow-compatible one) has no dataset version, base model or technique of its own.
+    tracked = models.BooleanField(default=False, help_text="a project of runs trained elsewhere")
     dataset_version = models.ForeignKey(
-        "datasets.DatasetVersion", on_delete=models.PROTECT, related_name="experiments"
+        "datasets.DatasetVersion",
+        on_delete=models.PROTECT,
+        related_name="experiments",
+        null=True,
+        blank=True,
     )
-    base_model = models.CharField(max_length=500)
-    technique = models.CharField(max_length=10, choices=Technique.choices)
-    hyperparameters = models.JSONField(help_text="validated, with defaults filled in")
+    base_model = models.CharField(max_length=500, blank=True)
+    technique = models.CharField(max_length=10, choices=Technique.choices, blank=True)
+    hyperparameters = models.JSONField(default=dict, help_text="validated, with defaults filled in")
     estimate = models.JSONField(default=dict, help_text="resource estimate at creation")
     notes = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
@@ -63,6 +70,10 @@ class TrainingRun(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    class Source(models.TextChoices):
+        QUEUED = "queued", "trained by a worker"
+        TRACKED = "tracked", "trained elsewhere, reported to the tracking API"
+
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="runs")
@@ -87,6 +98,13 @@ class TrainingRun(models.Model):
     output_files = models.JSONField(default=dict, help_text="file name -> sha256")
     peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.QUEUED)
+    name = models.CharField(max_length=200, blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="a tracked run's parameters")
+    tags = models.JSONField(default=dict, blank=True)
+    base_model = models.CharField(
+        max_length=500, blank=True, help_text="a tracked run's base model, else the experiment's"
+    )
 
     class Meta:
         ordering = ["-queued_at"]
@@ -102,6 +120,15 @@ class TrainingRun(models.Model):
     @property
     def folder(self) -> str:
         return f"runs/{self.pk}"
+
+    @property
+    def model_base(self) -> str:
+        """The base model the run's output builds on."""
+        return self.base_model or self.experiment.base_model
+
+    @property
+    def tracked(self) -> bool:
+        return self.source == self.Source.TRACKED
 
 
 class Checkpoint(models.Model):
@@ -126,6 +153,7 @@ class MetricPoint(models.Model):
     key = models.CharField(max_length=50)
     value = models.FloatField()
     attempt = models.PositiveIntegerField(default=1)
+    timestamp = models.BigIntegerField(null=True, help_text="milliseconds since the epoch")
 
     class Meta:
         indexes = [models.Index(fields=["run", "key", "step"])]

@@ -93,16 +93,18 @@ def _load(text: str) -> list[Point]:
 # ---------------------------------------------------------------------- in
 
 
-def _insert_raw(rows: list[tuple[int, int, str, float, int]]) -> None:
+def _insert_raw(rows: list[tuple[int, int, str, float, int, int | None]]) -> None:
     table = MetricPoint._meta.db_table
-    columns = "run_id, step, key, value, attempt"
+    columns = "run_id, step, key, value, attempt, timestamp"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s)", rows)
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s)", rows
+            )
 
 
 def _fold(series, new: list[Point]) -> None:
@@ -122,15 +124,15 @@ def _fold(series, new: list[Point]) -> None:
 
 
 @transaction.atomic
-def points_ingest(points: Iterable[tuple[int, int, str, float]], attempt: int = 1) -> int:
-    """Writes (run_id, step, key, value) points, finite values only (the caller checks), and
-    updates their runs' series. Returns how many points were written."""
-    rows = [(run, step, key, value, attempt) for run, step, key, value in points]
+def points_ingest(points: Iterable[tuple], attempt: int = 1) -> int:
+    """Writes (run_id, step, key, value[, timestamp ms]) points, finite values only (the
+    caller checks), and updates their runs' series. Returns how many points were written."""
+    rows = [(p[0], p[1], p[2], p[3], attempt, p[4] if len(p) > 4 else None) for p in points]
     if not rows:
         return 0
     _insert_raw(rows)
     grouped: dict[tuple[int, str], list[Point]] = defaultdict(list)
-    for run, step, key, value, _ in rows:
+    for run, step, key, value, _, _ in rows:
         grouped[(run, key)].append((step, value))
     runs = {run for run, _ in grouped}
     existing = {

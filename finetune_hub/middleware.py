@@ -7,8 +7,15 @@ from django.http import HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
 
-# The API answers 401 itself; the login page, admin and static files handle their own access.
-OPEN_PREFIXES = ("/api/", "/accounts/login/", "/admin/", "/" + settings.STATIC_URL.lstrip("/"))
+# The APIs answer 401 themselves; the login page, admin and static files handle their own
+# access.
+API_PREFIXES = ("/api/", "/mlflow/")
+OPEN_PREFIXES = (
+    *API_PREFIXES,
+    "/accounts/login/",
+    "/admin/",
+    "/" + settings.STATIC_URL.lstrip("/"),
+)
 
 
 class LoginRequiredMiddleware:
@@ -44,7 +51,7 @@ class DatabaseConnectionMiddleware:
 
     def unavailable(self, request):
         detail = "The database is busy or unavailable; try again shortly"
-        if request.path.startswith("/api/"):
+        if request.path.startswith(API_PREFIXES):
             response = JsonResponse({"detail": detail, "code": "unavailable"}, status=503)
         else:
             response = HttpResponse(detail, status=503, content_type="text/plain")

@@ -188,6 +188,8 @@ WHITENOISE_USE_FINDERS = True
 # Every artifact (dataset files, checkpoints, adapters, exports) lives under this root;
 # finetune_hub.storage refuses any path that resolves outside it.
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", VAR_DIR / "artifacts")).resolve()
+# One output file of a tracked run (experiments/tracked.py), streamed to disk as it arrives.
+ARTIFACT_MAX_UPLOAD_BYTES = int(os.environ.get("ARTIFACT_MAX_UPLOAD_BYTES", 20 * 1024**3))
 DATASET_MAX_UPLOAD_BYTES = int(os.environ.get("DATASET_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
 # Uploaded files stay in memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, then go to a temporary file;
 # the capped handler stops any upload past DATASET_MAX_UPLOAD_BYTES while it streams in.

@@ -12,6 +12,8 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    # The MLflow-compatible tracking API: MLFLOW_TRACKING_URI=http://<host>/mlflow
+    path("mlflow/", include("experiments.mlflow_urls")),
     path("", include("datasets_app.urls")),
     path("", include("experiments.urls")),
     path("", include("evaluation.urls")),

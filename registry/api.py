@@ -47,7 +47,9 @@ def version_out(v: ModelVersion, full: bool = False) -> dict:
         "dataset_version": {
             "dataset": v.dataset_version.dataset_id,
             "number": v.dataset_version.number,
-        },
+        }
+        if v.dataset_version_id
+        else None,
         "artifacts": v.artifacts,
         "aliases": list(v.aliases.values_list("name", flat=True)),
         "created_by": v.created_by.username,

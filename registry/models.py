@@ -34,7 +34,9 @@ class ModelVersion(models.Model):
     )
     number = models.PositiveIntegerField()
     source_run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="+")
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="+")
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
     base_model = models.CharField(max_length=500)
     base_model_info = models.JSONField(default=dict, help_text="path, hash or revision, dtype")
     kind = models.CharField(max_length=8, help_text="adapter or full")

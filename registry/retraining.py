@@ -42,6 +42,8 @@ def retrain(model: RegisteredModel, now) -> RetrainJob | None:
         return None
     version = production.version
     experiment = version.source_run.experiment
+    if experiment.dataset_version_id is None or experiment.tracked:
+        return None  # trained elsewhere: there is no recipe here to run again
     newest = newest_published(experiment.dataset_version.dataset)
     if newest is None or newest.pk == version.dataset_version_id:
         return None  # no newer data: nothing to learn

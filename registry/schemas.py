@@ -81,7 +81,7 @@ class ModelVersionOut(Schema):
     kind: str  # adapter or full
     base_model: str
     base_model_info: dict[str, Any]
-    dataset_version: DataVersionOut
+    dataset_version: DataVersionOut | None  # None: a tracked run, trained elsewhere
     artifacts: dict[str, str]  # file name -> sha256
     aliases: list[str]
     created_by: str
@@ -97,6 +97,8 @@ class LineageRunOut(Schema):
     id: int
     status: str
     attempt: int
+    source: str  # queued (trained here) or tracked (trained elsewhere)
+    name: str
     steps: int
     finished_at: datetime | None
     peak_memory_bytes: int | None

@@ -74,6 +74,10 @@ def version_register(
         raise invalid("No such run in this team", field="run")
     if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
         raise Conflict(f"Run {run.pk} has no trained output ({run.status})")
+    if not run.model_base:
+        raise Conflict(
+            f"Run {run.pk} names no base model: a tracked run declares it when it starts"
+        )
     folder = safetensors_only(artifact_path(run.output_path))
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=model.pk)
@@ -83,7 +87,7 @@ def version_register(
             number=number,
             source_run=run,
             dataset_version=run.experiment.dataset_version,
-            base_model=run.experiment.base_model,
+            base_model=run.model_base,
             base_model_info=run.base_model_info,
             kind="adapter" if (folder / "adapter_config.json").exists() else "full",
             artifact_path=run.output_path,
@@ -329,6 +333,11 @@ def feedback_to_annotation(*, feedback, by):
     from datasets_app.services import example_add_to_draft
 
     feedback = Feedback.objects.select_for_update().get(pk=feedback.pk)
+    if feedback.version.dataset_version_id is None:
+        raise Conflict(
+            f"{feedback.version} was trained elsewhere on data this hub does not hold: there is "
+            "no dataset to annotate"
+        )
     if feedback.sent_to_id:
         raise Conflict("This answer was sent to annotation already")
     example = example_add_to_draft(

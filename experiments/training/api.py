@@ -59,6 +59,10 @@ def run_out(run: TrainingRun, site_admin: bool = False) -> dict:
         "output_files": run.output_files,
         "base_model": run.base_model_info,
         "peak_memory_bytes": run.peak_memory_bytes,
+        "source": run.source,
+        "name": run.name,
+        "tags": run.tags,
+        "base_model_name": run.model_base,
     }
 
 
@@ -67,11 +71,14 @@ def experiment_out(experiment, with_runs: bool = False, site_admin: bool = False
         "id": experiment.pk,
         "team": experiment.team_id,
         "name": experiment.name,
+        "tracked": experiment.tracked,
         "dataset_version": {
             "id": experiment.dataset_version_id,
             "dataset": experiment.dataset_version.dataset_id,
             "number": experiment.dataset_version.number,
-        },
+        }
+        if experiment.dataset_version_id
+        else None,
         "base_model": experiment.base_model,
         "technique": experiment.technique,
         "hyperparameters": experiment.hyperparameters,
@@ -233,7 +240,7 @@ def list_runs(
             **run_out(run, admin),
             "experiment_name": run.experiment.name,
             "technique": run.experiment.technique,
-            "params": run.experiment.hyperparameters,
+            "params": {**run.experiment.hyperparameters, **run.params},
             "metrics": {key: latest[run.pk].get(key) for key in keys},
         }
         for run in page
@@ -303,3 +310,7 @@ def set_priority(request, run_id: Id, payload: PriorityIn):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     run = services.run_set_priority(run=run, priority=payload.priority, by=request.auth)
     return run_out(run, is_site_admin(request.auth))
+
+
+# The tracked-run routes (runs trained elsewhere) share this router: POST /runs beside GET.
+from experiments import tracked_api  # noqa: E402, F401

@@ -80,8 +80,11 @@ def runs_reap_stale(*, stale_after) -> list[int]:
     """Running runs whose heartbeat stopped (worker SIGKILLed, out of memory): resume them."""
     cutoff = timezone.now() - stale_after
     reaped = []
+    # A tracked run has no worker here: its own process reports it and ends it.
     for run in TrainingRun.objects.filter(
-        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff
+        status=TrainingRun.Status.RUNNING,
+        heartbeat_at__lt=cutoff,
+        source=TrainingRun.Source.QUEUED,
     ):
         # The same conditional-update rule: only one reaper acts on a run.
         if TrainingRun.objects.filter(

@@ -47,7 +47,7 @@ class RunReporter(TrainerCallback):
     def __init__(self, run: TrainingRun, log_path: Path):
         self.run = run
         self.log_path = log_path
-        self.points: list[tuple[int, int, str, float]] = []
+        self.points: list[tuple[int, int, str, float, int]] = []
         self.last_flush = 0.0
         self.started = time.monotonic()
         self.first_step: int | None = None
@@ -90,7 +90,7 @@ class RunReporter(TrainerCallback):
         self.tokens = (now, seen)
 
     def _point(self, step: int, key: str, value: float) -> None:
-        self.points.append((self.run.pk, step, key, value))
+        self.points.append((self.run.pk, step, key, value, int(time.time() * 1000)))
 
     def on_step_end(self, args, state, control, **kwargs):
         if os.getppid() != self.parent:

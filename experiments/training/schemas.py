@@ -75,13 +75,18 @@ class RunOut(Schema):
     output_files: dict[str, str]  # file name -> sha256
     base_model: dict[str, Any]
     peak_memory_bytes: int | None
+    source: str  # queued (trained by a worker here) or tracked (trained elsewhere)
+    name: str
+    tags: dict[str, str]
+    base_model_name: str  # what the run's output builds on
 
 
 class ExperimentOut(Schema):
     id: int
     team: int
     name: str
-    dataset_version: VersionRefOut
+    tracked: bool  # a project of runs trained elsewhere
+    dataset_version: VersionRefOut | None
     base_model: str
     technique: str
     hyperparameters: dict[str, Any]
@@ -107,7 +112,7 @@ class RunMetricsOut(Schema):
 class RunRowOut(RunOut):
     experiment_name: str
     technique: str
-    params: dict[str, Any]  # the experiment's hyperparameters
+    params: dict[str, Any]  # the experiment's hyperparameters, and a tracked run's params
     metrics: dict[str, float | None]  # each asked key's last logged value
 
 
@@ -138,3 +143,52 @@ class WorkerOut(Schema):
     cuda: bool
     devices: list[dict[str, Any]]
     heartbeat_at: datetime
+
+
+class TrackedRunIn(Schema):
+    """A run trained elsewhere: in an experiment of a team, or in a project (an experiment
+    made for tracked runs when the team has none of that name)."""
+
+    team: Id
+    experiment: Id | None = None
+    project: str | None = Field(None, max_length=100)
+    name: str = Field("", max_length=200)
+    base_model: str = Field("", max_length=500)
+    params: dict[str, Any] = {}
+    tags: dict[str, Any] = {}
+
+
+class PointIn(Schema):
+    step: int = 0
+    key: str
+    value: float
+    timestamp: int | None = None  # milliseconds since the epoch
+
+
+class PointsIn(Schema):
+    points: list[PointIn] = Field(..., max_length=10_000)
+
+
+class PointsOut(Schema):
+    run: int
+    written: int
+
+
+class ParamsIn(Schema):
+    params: dict[str, Any]
+
+
+class TagsIn(Schema):
+    tags: dict[str, Any]
+
+
+class RunEndIn(Schema):
+    status: str = "succeeded"  # succeeded, failed or cancelled
+    error: str = Field("", max_length=10_000)
+
+
+class ArtifactOut(Schema):
+    run: int
+    name: str
+    sha256: str
+    output_path: str

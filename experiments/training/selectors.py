@@ -1,7 +1,8 @@
 import re
 
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Coalesce, NullIf
 
 from datasets_app.models import DatasetVersion
 from experiments import tracking
@@ -183,11 +184,33 @@ def _last_value(key: str):
     )
 
 
-def _param(name: str):
-    if name in EXPERIMENT_PARAMS:
-        return F(EXPERIMENT_PARAMS[name])
+def _param_sources(name: str) -> list:
+    """Where a run's parameter is read, first found wins: a tracked run's own params, then
+    its experiment's hyperparameters (technique and base_model: the experiment's columns,
+    a tracked run's declared base model first)."""
+    if name == "technique":
+        return [F("experiment__technique")]
+    if name == "base_model":
+        return [NullIf(F("base_model"), Value("")), F("experiment__base_model")]
     # A key transform names the key literally: no part of it becomes a lookup.
-    return KeyTransform(name, "experiment__hyperparameters")
+    return [KeyTransform(name, "params"), KeyTransform(name, "experiment__hyperparameters")]
+
+
+def _matching(runs: QuerySet, column: str, sources: list, op: str, value) -> QuerySet:
+    """Runs whose first present source compares true; a run without the value matches no
+    comparison, != included."""
+    condition, absent = None, Q()
+    for j, source in enumerate(sources):
+        name = f"{column}_{j}"
+        runs = runs.alias(**{name: source})  # not selected: only compared
+        present = Q(**{f"{name}__isnull": False})
+        if op == "!=":
+            hit = present & ~Q(**{name: value})
+        else:
+            hit = Q(**{f"{name}__{OPERATORS[op]}": value})
+        condition = absent & hit if condition is None else condition | (absent & hit)
+        absent &= ~present
+    return runs.filter(condition)
 
 
 def _team_runs(user) -> QuerySet[TrainingRun]:
@@ -232,8 +255,6 @@ def run_table(
                 status=422,
             )
         kind, name, op, raw = match.groups()
-        column = f"f{n}"
-        runs = runs.annotate(**{column: _last_value(name) if kind == "metrics" else _param(name)})
         value = _value(raw)
         if kind == "metrics" and not isinstance(value, int | float):
             raise invalid(
@@ -241,11 +262,8 @@ def run_table(
                 field="filter",
                 status=422,
             )
-        if op == "!=":
-            # A run without the value matches no comparison, != included.
-            runs = runs.filter(**{f"{column}__isnull": False}).exclude(**{column: value})
-        else:
-            runs = runs.filter(**{f"{column}__{OPERATORS[op]}": value})
+        sources = [_last_value(name)] if kind == "metrics" else _param_sources(name)
+        runs = _matching(runs, f"f{n}", sources, op, value)
     match = SORT.match(sort or "")
     if not match:
         raise invalid(
@@ -256,7 +274,8 @@ def run_table(
         )
     descending, kind, name, column = match.groups()
     if kind:
-        runs = runs.annotate(sort_by=_last_value(name) if kind == "metrics" else _param(name))
+        sources = [_last_value(name)] if kind == "metrics" else _param_sources(name)
+        runs = runs.alias(sort_by=sources[0] if len(sources) == 1 else Coalesce(*sources))
         column = "sort_by"
     order = F(column).desc(nulls_last=True) if descending else F(column).asc(nulls_last=True)
     return runs.select_related("experiment", "worker").order_by(order, "-pk")

@@ -137,6 +137,7 @@ def run_enqueue(
 @transaction.atomic
 def run_cancel(*, run: TrainingRun, by) -> TrainingRun:
     membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    _queued_only(run, "cancelled")
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     if run.status in TrainingRun.FINISHED:
         raise Conflict(f"The run is {run.status} already")
@@ -153,6 +154,7 @@ def run_cancel(*, run: TrainingRun, by) -> TrainingRun:
 @transaction.atomic
 def run_resume(*, run: TrainingRun, by) -> TrainingRun:
     membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    _queued_only(run, "resumed")
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     if run.status not in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
         raise Conflict(f"Only a failed or cancelled run resumes; this one is {run.status}")
@@ -166,6 +168,13 @@ def run_resume(*, run: TrainingRun, by) -> TrainingRun:
     run.save()
     queue.dispatch_on_commit()
     return run
+
+
+def _queued_only(run: TrainingRun, what: str) -> None:
+    if run.source == TrainingRun.Source.TRACKED:
+        raise Conflict(
+            f"Run {run.pk} is trained elsewhere: it is {what} by its own process, not here"
+        )
 
 
 def _priority_require(priority: int) -> None:

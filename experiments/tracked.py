@@ -1,0 +1,380 @@
+"""Runs trained anywhere: a team's own script, Axolotl, LLaMA-Factory or any Hugging Face
+Trainer reports a run here (finetune_hub.client, the FinetuneHubCallback, or the
+MLflow-compatible API in experiments/mlflow_api.py). A tracked run lives beside the queued
+ones: the same table, charts, comparisons and metric storage (experiments/tracking.py). Its
+uploaded safetensors files make it evaluable and registrable like a queued run's output.
+
+Every write names its run, which the caller's team must own (the selectors check it); every
+rule lives here, so the native API and the MLflow one refuse the same things."""
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from experiments import tracking
+from experiments.models import Experiment, TrainingRun
+from finetune_hub.bounds import INT64_MAX, json_loads
+from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
+from finetune_hub.models import Role, Team
+from finetune_hub.selectors import membership_require
+from finetune_hub.storage import artifact_path, file_sha256
+
+KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,49}$")
+PARAM_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,249}$")
+MAX_PARAMS = 1000
+MAX_TAGS = 200
+MAX_VALUE_CHARS = 6000  # MLflow's limit for a parameter value
+MAX_BATCH_POINTS = 10_000
+MAX_STEP = 2**31 - 1
+MAX_RUN_FILES = 200
+# What a run's output may hold: weights as safetensors, and the small text files that go
+# with them (configs, tokenizers, a chat template, a model card). Pickled weights (.bin, .pt,
+# .pth, .ckpt, .pkl) are refused: they execute code when loaded.
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+TEXT_SUFFIXES = (".json", ".txt", ".jinja", ".md", ".model")
+WEIGHT_SUFFIX = ".safetensors"
+END_STATUSES = (
+    TrainingRun.Status.SUCCEEDED,
+    TrainingRun.Status.FAILED,
+    TrainingRun.Status.CANCELLED,
+)
+
+
+def project_for(*, team: Team, name: str, by) -> Experiment:
+    """The team's experiment of that name, made as a project of tracked runs when there is
+    none (two first runs at once: the unique constraint decides, the loser reads it)."""
+    membership_require(user=by, team=team, role=Role.MEMBER)
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise invalid("project: 1 to 100 characters", field="project", status=422)
+    found = Experiment.objects.filter(team=team, name=name).first()
+    if found:
+        return found
+    try:
+        with transaction.atomic():
+            return Experiment.objects.create(team=team, name=name, tracked=True, created_by=by)
+    except IntegrityError:
+        return Experiment.objects.get(team=team, name=name)
+
+
+def _text(value, field: str, limit: int = MAX_VALUE_CHARS) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    if len(text) > limit:
+        raise invalid(f"{field}: at most {limit} characters", field=field, status=422)
+    return text
+
+
+def _param_value(value):
+    """Numbers stay numbers (the run table sorts them as numbers); a string that is exactly a
+    number's text (MLflow sends every parameter as text) becomes that number."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return value
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                number = kind(value)
+            except ValueError:
+                continue
+            if str(number) == value and (kind is int or math.isfinite(number)):
+                return number
+        return value
+    return value
+
+
+def _checked_map(values, field: str, key_re, limit: int, coerce) -> dict:
+    if not isinstance(values, dict):
+        raise invalid(f"{field}: an object of name -> value", field=field, status=422)
+    if len(values) > limit:
+        raise invalid(f"{field}: at most {limit} entries", field=field, status=422)
+    out = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or not key_re.match(key):
+            raise invalid(
+                f"{field}: {str(key)[:60]!r} is not a valid name (letters, digits, _ . - / : "
+                "and spaces, at most 250 characters)",
+                field=f"{field}.{str(key)[:60]}",
+                status=422,
+            )
+        if isinstance(value, dict | list):
+            value = _text(value, f"{field}.{key}")
+        elif isinstance(value, str):
+            _text(value, f"{field}.{key}")
+        out[key] = coerce(value)
+    return out
+
+
+def params_checked(params) -> dict:
+    return _checked_map(params or {}, "params", PARAM_KEY, MAX_PARAMS, _param_value)
+
+
+def tags_checked(tags) -> dict:
+    return _checked_map(tags or {}, "tags", PARAM_KEY, MAX_TAGS, lambda v: _text(v, "tags"))
+
+
+def run_start(
+    *,
+    experiment: Experiment,
+    by,
+    name: str = "",
+    params=None,
+    tags=None,
+    base_model: str = "",
+    started_at=None,
+) -> TrainingRun:
+    """A run that some other process trains: running from now, ended by its own process."""
+    membership_require(user=by, team=experiment.team, role=Role.MEMBER)
+    if len(name or "") > 200:
+        raise invalid("name: at most 200 characters", field="name", status=422)
+    params, tags = params_checked(params), tags_checked(tags)
+    if base_model:
+        from experiments.training.services import load_config
+
+        load_config(base_model)  # the one resolver: allowed roots or a hub id, else 422
+    now = timezone.now()
+    return TrainingRun.objects.create(
+        experiment=experiment,
+        source=TrainingRun.Source.TRACKED,
+        status=TrainingRun.Status.RUNNING,
+        name=name or "",
+        params=params,
+        tags=tags,
+        base_model=base_model or "",
+        attempt=1,
+        max_attempts=1,
+        started_at=started_at or now,
+        heartbeat_at=now,
+        created_by=by,
+    )
+
+
+def _writable(run: TrainingRun, by) -> None:
+    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    if run.source != TrainingRun.Source.TRACKED:
+        raise Conflict(f"Run {run.pk} is trained by a worker here; only tracked runs take writes")
+
+
+def _running(run: TrainingRun) -> None:
+    if run.status != TrainingRun.Status.RUNNING:
+        raise Conflict(f"Run {run.pk} is {run.status}: it takes no more metrics")
+
+
+def points_checked(points: Iterable) -> list[tuple[int, str, float, int | None]]:
+    """(step, key, value, timestamp ms or None) from dicts or sequences, each checked; an
+    error names the point's index and field."""
+    out = []
+    for i, point in enumerate(points):
+        if isinstance(point, dict):
+            step, key, value, ts = (
+                point.get("step", 0),
+                point.get("key"),
+                point.get("value"),
+                point.get("timestamp"),
+            )
+        else:
+            step, key, value, ts = (*point, None)[:4]
+        where = f"points[{i}]"
+        if not isinstance(key, str) or not KEY.match(key):
+            raise invalid(
+                f"{where}.key: 1 to 50 letters, digits, _ . - / : or spaces",
+                field=f"{where}.key",
+                status=422,
+            )
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+            raise invalid(
+                f"{where}.step: an integer from 0 to {MAX_STEP}", field=f"{where}.step", status=422
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or abs(value) > 1.7e308
+        ):
+            raise invalid(f"{where}.value: a finite number", field=f"{where}.value", status=422)
+        if ts is not None and (
+            isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= INT64_MAX
+        ):
+            raise invalid(
+                f"{where}.timestamp: milliseconds since the epoch",
+                field=f"{where}.timestamp",
+                status=422,
+            )
+        out.append((step, key, float(value), ts))
+    if len(out) > MAX_BATCH_POINTS:
+        raise invalid(f"points: at most {MAX_BATCH_POINTS:,} a batch", field="points", status=413)
+    return out
+
+
+@transaction.atomic
+def points_log(*, run: TrainingRun, points: Iterable, by) -> int:
+    """Writes a batch of points (all or none) and moves the run's step and heartbeat."""
+    _writable(run, by)
+    checked = points_checked(points)
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    _running(run)
+    written = tracking.points_ingest(
+        ((run.pk, step, key, value, ts) for step, key, value, ts in checked), attempt=1
+    )
+    top = max((step for step, *_ in checked), default=run.step)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        step=max(run.step, top), heartbeat_at=timezone.now()
+    )
+    return written
+
+
+@transaction.atomic
+def params_log(*, run: TrainingRun, params, by) -> TrainingRun:
+    """Adds parameters. A parameter is written once: logging it again with another value
+    is a conflict (what MLflow does), the same value is a no-op."""
+    _writable(run, by)
+    new = params_checked(params)
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    for key, value in new.items():
+        if key in run.params and run.params[key] != value:
+            raise ServiceError(
+                f"Parameter {key!r} was logged already with another value",
+                status=409,
+                errors=[FieldError(field=f"params.{key}", message="changed after it was logged")],
+            )
+    if len(run.params.keys() | new.keys()) > MAX_PARAMS:
+        raise invalid(f"params: at most {MAX_PARAMS} a run", field="params", status=422)
+    run.params = {**run.params, **new}
+    run.save(update_fields=["params"])
+    return run
+
+
+@transaction.atomic
+def tags_set(*, run: TrainingRun, tags, by) -> TrainingRun:
+    _writable(run, by)
+    new = tags_checked(tags)
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if len(run.tags.keys() | new.keys()) > MAX_TAGS:
+        raise invalid(f"tags: at most {MAX_TAGS} a run", field="tags", status=422)
+    run.tags = {**run.tags, **new}
+    run.save(update_fields=["tags"])
+    return run
+
+
+@transaction.atomic
+def run_end(
+    *, run: TrainingRun, status: str, by, error: str = "", ended_at=None, name: str | None = None
+) -> TrainingRun:
+    """Ends a tracked run (succeeded, failed or cancelled). Ending it again with the same
+    status is a no-op, so a client that retries after a lost answer is safe."""
+    _writable(run, by)
+    if status not in END_STATUSES and status != TrainingRun.Status.RUNNING:
+        raise invalid(
+            f"status: one of running, {', '.join(END_STATUSES)}", field="status", status=422
+        )
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if name is not None:
+        if len(name) > 200:
+            raise invalid("name: at most 200 characters", field="name", status=422)
+        run.name = name
+    if status != run.status:
+        if run.status != TrainingRun.Status.RUNNING:
+            raise Conflict(f"Run {run.pk} is {run.status} already")
+        run.status = status
+        if status in END_STATUSES:
+            run.finished_at = ended_at or timezone.now()
+            run.error = (error or "")[:10_000]
+    run.heartbeat_at = timezone.now()
+    run.save()
+    return run
+
+
+def file_name_checked(name: str, field: str = "name") -> str:
+    if not isinstance(name, str) or not FILE_NAME.match(name) or ".." in name:
+        raise invalid(
+            f"{field}: a plain file name (letters, digits, _ . -), no folders",
+            field=field,
+            status=422,
+        )
+    if not (name.endswith(WEIGHT_SUFFIX) or name.endswith(TEXT_SUFFIXES)):
+        raise invalid(
+            f"{field}: {name[:60]!r} is not accepted: weights as .safetensors only (pickled "
+            ".bin, .pt, .pth, .ckpt and .pkl files run code when loaded), configs and "
+            f"tokenizers as {', '.join(TEXT_SUFFIXES)}",
+            field=field,
+            status=422,
+        )
+    return name
+
+
+def _verify(path, name: str) -> None:
+    """A .safetensors file must open as one; a .json file must parse."""
+    if name.endswith(WEIGHT_SUFFIX):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                list(fh.keys())
+        except Exception:  # noqa: BLE001 - any failure to open means it is not safetensors
+            raise invalid(
+                f"{name} is not a readable safetensors file", field="file", status=422
+            ) from None
+    elif name.endswith(".json"):
+        try:
+            json_loads(path.read_bytes())
+        except ValueError:
+            raise invalid(f"{name} is not valid JSON", field="file", status=422) from None
+
+
+def artifact_put(*, run: TrainingRun, name: str, chunks: Iterator[bytes], by) -> TrainingRun:
+    """Streams one output file of a tracked run to its folder, under the artifact root.
+    Each file is written once (what a registered version points at never changes), is
+    bounded by ARTIFACT_MAX_UPLOAD_BYTES, and is checked before it becomes visible: a
+    half-written or refused file never is."""
+    _writable(run, by)
+    name = file_name_checked(name)
+    folder_rel = f"{run.folder}/output"
+    folder = artifact_path(folder_rel)
+    target = artifact_path(f"{folder_rel}/{name}")
+    if name in run.output_files or target.exists():
+        raise Conflict(f"{name} was uploaded already; a run's files are written once")
+    if len(run.output_files) >= MAX_RUN_FILES:
+        raise Conflict(f"A run holds at most {MAX_RUN_FILES} files")
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{name}.{timezone.now().timestamp():.6f}.partial")
+    limit, size, digest = settings.ARTIFACT_MAX_UPLOAD_BYTES, 0, hashlib.sha256()
+    try:
+        with open(partial, "wb") as fh:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(
+                        f"The file is larger than the artifact limit of {limit:,} bytes",
+                        status=413,
+                        errors=[FieldError(field="file", message="too large")],
+                    )
+                digest.update(chunk)
+                fh.write(chunk)
+        if size == 0:
+            raise invalid(f"{name} is empty", field="file", status=422)
+        _verify(partial, name)
+        with transaction.atomic():
+            locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+            if name in locked.output_files or target.exists():
+                raise Conflict(f"{name} was uploaded already; a run's files are written once")
+            partial.replace(target)
+            locked.output_path = folder_rel
+            locked.output_files = {**locked.output_files, name: digest.hexdigest()}
+            locked.save(update_fields=["output_path", "output_files"])
+            return locked
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def artifact_verify(run: TrainingRun, name: str) -> bool:
+    """Whether a stored file still has the SHA-256 recorded when it was uploaded."""
+    path = artifact_path(f"{run.folder}/output/{name}")
+    return path.is_file() and file_sha256(path) == run.output_files.get(name)
