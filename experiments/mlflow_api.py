@@ -14,10 +14,11 @@ artifact_path they were logged under."""
 
 import json
 import re
+from datetime import UTC, datetime
 from functools import wraps
 
+from django.db import transaction
 from django.http import FileResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments import tracked
@@ -140,6 +141,14 @@ def _id(text: str, name: str) -> int:
     if not re.fullmatch(r"[1-9][0-9]{0,17}", text or ""):
         raise MlflowError(404, f"No {name} with id {text[:40]!r}")
     return int(text)
+
+
+def _time(ms):
+    """MLflow's milliseconds since the epoch (a number or its text); None when absent or
+    out of range, and the server's clock is used."""
+    if isinstance(ms, int | str) and str(ms).isdigit() and 0 < int(ms) < 2**53:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    return None
 
 
 def _ms(dt) -> int | None:
@@ -290,17 +299,13 @@ def run_create(request, user, team, body):
     tags = _tags(body.get("tags") or [])
     name = _arg(body, "run_name", required=False) or tags.pop(RUN_NAME_TAG, "")
     tags.pop(RUN_NAME_TAG, None)
-    start = body.get("start_time")
-    started_at = None
-    if isinstance(start, int | str) and str(start).isdigit() and 0 < int(start) < 2**53:
-        started_at = timezone.datetime.fromtimestamp(int(start) / 1000, tz=timezone.UTC)
     run = tracked.run_start(
         experiment=experiment,
         by=user,
         name=name[:200],
         tags=tags,
         base_model=tags.get(BASE_MODEL_TAG, ""),
-        started_at=started_at,
+        started_at=_time(body.get("start_time")),
     )
     return JsonResponse({"run": _run_json(run, [])})
 
@@ -311,16 +316,12 @@ def run_update(request, user, team, body):
     status = body.get("status")
     if status is not None and status not in STATUS_IN:
         raise MlflowError(400, f"status: one of {', '.join(STATUS_IN)}")
-    end = body.get("end_time")
-    ended_at = None
-    if isinstance(end, int | str) and str(end).isdigit() and 0 < int(end) < 2**53:
-        ended_at = timezone.datetime.fromtimestamp(int(end) / 1000, tz=timezone.UTC)
     name = body.get("run_name")
     run = tracked.run_end(
         run=run,
         status=STATUS_IN[status] if status else run.status,
         by=user,
-        ended_at=ended_at,
+        ended_at=_time(body.get("end_time")),
         name=name[:200] if isinstance(name, str) and name else None,
     )
     return JsonResponse({"run_info": _run_json(run, [])["info"]})
@@ -447,26 +448,32 @@ def _metric(item, i: int) -> tuple[int, str, float, int | None] | None:
     return (step, item.get("key"), value, stamp)
 
 
-def _log(run, user, metrics=(), params=(), tags=()) -> None:
+def _log(run, user, metrics=None, params=None, tags=None) -> None:
+    """One log-batch: everything is checked first, then written in one transaction, so a
+    bad item leaves nothing of its batch behind."""
+    metrics = [] if metrics is None else metrics
+    params = [] if params is None else params
+    tags = [] if tags is None else tags
+    if not isinstance(metrics, list):
+        raise MlflowError(400, "metrics: a list of {key, value, timestamp, step}")
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise MlflowError(400, "params: a list of {key, value}")
     if len(metrics) > tracked.MAX_BATCH_POINTS:
         raise MlflowError(400, f"At most {tracked.MAX_BATCH_POINTS} metrics a batch")
-    if params:
-        if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
-            raise MlflowError(400, "params: a list of {key, value}")
-        tracked.params_log(
-            run=run, params={p.get("key"): str(p.get("value", "")) for p in params}, by=user
-        )
-    if tags:
-        tags = _tags(tags)
-        name = tags.pop(RUN_NAME_TAG, None)
+    tags = _tags(tags)
+    name = tags.pop(RUN_NAME_TAG, None)
+    points = tracked.points_checked(
+        p for i, m in enumerate(metrics) if (p := _metric(m, i)) is not None
+    )
+    values = tracked.params_checked({p.get("key"): str(p.get("value", "")) for p in params})
+    tags = tracked.tags_checked(tags)
+    with transaction.atomic():
+        if values:
+            tracked.params_log(run=run, params=values, by=user)
         if tags:
             tracked.tags_set(run=run, tags=tags, by=user)
         if name:
-            tracked.run_end(run=run, status=run.status, by=user, name=name[:200])
-    if metrics:
-        if not isinstance(metrics, list):
-            raise MlflowError(400, "metrics: a list of {key, value, timestamp, step}")
-        points = [p for i, m in enumerate(metrics) if (p := _metric(m, i)) is not None]
+            tracked.run_end(run=run, status=run.status, by=user, name=str(name)[:200])
         if points:
             tracked.points_log(run=run, points=points, by=user)
 
