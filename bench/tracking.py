@@ -70,6 +70,80 @@ def fresh_postgres(url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process, seconds: float = 120) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}) before answering")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.5)
+    raise RuntimeError(f"no answer from {url} in {seconds} s")
+
+
+HTTP_POINTS = 100_000  # 100 batches of 1,000
+
+
+def http_batches(n_runs: int, run_ids: list, shape) -> list:
+    """1,000-point batches (4 keys x 250 steps) spread over the runs, in training order."""
+    per_run = HTTP_POINTS // n_runs // len(KEYS)
+    batches = []
+    for run in run_ids:
+        for start in range(0, per_run, 250):
+            batch = [
+                shape(run, s, key, v)
+                for key in KEYS
+                for _, s, _, v in walk(0, per_run, key)
+                if start <= s < start + 250
+            ]
+            batches.append((run, batch))
+    return batches
+
+
+def bench_http_ingest(raw_token: str, team_id: int) -> float:
+    """Points/s through POST /api/runs/{id}/metrics, 1,000 points a request, one client
+    after the other (as one training process sends them), to gunicorn as `make serve-prod`
+    runs it (finetune_hub/gunicorn.conf.py, default workers and threads)."""
+    from finetune_hub.client import Client
+
+    port = free_port()
+    env = {**os.environ, "WEB_BIND": f"127.0.0.1:{port}", "WEB_ACCESS_LOG": "/dev/null"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "finetune_hub/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/api/health", server)
+        client = Client(url, raw_token)
+        runs = [client.start_run(team=team_id, project="http-bench").id for _ in range(4)]
+        batches = http_batches(4, runs, lambda run, s, key, v: {"step": s, "key": key, "value": v})
+        client.request("POST", f"/runs/{runs[0]}/metrics", {"points": batches[0][1][:10]})
+        start = time.perf_counter()
+        for run, batch in batches:
+            client.request("POST", f"/runs/{run}/metrics", {"points": batch})
+        return sum(len(b) for _, b in batches) / (time.perf_counter() - start)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def setup_django(args, var: Path) -> None:
     os.environ["FINETUNE_HUB_VAR"] = str(var)
     os.environ["DJANGO_SETTINGS_MODULE"] = "finetune_hub.settings"
@@ -180,6 +254,9 @@ def bench_finetune_hub(args) -> dict:
     user, experiments, auth = fixtures()
     client = Client(HTTP_HOST="localhost", **auth)
     results = {}
+    results["ingest http"] = bench_http_ingest(
+        auth["HTTP_AUTHORIZATION"].removeprefix("Bearer "), experiments[0].team_id
+    )
 
     # Ingestion as the training process does it: a flush of 1,000 points (4 keys) at a time.
     runs = make_runs(experiments, user, 20)
@@ -259,7 +336,7 @@ def bench_mlflow(args, folder: Path) -> dict:
         uri = f"sqlite:///{folder}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("bench", artifact_location=str(folder / "artifacts"))
-    results = {}
+    results = {"ingest http": mlflow_http_ingest(uri, folder)}
     runs = [client.create_run(experiment).info.run_id for _ in range(20)]
     per_run = args.ingest_points // len(runs) // len(KEYS)
     now = int(time.time() * 1000)
@@ -301,6 +378,48 @@ def bench_mlflow(args, folder: Path) -> dict:
     return results
 
 
+def mlflow_http_ingest(uri: str, folder: Path) -> float:
+    """Points/s through `mlflow server`'s REST API (log_batch of 1,000), one client after the
+    other, its server on the same store as the rest of MLflow's rows (a fresh experiment)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--default-artifact-root",
+            str(folder / "http-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/health", server)
+        client = MlflowClient(tracking_uri=url)
+        experiment = client.create_experiment("http-bench")
+        runs = [client.create_run(experiment).info.run_id for _ in range(4)]
+        now = int(time.time() * 1000)
+        batches = http_batches(4, runs, lambda run, s, key, v: Metric(key, v, now, s))
+        start = time.perf_counter()
+        for run, batch in batches:
+            client.log_batch(run, metrics=batch)
+        return sum(len(b) for _, b in batches) / (time.perf_counter() - start)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def run_mlflow(args) -> dict | None:
     python = args.mlflow_python
     if python == "none":
@@ -329,6 +448,7 @@ def main():
     backend = "postgresql" if args.db == "postgres" else "sqlite"
     units = {
         "ingest": "points/s",
+        "ingest http": "points/s",
         "compare queries per page": "queries",
         "list queries per page": "queries",
     }

@@ -171,7 +171,7 @@ def _running(run: TrainingRun) -> None:
 def points_checked(points: Iterable) -> list[tuple[int, str, float, int | None]]:
     """(step, key, value, timestamp ms or None) from dicts or sequences, each checked; an
     error names the point's index and field."""
-    out = []
+    out, keys_ok = [], set()
     for i, point in enumerate(points):
         if isinstance(point, dict):
             step, key, value, ts = (
@@ -183,12 +183,16 @@ def points_checked(points: Iterable) -> list[tuple[int, str, float, int | None]]
         else:
             step, key, value, ts = (*point, None)[:4]
         where = f"points[{i}]"
-        if not isinstance(key, str) or not KEY.match(key):
+        if isinstance(key, str) and key in keys_ok:
+            pass  # a batch repeats a few keys: each is matched once
+        elif not isinstance(key, str) or not KEY.match(key):
             raise invalid(
                 f"{where}.key: 1 to 50 letters, digits, _ . - / : or spaces",
                 field=f"{where}.key",
                 status=422,
             )
+        else:
+            keys_ok.add(key)
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
             raise invalid(
                 f"{where}.step: an integer from 0 to {MAX_STEP}", field=f"{where}.step", status=422

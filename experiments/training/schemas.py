@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from ninja import Field, Schema
+from pydantic import BaseModel
 
 from datasets_app.schemas import VersionRefOut
 from finetune_hub.bounds import Id, Int64
@@ -158,7 +159,9 @@ class TrackedRunIn(Schema):
     tags: dict[str, Any] = {}
 
 
-class PointIn(Schema):
+class PointIn(BaseModel):
+    # A plain pydantic model: ninja's Schema wraps every object it validates for attribute
+    # access (DjangoGetter), a third of a 1,000-point batch's server time.
     step: int = 0
     key: str
     value: float
