@@ -302,3 +302,24 @@ def test_the_dashboard_shows_a_tracked_run(api, team, browser_client):
     assert "tracked project" in project and "Queue a run" not in project
     table = browser_client.get("/runs/table/").content.decode()
     assert "from-axolotl" in table and "tracked" in table
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_batches_of_one_run_all_land(team, owner):
+    """Two processes of one run (ranks, or a retry beside a slow first try) send the first
+    points of the same new series at once: the run's row lock orders them, so neither meets
+    the series' unique constraint (this bites on PostgreSQL, where the two overlap)."""
+    from experiments import tracked
+    from tests.concurrency import errors, race
+
+    run = tracked.run_start(experiment=tracked.project_for(team=team, name="p", by=owner), by=owner)
+
+    def send(offset):
+        points = [(offset + s, "loss", 1.0, None) for s in range(5000)]
+        return tracked.points_log(run=run, points=points, by=owner)
+
+    outcomes = race(send, [(0,), (10_000,), (20_000,)])
+    assert errors(outcomes) == [] and outcomes == [5000, 5000, 5000]
+    series = run.series.get(key="loss")
+    assert series.count == 15_000 and series.last_step == 24_999
+    assert MetricPoint.objects.filter(run=run).count() == 15_000
