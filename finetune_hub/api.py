@@ -1,13 +1,17 @@
 """The root NinjaAPI: authentication, the one error shape, and the teams/tokens routes."""
 
+import inspect
 from functools import wraps
 
 from django.http import Http404, JsonResponse
 from ninja import Field, NinjaAPI, Router, Schema, Status
+from ninja.errors import ConfigError
+from ninja.operation import Operation
 
 from finetune_hub import api_errors
 from finetune_hub.auth import api_auth, token_create, token_revoke, token_user
 from finetune_hub.bounds import BoundedJSONParser, Id
+from finetune_hub.errors import FieldError, ServiceError
 from finetune_hub.models import ApiToken, Role
 from finetune_hub.selectors import members_of, membership_require, teams_for_user
 from finetune_hub.services import membership_notice, membership_set, team_create
@@ -46,6 +50,58 @@ api = HubAPI(
 
 
 api_errors.register(api)
+
+
+def query_names(operation: Operation) -> set[str]:
+    """The query parameters an operation declares, as a client writes them: a parameter's
+    alias (`Query(None, alias="keys")`) and each field of a flattened schema (`paging:
+    Query[PageIn]` declares page and limit). ninja groups them in one model per source."""
+    return {
+        name
+        for model in operation.models
+        if model.__ninja_param_source__ == "query"
+        for name in model.__ninja_flatten_map__
+    }
+
+
+def unknown_query(unknown: list[str], accepted: set[str]) -> ServiceError:
+    takes = (
+        f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes no query parameters"
+    )
+    plural = "s" if len(unknown) > 1 else ""
+    return ServiceError(
+        detail=f"Unknown query parameter{plural} {', '.join(unknown)}: {takes}",
+        status=422,
+        errors=[
+            FieldError(field=name, message=f"Unknown query parameter: {takes}") for name in unknown
+        ],
+    )
+
+
+def refuse_unknown_query(run):
+    """A query parameter that the operation does not declare is a 422 naming it, not silently
+    ignored (?metric_keys=loss for ?keys=loss answered every metric). Applied by ninja to each
+    operation's run (api.add_decorator, mode "view"); the check itself comes after the
+    operation's authentication and throttling, as ninja's validation of its parameters does,
+    so a caller who is not signed in learns nothing of them. The schema and docs pages are
+    not operations, and are left alone."""
+    operation = getattr(inspect.unwrap(run), "__self__", None)
+    if not isinstance(operation, Operation) or operation.is_async:
+        raise ConfigError(f"refuse_unknown_query: not a sync operation's run: {run!r}")
+    accepted = query_names(operation)
+
+    @wraps(run)
+    def checked(request, *args, **kwargs):
+        unknown = sorted(set(request.GET) - accepted)
+        if not unknown:
+            return run(request, *args, **kwargs)
+        refused = operation._run_checks(request)  # authentication and throttling first
+        return refused or operation.api.on_exception(request, unknown_query(unknown, accepted))
+
+    return checked
+
+
+api.add_decorator(refuse_unknown_query, mode="view")
 
 
 class HealthOut(Schema):
@@ -173,3 +229,7 @@ api.add_router("/", datasets_router)
 api.add_router("/", training_router)
 api.add_router("/", evaluation_router)
 api.add_router("/", registry_router)
+
+# The tracked-run routes (runs trained elsewhere) go on the training router, POST /runs
+# beside GET /runs; ninja builds the URLs later, when urls.py asks for them.
+import experiments.tracked_api  # noqa: E402, F401

@@ -184,7 +184,8 @@ REASONS = {
     404: "No such object in the caller's teams",
     409: "Conflicts with the object's current state (a status, a policy, a race)",
     413: "The request body is over the size limit",
-    422: "Input that fails validation (the field or line is named)",
+    422: "Input that fails validation, or a query parameter the operation does not declare "
+    "(the field or line is named)",
     429: "The team's queue quota is full",
     503: "No database connection was free in time; retry",
 }
@@ -193,14 +194,15 @@ UNSAFE = {"post", "put", "patch", "delete"}
 
 def error_codes(method: str, operation: dict) -> set[int]:
     """The errors that any operation of this shape can answer, whatever its route does."""
-    codes = {503}  # DatabaseConnectionMiddleware runs before every route
+    # 503: DatabaseConnectionMiddleware runs before every route. 422: ninja's validation of
+    # each parameter and of the body, and on every operation a query parameter it does not
+    # declare (finetune_hub.api.refuse_unknown_query).
+    codes = {422, 503}
     if not operation.get("security"):
         return codes
     params = {p.get("in") for p in operation.get("parameters", [])}
     body = "requestBody" in operation
     codes.add(401)
-    if params or body:
-        codes.add(422)  # ninja's validation of each parameter and of the body
     if "path" in params:
         codes.add(404)  # the object the path names, looked up among the caller's teams
     if body:

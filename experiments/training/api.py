@@ -310,7 +310,3 @@ def set_priority(request, run_id: Id, payload: PriorityIn):
     run = selectors.run_get(user=request.auth, run_id=run_id)
     run = services.run_set_priority(run=run, priority=payload.priority, by=request.auth)
     return run_out(run, is_site_admin(request.auth))
-
-
-# The tracked-run routes (runs trained elsewhere) share this router: POST /runs beside GET.
-from experiments import tracked_api  # noqa: E402, F401
