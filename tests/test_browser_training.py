@@ -85,3 +85,27 @@ def test_tick_runs_in_the_run_table_and_compare_more_than_a_page_of_them(
     page.goto(f"{page.url.split('/runs/')[0]}/runs/compare/?ids={ids}")
     page.wait_for_function("document.getElementById('chart-compare').data?.length === 260")
     assert "130 runs" in page.inner_text("#compare-count")
+
+
+def test_a_run_trained_elsewhere_shows_beside_queued_ones_with_its_curves(page, team, owner):
+    """A tracked run (reported by a script's client) is listed on the Runs page, marked
+    tracked, and its page draws its curves and shows its parameters, with no queue actions."""
+    from experiments import tracked
+
+    project = tracked.project_for(team=team, name="axolotl-runs", by=owner)
+    run = tracked.run_start(
+        experiment=project, by=owner, name="ax-1", params={"lr": 0.0002}, tags={"gpu": "a100"}
+    )
+    points = [(s, key, 3.0 - s / 50, None) for s in range(100) for key in ("loss", "eval_loss")]
+    tracked.points_log(run=run, points=points, by=owner)
+    log_in(page, "owner", "owner-pass-123")
+    page.click("header >> text=Runs")
+    page.wait_for_selector("#runs .badge:has-text('tracked')")
+    page.click(f"#runs a:has-text('#{run.pk}')")
+    page.wait_for_selector("#tracked")
+    page.wait_for_selector("#chart-loss .scatterlayer .trace")
+    assert "0.0002" in page.inner_text("#run-params") and "a100" in page.inner_text("#run-tags")
+    assert page.query_selector("#cancel") is None and page.query_selector("#resume") is None
+    page.click("h1 a:has-text('axolotl-runs')")
+    page.wait_for_selector("text=tracked project")
+    assert page.query_selector("text=Queue a run") is None
