@@ -148,7 +148,18 @@ class Checkpoint(models.Model):
 
 
 class MetricPoint(models.Model):
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    # Raw points, written only by experiments.tracking.points_ingest for a run its caller
+    # holds (the training process's own run, or a tracked run locked for the batch). No
+    # database-level foreign key: its per-row check cost a third of ingestion on PostgreSQL,
+    # and the (run, key, step) index serves every lookup by run. Deleting a run still
+    # deletes its points (the ORM's cascade).
+    run = models.ForeignKey(
+        TrainingRun,
+        on_delete=models.CASCADE,
+        related_name="metrics",
+        db_constraint=False,
+        db_index=False,
+    )
     step = models.PositiveIntegerField()
     key = models.CharField(max_length=50)
     value = models.FloatField()
