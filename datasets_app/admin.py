@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from datasets_app import formats, services
 from datasets_app.models import Dataset, DatasetVersion, Example
+from finetune_hub.admin_site import has_team_role
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import Team
 
@@ -59,10 +60,16 @@ class TeamScopedAdmin(admin.ModelAdmin):
     a service."""
 
     def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
+        return has_team_role(request.user)
 
     def has_view_permission(self, request, obj=None):
         return self.has_module_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        # Nothing is deleted here: a draft is discarded and an example rejected (actions,
+        # through the services); published versions are immutable. Offering Django's
+        # delete only to refuse it for a missing model permission was a dead end.
+        return False
 
     def get_queryset(self, request):
         return scoped(super().get_queryset(request), request.user)
@@ -225,8 +232,21 @@ class ExampleAdmin(TeamScopedAdmin):
     def has_add_permission(self, request):
         return False
 
-    def has_delete_permission(self, request, obj=None):
-        return False  # rejecting leaves an example out of the next version instead
+    def format_keys(self, obj) -> list[str]:
+        if obj is None:
+            return []
+        fmt = obj.version.format
+        return [*formats.REQUIRED[fmt], *formats.OPTIONAL.get(fmt, ())]
+
+    def get_fields(self, request, obj=None):
+        # The format's fields are added by ExampleForm per example; listed here, they are
+        # rendered (the admin draws only the fields its fieldsets name).
+        return [*self.format_keys(obj), "notes", *self.get_readonly_fields(request, obj)]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        # The model form is built on its one model field; the format's fields are the form's.
+        kwargs["fields"] = ["notes"]
+        return super().get_form(request, obj, change, **kwargs)
 
     def annotators(self, request) -> QuerySet:
         users = get_user_model().objects.filter(is_active=True)

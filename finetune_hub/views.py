@@ -41,12 +41,17 @@ def visible_or_404(fn, **kwargs):
 
 
 def home(request):
+    from experiments.training.selectors import queue_for
+    from registry.selectors import models_for_page
+
     return render(
         request,
         "home.html",
         {
             "teams": teams_for_user(user=request.user),
             "datasets": datasets_for(user=request.user)[:20],
+            "active_runs": queue_for(user=request.user)[:20],
+            "models": models_for_page(user=request.user)[:20],
         },
     )
 

@@ -94,7 +94,10 @@ def model_action(view):
 
 @model_action
 def register(request, model, post):
-    run = visible_or_404(run_get, user=request.user, run_id=form_int(post, "run", 0))
+    run_id = form_int(post, "run", 0)
+    if run_id < 1:
+        raise invalid("Choose a run to register", field="run")
+    run = run_get(user=request.user, run_id=run_id)  # another team's: a message, not a page
     version = services.version_register(model=model, run=run, by=request.user)
     messages.success(request, f"Registered {version}")
 
@@ -102,7 +105,9 @@ def register(request, model, post):
 @model_action
 def promote(request, model, post):
     number = form_int(post, "version", 0)
-    version = visible_or_404(selectors.version_get, model=model, number=number)
+    if number < 1:
+        raise invalid("Choose a version to promote", field="version")
+    version = selectors.version_get(model=model, number=number)
     result = services.alias_promote(
         model=model,
         alias=post.get("alias", ""),

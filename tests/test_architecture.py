@@ -22,8 +22,11 @@ ALLOWED_UPWARD = {
     # The demo loads datasets and an experiment: a management command at the top of the stack.
     ("finetune_hub.management.commands.demo_data", "datasets_app"),
     ("finetune_hub.management.commands.demo_data", "experiments"),
-    # The home page lists the user's datasets.
+    # The home page (the Overview) lists the user's datasets, runs queued or training, and
+    # registered models.
     ("finetune_hub.views", "datasets_app"),
+    ("finetune_hub.views", "experiments"),
+    ("finetune_hub.views", "registry"),
 }
 
 
