@@ -1,7 +1,6 @@
 """Settings come from the environment so one code base runs embedded (SQLite + SqliteHuey,
 nothing to start) and scaled out (PostgreSQL, Redis, several workers sharing ARTIFACT_ROOT)."""
 
-import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -176,15 +175,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
-# plotly.js comes from the plotly package's own copy: the dashboard works offline.
+# plotly.js is vendored (finetune_hub/static/vendor/README.md): the dashboard works offline.
 STATICFILES_DIRS = [BASE_DIR / "finetune_hub" / "static"]
-if _plotly := importlib.util.find_spec("plotly"):
-    STATICFILES_DIRS.append(("plotly", Path(_plotly.origin).parent / "package_data"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+# Vendored files carry their version in their name: cached for good by the browser
+# (Cache-Control: max-age=315360000, immutable). The project's own small files are
+# revalidated after WHITENOISE_MAX_AGE (60 s).
+WHITENOISE_IMMUTABLE_FILE_TEST = r"/vendor/[^/]+-\d+\.\d+\.\d+\.min\.js$"
 
 # Every artifact (dataset files, checkpoints, adapters, exports) lives under this root;
 # finetune_hub.storage refuses any path that resolves outside it.
