@@ -96,7 +96,8 @@ def test_a_run_trained_elsewhere_shows_beside_queued_ones_with_its_curves(page, 
     run = tracked.run_start(
         experiment=project, by=owner, name="ax-1", params={"lr": 0.0002}, tags={"gpu": "a100"}
     )
-    points = [(s, key, 3.0 - s / 50, None) for s in range(100) for key in ("loss", "eval_loss")]
+    keys = ("loss", "eval_loss", "system/gpu0_memory_gib", "accuracy")
+    points = [(s, key, 3.0 - s / 50, None) for s in range(100) for key in keys]
     tracked.points_log(run=run, points=points, by=owner)
     log_in(page, "owner", "owner-pass-123")
     page.click("header >> text=Runs")
@@ -104,6 +105,10 @@ def test_a_run_trained_elsewhere_shows_beside_queued_ones_with_its_curves(page, 
     page.click(f"#runs a:has-text('#{run.pk}')")
     page.wait_for_selector("#tracked")
     page.wait_for_selector("#chart-loss .scatterlayer .trace")
+    # Every logged metric is charted: system metrics beside the loss, the rest together.
+    page.wait_for_selector("#chart-memory .scatterlayer .trace")
+    assert page.eval_on_selector("#chart-other", "c => c.data.map(t => t.name)") == ["accuracy"]
+    assert page.is_hidden("#chart-grad")
     assert "0.0002" in page.inner_text("#run-params") and "a100" in page.inner_text("#run-tags")
     assert page.query_selector("#cancel") is None and page.query_selector("#resume") is None
     page.click("h1 a:has-text('axolotl-runs')")

@@ -105,3 +105,30 @@ def test_the_run_table_shows_a_bad_filter_as_a_message(browser_client, team, own
     bad = browser_client.get("/runs/table/", {"filter": "metrics.loss ~ 3", "sort": "x"})
     assert bad.status_code == 200 and "filter clause 1" in bad.content.decode()
     assert browser_client.get("/runs/table/", {"sort": "nonsense"}).status_code == 200
+
+
+def test_the_run_log_drops_terminal_escape_codes(tmp_path):
+    from experiments.training.reporting import log_tail
+
+    log = tmp_path / "train.log"
+    log.write_bytes(
+        b"\x1b[32mINFO\x1b[0m starting\n 10%|\x1b[A\x1b[2K### | 1/10\r 20%|## | 2/10\n"
+        b"\x1b]0;title\x07done\n"
+    )
+    assert log_tail(log) == "INFO starting\n 20%|## | 2/10\ndone"
+
+
+def test_the_eta_waits_for_a_step_after_the_first():
+    from types import SimpleNamespace
+
+    from experiments.training.reporting import RunReporter
+
+    reporter = RunReporter.__new__(RunReporter)
+    reporter.first_step, reporter.parent = None, __import__("os").getppid()
+    reporter.last_flush, reporter.points = float("inf"), []
+    state = SimpleNamespace(global_step=1, max_steps=10)
+    reporter.on_step_end(None, state, None)
+    assert reporter._eta(state) is None  # the first step is warm-up, not a rate
+    reporter.started -= 2.0  # the second step took two seconds
+    state.global_step = 2
+    assert abs(reporter._eta(state) - 16.0) < 0.5

@@ -4,6 +4,7 @@ so a fast CPU run does not turn into a stream of tiny transactions."""
 
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from experiments.training import speed
 from finetune_hub.storage import artifact_path
 
 FLUSH_EVERY_S = 2.0
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 LOG_TAIL_LINES = 200
 KEYS = {
     "loss": "loss",
@@ -38,8 +40,11 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         fh.seek(0, os.SEEK_END)
         fh.seek(max(0, fh.tell() - 64 * 1024))
         text = fh.read().decode("utf-8", "replace")
-    # Progress bars redraw with \r: keep only the last state of each line.
-    cleaned = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    # Progress bars redraw with \r: keep only the last state of each line, without the
+    # terminal's escape sequences (colours, cursor moves) that tqdm and loggers write.
+    # (split on \n only: str.splitlines would split at each \r, one line per redraw.)
+    rows = text.replace("\r\n", "\n").rstrip("\n").split("\n")
+    cleaned = [ANSI.sub("", line.rsplit("\r", 1)[-1]) for line in rows]
     return "\n".join(cleaned[-lines:])
 
 
@@ -97,7 +102,9 @@ class RunReporter(TrainerCallback):
             # The supervising worker died; stop rather than train unsupervised.
             os._exit(70)
         if self.first_step is None:
-            self.first_step, self.started = state.global_step - 1, time.monotonic()
+            # The clock starts after the first step: it carries the warm-up (allocation,
+            # kernel selection, the first batches' loading), which would skew the ETA.
+            self.first_step, self.started = state.global_step, time.monotonic()
         self._maybe_flush(state)
 
     def on_save(self, args, state, control, **kwargs):

@@ -93,6 +93,14 @@ def workers_live() -> QuerySet[Worker]:
     return live_workers()
 
 
+def run_metric_keys(run: TrainingRun, limit: int = 100) -> list[str]:
+    """The default keys, then the others the run logged (system metrics, evaluation scores,
+    whatever a tracked run sends), at most `limit`."""
+    logged = MetricSeries.objects.filter(run=run).order_by("key").values_list("key", flat=True)
+    keys = list(DEFAULT_KEYS) + [k for k in logged[:limit] if k not in DEFAULT_KEYS]
+    return keys[:limit]
+
+
 def run_metrics(*, run: TrainingRun, keys: list[str] | None = None, max_points: int = 1000) -> dict:
     """A run's curves: from its thinned series up to SERIES_POINTS points a curve, from its
     raw points (thinned the same way) when more are asked for."""

@@ -106,6 +106,8 @@ def run_detail(request, run_id: int):
             "run": run,
             "experiment": run.experiment,
             "active": run.status not in TrainingRun.FINISHED,
+            # Every metric the run logged is charted, the defaults too before the first.
+            "metric_keys": ",".join(selectors.run_metric_keys(run)),
         },
     )
 
