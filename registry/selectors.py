@@ -43,17 +43,19 @@ def pending_request(*, model: RegisteredModel, request_id: int) -> PromotionRequ
     return request
 
 
-def registrable_runs(*, user) -> QuerySet[TrainingRun]:
-    """Succeeded runs the user can register, newest first."""
-    return (
-        visible_to(
-            TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED),
-            user=user,
-            team_path="experiment__team",
-        )
-        .select_related("experiment")
-        .order_by("-finished_at", "-pk")
-    )
+def registrable_runs(*, user, model: RegisteredModel | None = None) -> QuerySet[TrainingRun]:
+    """Succeeded runs with an output the user can register (in `model`'s team, and not
+    registered in it already), newest first. A tracked run without a base model is left
+    out: its adapter has nothing to load onto."""
+    runs = visible_to(
+        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED).exclude(output_path=""),
+        user=user,
+        team_path="experiment__team",
+    ).exclude(Q(base_model="") & Q(experiment__base_model=""))
+    if model is not None:
+        registered = ModelVersion.objects.filter(registered_model=model).values("source_run_id")
+        runs = runs.filter(experiment__team=model.team_id).exclude(pk__in=registered)
+    return runs.select_related("experiment").order_by("-finished_at", "-pk")
 
 
 def model_get(*, user, name: str, team: int | None = None) -> RegisteredModel:

@@ -56,7 +56,7 @@ def model_detail(request, name: str):
             "history": paginate(request, selectors.model_history(model=model), param="history"),
             "requests": paginate(request, selectors.pending_requests(model), param="requests"),
             "feedback": selectors.feedback_by_version(model),
-            "runs": selectors.registrable_runs(user=request.user)[:RUN_CHOICES],
+            "runs": selectors.registrable_runs(user=request.user, model=model)[:RUN_CHOICES],
             "policy": json.dumps(model.policy, indent=2),
         },
     )
@@ -117,18 +117,23 @@ def promote(request, model, post):
     )
     if isinstance(result, PromotionRequest):
         messages.success(request, "Promotion requested: it waits for an approver")
+    else:
+        messages.success(request, f"{result.alias} now points at v{version.number}")
 
 
 @model_action
 def rollback(request, model, post):
-    services.alias_rollback(
+    event = services.alias_rollback(
         model=model, alias=post.get("alias", ""), reason=post.get("reason", ""), by=request.user
     )
+    messages.success(request, f"Rolled {event.alias} back to v{event.to_version.number}")
 
 
 def _decide(request, model, post, approve: bool):
     promotion = selectors.pending_request(model=model, request_id=form_int(post, "request", 0))
     services.promotion_decide(request=promotion, approve=approve, by=request.user)
+    what = f"{promotion.alias} -> v{promotion.version.number}"
+    messages.success(request, f"Approved: {what}" if approve else f"Rejected: {what}")
 
 
 @model_action
@@ -150,6 +155,7 @@ def policy(request, model, post):
             f"Policy is not JSON: {exc.msg} (line {exc.lineno})", field="policy"
         ) from None
     services.policy_set(model=model, policy=value, by=request.user)
+    messages.success(request, "Policy saved")
 
 
 @model_action
@@ -179,7 +185,11 @@ def feedback(request, model, post):
     )
     if post.get("annotate"):
         services.feedback_to_annotation(feedback=item, by=request.user)
-        messages.success(request, "Sent to the dataset's annotation draft")
+        messages.success(
+            request, "Thanks: feedback saved and sent to the dataset's annotation draft"
+        )
+    else:
+        messages.success(request, "Thanks: feedback saved")
 
 
 ACTIONS = {

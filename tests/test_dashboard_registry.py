@@ -60,3 +60,44 @@ def test_registry_pages_refuse_outsiders(browser_client, model, outsider):
 
 def test_unknown_registry_action_is_404(browser_client, model):
     assert browser_client.post("/registry/triage/explode/").status_code == 404
+
+
+def _messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_every_registry_action_confirms_and_registered_runs_are_not_offered_again(
+    browser_client, team, owner, tiny_model, model
+):
+    first = trained_run(team, owner, tiny_model, seed=1)
+    second = trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)
+    offered = browser_client.get("/registry/triage/").context["runs"]
+    assert {r.pk for r in offered} == {first.pk, second.pk}
+    done = browser_client.post("/registry/triage/register/", {"run": first.pk}, follow=True)
+    assert len(_messages(done)) == 1 and _messages(done)[0].startswith("Registered")
+    assert [r.pk for r in done.context["runs"]] == [second.pk]
+    browser_client.post("/registry/triage/register/", {"run": second.pk})
+    steps = [
+        (
+            "promote",
+            {"version": 1, "alias": "production", "reason": "a"},
+            "production now points at v1",
+        ),
+        (
+            "promote",
+            {"version": 2, "alias": "production", "reason": "b"},
+            "production now points at v2",
+        ),
+        ("rollback", {"alias": "production", "reason": "c"}, "Rolled production back to v1"),
+        ("policy", {"policy": '{"require_approval": true}'}, "Policy saved"),
+    ]
+    for action, data, message in steps:
+        r = browser_client.post(f"/registry/triage/{action}/", data, follow=True)
+        assert message in _messages(r), (action, _messages(r))
+    requested = browser_client.post(
+        "/registry/triage/promote/", {"version": 2, "alias": "production", "reason": "d"}
+    )
+    assert requested.status_code == 302
+    pending = model.promotion_requests.get()
+    r = browser_client.post("/registry/triage/reject/", {"request": pending.pk}, follow=True)
+    assert "Rejected: production -> v2" in _messages(r)
