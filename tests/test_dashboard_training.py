@@ -132,3 +132,33 @@ def test_the_eta_waits_for_a_step_after_the_first():
     reporter.started -= 2.0  # the second step took two seconds
     state.global_step = 2
     assert abs(reporter._eta(state) - 16.0) < 0.5
+
+
+def test_a_failed_experiment_form_keeps_every_value_and_shows_each_error_beside_its_field(
+    browser_client, team, owner, tiny_model
+):
+    version = make_version(team, owner)
+    post = {
+        "team": team.pk,
+        "name": "kept-name",
+        "dataset_version": version.pk,
+        "base_model": tiny_model,
+        "technique": "lora",
+        "notes": "kept notes",
+        "hp_learning_rate": "fast",
+        "hp_lora_r": "sixteen",
+        "hp_max_steps": "12",
+        "hp_packing": "off",
+        "hp_gradient_checkpointing": "1",
+    }
+    r = browser_client.post("/experiments/new/", post)
+    assert r.status_code == 422
+    page = r.content.decode()
+    assert 'value="kept-name"' in page and "kept notes" in page and 'value="12"' in page
+    assert (
+        '<option value="off" selected>' in page
+        and 'name="hp_gradient_checkpointing" value="1" checked' in page
+    )
+    assert 'id="err_learning_rate"' in page and 'id="err_lora_r"' in page  # both, beside each
+    assert 'placeholder="default: 16"' in page  # lora_r's default shown
+    assert not Experiment.objects.filter(name="kept-name").exists()

@@ -83,3 +83,30 @@ def hyperparameters_from(post) -> dict:
     if errors:
         raise ServiceError("Invalid hyperparameters", status=422, errors=errors)
     return params
+
+
+def form_fields(post, errors: dict[str, list[str]]) -> list[dict]:
+    """The hyperparameter fields to draw: kind, the value posted, the default, the errors."""
+    from experiments.training.hyperparameters import Hyperparameters
+
+    defaults = Hyperparameters().model_dump()
+    out = []
+    for name, label, _parser, group in FIELDS:
+        default = defaults.get(name)
+        if isinstance(default, list):
+            default = ",".join(default)
+        elif default is None:
+            default = "auto" if name in SWITCHES else "the technique's"
+        kind = "checkbox" if name in CHECKBOXES else "switch" if name in SWITCHES else "text"
+        out.append(
+            {
+                "name": name,
+                "label": label,
+                "group": group,
+                "kind": kind,
+                "value": post.get(f"hp_{name}", ""),
+                "default": default,
+                "errors": errors.get(f"hyperparameters.{name}", []),
+            }
+        )
+    return out

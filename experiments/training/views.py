@@ -28,13 +28,17 @@ def experiment_list(request):
 
 
 def _form_context(request, error=None):
+    """The form as it was posted: every value kept, each field's errors beside it (the
+    others, which name no hyperparameter, at the top), each hyperparameter's default shown."""
+    by_field: dict[str, list[str]] = {}
+    for e in getattr(error, "errors", None) or []:
+        by_field.setdefault(e.field or "", []).append(e.message)
     return {
         "teams": teams_for_user(user=request.user),
         "versions": published_versions_for(user=request.user),
         "techniques": Technique.choices,
-        "fields": forms.FIELDS,
-        "checkboxes": forms.CHECKBOXES,
-        "switches": forms.SWITCHES,
+        "fields": forms.form_fields(request.POST, by_field),
+        "field_errors": {k: v for k, v in by_field.items() if k and "." not in k},
         "technique_groups": forms.TECHNIQUE_GROUPS,
         "error": error,
         "post": request.POST,
