@@ -1,3 +1,5 @@
+import math
+
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 
@@ -40,17 +42,25 @@ def evaluation_get(*, user, evaluation_id: int) -> EvaluationRun:
 def samples_page(
     *, evaluation: EvaluationRun, order: str | None = None, page: int = 1, page_size: int = 50
 ):
-    """Per-sample results, by position or by a metric (`-bleu`: best first) to see where
-    a subject wins and loses."""
+    """Per-sample results, by position or by a metric (`-bleu`: highest first, `ter`:
+    lowest first) to see where a subject wins and loses; sort_links says which is best."""
     qs = evaluation.samples.all()
     if order:
         metric = order.lstrip("-")
         if metric not in evaluation.results and metric != "loss":
             raise invalid(f"Cannot order by {metric!r}", field="order", status=422)
-        samples = sorted(
-            qs, key=lambda s: s.scores.get(metric, float("nan")), reverse=order.startswith("-")
-        )
-        return Paginator(samples, page_size).get_page(page)
+
+        # Samples without a finite score come last either way (NaN compares false with
+        # everything, which left sorted() in no order).
+        def score(sample):
+            value = sample.scores.get(metric)
+            return value if isinstance(value, int | float) and math.isfinite(value) else None
+
+        samples = list(qs)
+        scored = [s for s in samples if score(s) is not None]
+        rest = [s for s in samples if score(s) is None]
+        scored.sort(key=score, reverse=order.startswith("-"))
+        return Paginator(scored + rest, page_size).get_page(page)
     return Paginator(qs.order_by("position"), page_size).get_page(page)
 
 
@@ -69,3 +79,20 @@ def comparison_get(*, user, comparison_id: int) -> Comparison:
 
 def comparison_subjects(*, comparison: Comparison) -> list[ComparisonSubject]:
     return list(comparison.subjects.select_related("evaluation"))
+
+
+def sort_links(evaluation: EvaluationRun) -> list[dict]:
+    """For each metric of the evaluation, the order that shows its best samples first and
+    the one that shows its worst: lower is better for TER and loss, higher for the rest."""
+    from evaluation.metrics import LOWER_IS_BETTER
+
+    links = []
+    for name in evaluation.results:
+        if name == "perplexity":
+            continue  # a corpus figure: no per-sample score
+        low_first, high_first = name, f"-{name}"
+        best, worst = (
+            (low_first, high_first) if name in LOWER_IS_BETTER else (high_first, low_first)
+        )
+        links.append({"metric": name, "best": best, "worst": worst})
+    return links

@@ -68,6 +68,7 @@ def evaluation_detail(request, evaluation_id: int):
             "evaluation": evaluation,
             "page": page,
             "order": order,
+            "sort_links": selectors.sort_links(evaluation),
             "active": evaluation.status in EvaluationRun.ACTIVE,
         },
     )

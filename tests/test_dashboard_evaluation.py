@@ -114,3 +114,36 @@ def test_evaluation_api_for_owner_and_outsider(api, outsider_api, team, owner, t
     )
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "dataset_version"
     assert EvaluationRun.objects.count() == 1
+
+
+def test_best_samples_come_first_for_lower_and_higher_is_better_metrics():
+    from types import SimpleNamespace
+
+    from evaluation import selectors
+
+    samples = [
+        SimpleNamespace(position=i, scores=scores)
+        for i, scores in enumerate(
+            [
+                {"ter": 30.0, "bleu": 40.0},
+                {"ter": 10.0, "bleu": 90.0},
+                {"ter": float("nan"), "bleu": 5.0},
+                {"bleu": 60.0},
+                {"ter": 50.0, "bleu": float("nan")},
+            ]
+        )
+    ]
+    evaluation = SimpleNamespace(
+        samples=SimpleNamespace(all=lambda: samples),
+        results={"ter": {}, "bleu": {}, "perplexity": {}},
+    )
+    links = {link["metric"]: link for link in selectors.sort_links(evaluation)}
+    assert set(links) == {"ter", "bleu"}
+    assert links["ter"]["best"] == "ter" and links["bleu"]["best"] == "-bleu"
+
+    def positions(order):
+        return [s.position for s in selectors.samples_page(evaluation=evaluation, order=order)]
+
+    assert positions(links["ter"]["best"]) == [1, 0, 4, 2, 3]  # lowest TER first, unscored last
+    assert positions(links["ter"]["worst"]) == [4, 0, 1, 2, 3]
+    assert positions(links["bleu"]["best"]) == [1, 3, 0, 2, 4]
