@@ -168,6 +168,16 @@ def next_pair(*, comparison: Comparison, reviewer) -> Vote | None:
     return None
 
 
+def review_progress(*, comparison: Comparison, reviewer) -> dict:
+    """How far the reviewer is: pairs answered and pairs in the comparison."""
+    answered = (
+        Vote.objects.filter(pair__comparison=comparison, reviewer=reviewer)
+        .exclude(choice="")
+        .count()
+    )
+    return {"answered": answered, "total": comparison.pairs.count()}
+
+
 def pair_view(vote: Vote) -> dict:
     """What the reviewer sees: the prompt and two answers, never which subject gave which."""
     pair = vote.pair

@@ -179,10 +179,16 @@ def comparison_review(request, comparison_id: int):
     except ServiceError as exc:
         messages.error(request, exc.detail)
         return redirect("comparison_detail", comparison_id=comparison_id)
+    progress = comparisons.review_progress(comparison=comparison, reviewer=request.user)
     return render(
         request,
         "evaluation/review.html",
-        {"comparison": comparison, "view": comparisons.pair_view(vote) if vote else None},
+        {
+            "comparison": comparison,
+            "view": comparisons.pair_view(vote) if vote else None,
+            "number": progress["answered"] + 1,
+            "total": progress["total"],
+        },
     )
 
 

@@ -59,3 +59,34 @@ def test_promote_and_roll_back_in_the_browser(page, team, owner, tiny_model):
     page.wait_for_selector("#alias-production:has-text('v1')")
     assert page.locator("table.history tr").count() == 4  # header and three events
     page.screenshot(path="var/screenshot-registry.png", full_page=True)
+
+
+def test_blind_review_by_keyboard_with_progress(page, team, owner, reviewer):
+    version = make_version(team, owner, n=200)
+    scored(team, owner, version, "good", lambda e: e.fields["output"])
+    scored(team, owner, version, "bad", lambda e: "nope")
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+        min_votes=2,
+    )
+    total = comparison.pairs.count()
+    log_in(page, "reviewer", "reviewer-pass-123")
+    page.goto(f"/comparisons/{comparison.pk}/review/")
+    for number in (1, 2):
+        assert page.inner_text("#progress") == f"Pair {number} of {total}"
+        key = "ArrowLeft" if page.inner_text("#left") != "nope" else "2"
+        with page.expect_navigation():
+            page.keyboard.press(key)
+    page.fill("#comment", "tb12")  # typing in the comment box votes nothing
+    assert page.inner_text("#progress") == f"Pair 3 of {total}"
+    page.click("h1")
+    with page.expect_navigation():
+        page.keyboard.press("b")
+    votes = list(Vote.objects.exclude(choice="").order_by("pk"))
+    assert [v.choice for v in votes][2] == "both_bad" and votes[2].comment == "tb12"
+    assert all(v.outcome == "a" for v in votes[:2])
+    assert page.inner_text("#progress") == f"Pair 4 of {total}"
