@@ -126,6 +126,7 @@ def test_the_eta_waits_for_a_step_after_the_first():
     reporter = RunReporter.__new__(RunReporter)
     reporter.first_step, reporter.parent = None, __import__("os").getppid()
     reporter.last_flush, reporter.points = float("inf"), []
+    reporter.last_system = float("inf")
     state = SimpleNamespace(global_step=1, max_steps=10)
     reporter.on_step_end(None, state, None)
     assert reporter._eta(state) is None  # the first step is warm-up, not a rate

@@ -55,6 +55,10 @@ def test_technique_trains_and_saves_safetensors(
     assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
     assert run.base_model_info["dtype"] == "float32" and run.base_model_info["device"] == "cpu"
     assert MetricPoint.objects.filter(run=run, key="loss").count() >= 5
+    # The training process samples its system metrics beside the loss.
+    ram = MetricPoint.objects.filter(run=run, key="system/ram_gib").values_list("value", flat=True)
+    assert ram and all(0.05 < gib < 64 for gib in ram)
+    assert MetricPoint.objects.filter(run=run, key="system/cpu_percent").exists()
     assert list(run.checkpoints.values_list("step", flat=True)) == [3, 6]
     for checkpoint in run.checkpoints.all():
         assert_no_pickles(artifact_path(checkpoint.path))

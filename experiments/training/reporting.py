@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 
 from experiments import tracking
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
-from experiments.training import speed
+from experiments.training import speed, system
 from finetune_hub.storage import artifact_path
 
 FLUSH_EVERY_S = 2.0
@@ -59,6 +59,7 @@ class RunReporter(TrainerCallback):
         self.tokens = (time.monotonic(), 0)
         self.parent = os.getppid()
         self.n_params, self.gpu = 0, None
+        self.system, self.last_system = system.Sampler(), 0.0
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if torch.cuda.is_available() and model is not None:
@@ -123,6 +124,10 @@ class RunReporter(TrainerCallback):
         self._flush(state)
 
     def _maybe_flush(self, state) -> None:
+        if time.monotonic() - self.last_system >= system.EVERY_S:
+            self.last_system = time.monotonic()
+            for key, value in self.system.sample().items():
+                self._point(state.global_step, key, value)
         if time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self._flush(state)
 
