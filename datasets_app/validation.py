@@ -11,7 +11,7 @@ from datasets_app.models import DataFormat, Split
 from finetune_hub.errors import FieldError, ServiceError
 from finetune_hub.uploads import too_large
 
-MAX_ERRORS_REPORTED = 100
+MAX_ERRORS_REPORTED = 200
 MAX_LENGTH = 1_048_576  # tokens; the same bound as a run's max_length
 TOKENIZE_BATCH = 64  # rows per tokenizer call: memory stays that of a batch, not the file's
 
@@ -34,10 +34,19 @@ class ValidatedUpload:
 
 
 def reject(errors: list[FieldError], what: str = "The file was rejected") -> ServiceError:
+    """Every problem found, by line, the first MAX_ERRORS_REPORTED listed and the rest
+    counted in the detail."""
+    errors = sorted(errors, key=lambda e: e.line or 0)
     lines = {e.line for e in errors if e.line}
     where = f" on {len(lines)} line{'s' * (len(lines) != 1)}" if lines else ""
+    listed = (
+        f"; the first {MAX_ERRORS_REPORTED} are listed, {len(errors) - MAX_ERRORS_REPORTED} "
+        "more are not"
+        if len(errors) > MAX_ERRORS_REPORTED
+        else ""
+    )
     return ServiceError(
-        detail=f"{what}: {len(errors)} problem{'s' * (len(errors) != 1)}{where}",
+        detail=f"{what}: {len(errors)} problem{'s' * (len(errors) != 1)}{where}{listed}",
         status=422,
         errors=errors[:MAX_ERRORS_REPORTED],
     )
@@ -63,22 +72,27 @@ def validate_upload(
     if len(data) > max_bytes:  # the request's upload handler stopped it already
         raise too_large(max_bytes)
     text, errors = parsing.decode(data)
-    if errors:
-        raise reject(errors)
+    if text is None:
+        raise reject(errors)  # nothing past a byte that is not UTF-8 can be read
     syntax = parsing.syntax_of(filename, text)
-    records, errors = parsing.parse(syntax, text)
-    if errors:
-        raise reject(errors)
+    # Every stage runs on the lines the stages before it passed, and the problems of all
+    # stages are reported together: JSON or CSV syntax, then fields, then length. One
+    # upload shows them all, not one stage per round trip.
+    records, problems = parsing.parse(syntax, text)
+    records = _passed(records, problems)  # a CSV row with a bad JSON cell is read, then left
     if not records:
-        raise reject([FieldError(field="file", message="The file holds no examples")])
-    fmt = _format(fmt, task, records)
-    errors = [e for r in records for e in formats.check(fmt, r.fields, r.line, labels)]
-    errors = errors or _too_many_characters(fmt, records, tokenizer, max_length)
-    if errors:
-        raise reject(errors)
+        raise reject(problems or [FieldError(field="file", message="The file holds no examples")])
+    try:
+        fmt = _format(fmt, task, records)
+    except ServiceError as exc:  # no format: the fields cannot be checked
+        raise reject(problems + exc.errors) from None
+    problems += [e for r in records for e in formats.check(fmt, r.fields, r.line, labels)]
+    records = _passed(records, problems)
+    problems += _too_many_characters(fmt, records, tokenizer, max_length)
+    records = _passed(records, problems)
     rows = [_row(fmt, r) for r in records]
-    lengths = _token_lengths(fmt, rows, tokenizer)
-    errors = [
+    lengths = _token_lengths(fmt, rows, tokenizer) if rows else []
+    problems += [
         FieldError(
             line=row.line,
             field=_longest_field(fmt),
@@ -87,8 +101,8 @@ def validate_upload(
         for row, n in zip(rows, lengths, strict=True)
         if n > max_length
     ]
-    if errors:
-        raise reject(errors)
+    if problems:
+        raise reject(problems)
     return ValidatedUpload(
         format=fmt,
         syntax=syntax,
@@ -102,6 +116,12 @@ def validate_upload(
             "max_length": max_length,
         },
     )
+
+
+def _passed(records: list, problems: list[FieldError]) -> list:
+    """The records of lines with no problem so far."""
+    bad = {e.line for e in problems}
+    return [r for r in records if r.line not in bad]
 
 
 def _format(fmt: str, task: str, records) -> str:

@@ -321,3 +321,34 @@ def test_create_dataset_validates_fields(api, team):
     listed = api.get("/api/datasets", team=team.pk).json()
     assert [d["name"] for d in listed] == ["x"]
     assert json.loads(json.dumps(listed))[0]["versions"] == []
+
+
+def test_one_upload_reports_the_problems_of_every_stage_together(
+    api, make_dataset, isolated_artifacts
+):
+    """Syntax, fields and length in one answer, by line: not three round trips."""
+    dataset = make_dataset()
+    rows = [json.dumps(r) for r in examples("instruction", 8)]
+    rows[1] = '{"instruction": "broken", '  # syntax
+    rows[3] = json.dumps({"instruction": "no output"})  # fields
+    rows[5] = json.dumps({"instruction": "Repeat", "output": "word " * 200})  # length
+    response = api.upload(upload_url(dataset), "\n".join(rows) + "\n", max_length=128)
+    errors = errors_of(response)
+    assert [(line, field) for line, field, _ in errors] == [(2, None), (4, "output"), (6, "output")]
+    assert "3 problems on 3 lines" in response.json()["detail"]
+    assert_nothing_stored(dataset, isolated_artifacts)
+
+
+def test_a_file_full_of_problems_lists_the_first_200_and_counts_the_rest(
+    api, make_dataset, isolated_artifacts
+):
+    dataset = make_dataset()
+    rows = [json.dumps({"instruction": f"q{i}"}) for i in range(250)]
+    response = api.upload(upload_url(dataset), "\n".join(rows) + "\n", format="instruction")
+    errors = errors_of(response)
+    assert len(errors) == 200 and errors[0][0] == 1 and errors[-1][0] == 200
+    assert (
+        "250 problems on 250 lines; the first 200 are listed, 50 more are not"
+        in (response.json()["detail"])
+    )
+    assert_nothing_stored(dataset, isolated_artifacts)

@@ -113,15 +113,22 @@ def test_a_json_body_past_its_limit_is_413_json(api, settings):
 
 
 @pytest.fixture
-def no_tokenising(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the upload was tokenised")
+def tokenised_lines(monkeypatch):
+    """The lines the upload tokenises: the other lines are (their token lengths are reported
+    with the rest of the problems), the lines that cannot fit never are."""
+    seen: list[int] = []
+    real = validation._token_lengths
 
-    monkeypatch.setattr(validation, "_token_lengths", refuse)
+    def spy(fmt, rows, tokenizer):
+        seen.extend(row.line for row in rows)
+        return real(fmt, rows, tokenizer)
+
+    monkeypatch.setattr(validation, "_token_lengths", spy)
+    return seen
 
 
 def test_a_field_that_cannot_fit_is_refused_before_tokenising(
-    api, dataset, tiny_model, no_tokenising
+    api, dataset, tiny_model, tokenised_lines
 ):
     longest = validation.longest_token(load_tokenizer(tiny_model))
     rows = examples("instruction", 5)
@@ -129,9 +136,14 @@ def test_a_field_that_cannot_fit_is_refused_before_tokenising(
     rows[4]["instruction"] = "y" * 2_000_000  # the report's line was 20 MB
     r = api.upload(url(dataset), jsonl(rows), max_length=16)
     assert r.status_code == 422, r.content
-    errors = [(e["line"], e["field"]) for e in r.json()["errors"]]
-    assert errors == [(3, "output"), (5, "instruction")]
-    assert "more than max_length 16 tokens can hold" in r.json()["errors"][0]["message"]
+    by_characters = [
+        (e["line"], e["field"])
+        for e in r.json()["errors"]
+        if "more than max_length 16 tokens can hold" in e["message"]
+    ]
+    assert by_characters == [(3, "output"), (5, "instruction")]
+    # The other lines are tokenised, and their lengths reported in the same answer.
+    assert sorted(tokenised_lines) == [1, 2, 4]
 
 
 def test_long_tokens_are_not_refused_by_an_average(api, dataset):
