@@ -114,3 +114,42 @@ def test_a_run_trained_elsewhere_shows_beside_queued_ones_with_its_curves(page, 
     page.click("h1 a:has-text('axolotl-runs')")
     page.wait_for_selector("text=tracked project")
     assert page.query_selector("text=Queue a run") is None
+
+
+def test_compare_any_metric_smoothed_on_a_log_scale_with_the_params_that_differ(page, team, owner):
+    from experiments import tracked
+
+    project = tracked.project_for(team=team, name="sweep", by=owner)
+    runs = []
+    for lr in (0.1, 0.01):
+        run = tracked.run_start(
+            experiment=project, by=owner, params={"lr": lr, "optim": "adamw", "seed": 1}
+        )
+        points = [(s, "loss", 10.0 / (s + 1) + (s % 2), None) for s in range(50)]
+        points += [(s, "accuracy", s / 50, None) for s in range(1, 50)]
+        points += [(49, "final_bleu", 30.0, None)]
+        tracked.points_log(run=run, points=points, by=owner)
+        runs.append(run)
+    log_in(page, "owner", "owner-pass-123")
+    page.goto(f"/runs/compare/?ids={runs[0].pk},{runs[1].pk}")
+    page.wait_for_function("document.getElementById('chart-compare').data?.length === 2")
+    # The parameter table shows what differs (lr), the shared ones (optim, seed) on request.
+    assert page.is_visible("#params th:has-text('lr')")
+    assert page.is_hidden("#params th:has-text('optim')")
+    page.check("#show-same")
+    assert page.is_visible("#params th:has-text('optim')")
+    raw = page.eval_on_selector("#chart-compare", "c => c.data[0].y.slice(0, 4)")
+    page.fill("#smoothing", "0.9")
+    page.dispatch_event("#smoothing", "input")
+    smoothed = page.eval_on_selector("#chart-compare", "c => c.data[0].y.slice(0, 4)")
+    assert smoothed[0] == raw[0] and smoothed[1] != raw[1]  # an average from the first point
+    page.check("#log-scale")
+    assert page.eval_on_selector("#chart-compare", "c => c.layout.yaxis.type") == "log"
+    page.select_option("#metric", "final_bleu")
+    page.wait_for_function(
+        "document.getElementById('chart-compare').data?.[0]?.name.endsWith('final_bleu')"
+    )
+    assert page.eval_on_selector("#chart-compare", "c => c.data.map(t => t.mode)") == [
+        "markers",
+        "markers",
+    ]

@@ -1,3 +1,4 @@
+import json
 import re
 
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Value
@@ -303,3 +304,41 @@ def latest_values(runs: list[TrainingRun], keys: list[str]) -> dict[int, dict[st
     for run, key, value in rows:
         out[run][key] = value
     return out
+
+
+def run_params(run: TrainingRun) -> dict:
+    """What a run was trained with: technique, base model, the experiment's hyperparameters
+    and a tracked run's own parameters."""
+    return {
+        "technique": run.experiment.technique or "",
+        "base_model": run.model_base,
+        **run.experiment.hyperparameters,
+        **run.params,
+    }
+
+
+def params_table(runs: list[TrainingRun]) -> tuple[list[dict], list[list]]:
+    """Columns (name, and whether the runs differ in it: those first) and each run's cells
+    (value as text, whether its column differs), for a comparison's parameter table that
+    shows what differs."""
+    params = [run_params(r) for r in runs]
+    names = sorted({k for p in params for k in p})
+
+    def text(value):
+        return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+    differs = {n: len({text(p.get(n)) for p in params}) > 1 for n in names}
+    names.sort(key=lambda n: not differs[n])
+    columns = [{"name": n, "differs": differs[n]} for n in names]
+    return columns, [[(text(p.get(n)), differs[n]) for n in names] for p in params]
+
+
+def compared_keys(ids: list[int], limit: int = 200) -> list[str]:
+    """The metric keys any of the runs logged (the comparison's metric choices)."""
+    keys = (
+        MetricSeries.objects.filter(run_id__in=ids)
+        .values_list("key", flat=True)
+        .distinct()
+        .order_by("key")
+    )
+    return list(keys[:limit])

@@ -190,8 +190,17 @@ def run_compare(request):
         raise Http404(f"Run {missing[0]} not found")
     page = paginate(request, ids, per_page=50)
     runs = [visible[i] for i in page]
+    columns, rows = selectors.params_table(runs)
     return render(
         request,
         "experiments/run_compare.html",
-        {"runs": runs, "page": page, "ids": ",".join(map(str, ids)), "count": len(ids)},
+        {
+            "runs": runs,
+            "page": page,
+            "ids": ",".join(map(str, ids)),
+            "count": len(ids),
+            "columns": columns,
+            "rows": zip(runs, rows, strict=True),
+            "metric_keys": selectors.compared_keys(ids),
+        },
     )
