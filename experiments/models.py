@@ -102,6 +102,7 @@ class TrainingRun(models.Model):
     name = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="a tracked run's parameters")
     tags = models.JSONField(default=dict, blank=True)
+    notes = models.TextField(blank=True)
     base_model = models.CharField(
         max_length=500, blank=True, help_text="a tracked run's base model, else the experiment's"
     )

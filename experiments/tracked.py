@@ -257,15 +257,44 @@ def params_log(*, run: TrainingRun, params, by) -> TrainingRun:
 
 
 @transaction.atomic
-def tags_set(*, run: TrainingRun, tags, by) -> TrainingRun:
-    _writable(run, by)
+def tags_set(*, run: TrainingRun, tags, by, replace: bool = False) -> TrainingRun:
+    """Adds or changes tags, on any run (queued or tracked): they describe it, they do not
+    change what it trained."""
+    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
     new = tags_checked(tags)
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-    if len(run.tags.keys() | new.keys()) > MAX_TAGS:
+    if not replace and len(run.tags.keys() | new.keys()) > MAX_TAGS:
         raise invalid(f"tags: at most {MAX_TAGS} a run", field="tags", status=422)
-    run.tags = {**run.tags, **new}
+    run.tags = new if replace else {**run.tags, **new}
     run.save(update_fields=["tags"])
     return run
+
+
+MAX_NOTES = 10_000
+
+
+@transaction.atomic
+def notes_set(*, run: TrainingRun, notes: str, by) -> TrainingRun:
+    """A run's free-text notes (what was tried, what was seen), on any run."""
+    membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    if not isinstance(notes, str) or len(notes) > MAX_NOTES:
+        raise invalid(f"notes: text of at most {MAX_NOTES:,} characters", field="notes", status=422)
+    TrainingRun.objects.filter(pk=run.pk).update(notes=notes)
+    run.notes = notes
+    return run
+
+
+def tags_from_text(text: str) -> dict:
+    """Tags from the run page's box: one `name=value` a line (a name alone: an empty value)."""
+    tags = {}
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, _, value = line.partition("=")
+        if not name.strip():
+            raise invalid(f"tags line {number}: name=value", field="tags", status=422)
+        tags[name.strip()] = value.strip()
+    return tags
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ from experiments.training import selectors
 from experiments.training.api import router, run_out
 from experiments.training.schemas import (
     ArtifactOut,
+    NotesIn,
     ParamsIn,
     PointsIn,
     PointsOut,
@@ -67,8 +68,17 @@ def log_params(request, run_id: Id, payload: ParamsIn):
 
 @router.post("/runs/{run_id}/tags", response={200: RunOut, **errors(404, 409)})
 def set_tags(request, run_id: Id, payload: TagsIn):
+    """Tags on any run, queued or tracked: added to its tags, or replacing them."""
     run = selectors.run_get(user=request.auth, run_id=run_id)
-    run = tracked.tags_set(run=run, tags=payload.tags, by=request.auth)
+    run = tracked.tags_set(run=run, tags=payload.tags, by=request.auth, replace=payload.replace)
+    return run_out(run, is_site_admin(request.auth))
+
+
+@router.post("/runs/{run_id}/notes", response={200: RunOut, **errors(404)})
+def set_notes(request, run_id: Id, payload: NotesIn):
+    """A run's free-text notes, on any run."""
+    run = selectors.run_get(user=request.auth, run_id=run_id)
+    run = tracked.notes_set(run=run, notes=payload.notes, by=request.auth)
     return run_out(run, is_site_admin(request.auth))
 
 

@@ -323,3 +323,52 @@ def test_concurrent_first_batches_of_one_run_all_land(team, owner):
     series = run.series.get(key="loss")
     assert series.count == 15_000 and series.last_step == 24_999
     assert MetricPoint.objects.filter(run=run).count() == 15_000
+
+
+def test_any_run_takes_tags_and_notes_and_the_table_searches_and_filters_them(
+    api, outsider_api, team, owner, tiny_model, browser_client
+):
+    queued = services.run_enqueue(
+        experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
+    )
+    other = start(api, team, name="baseline-7")
+    tagged = api.post(
+        f"/api/runs/{queued.pk}/tags", {"tags": {"stage": "candidate", "gpu": "a100"}}
+    )
+    assert tagged.status_code == 200 and tagged.json()["tags"] == {
+        "stage": "candidate",
+        "gpu": "a100",
+    }
+    replaced = api.post(
+        f"/api/runs/{queued.pk}/tags", {"tags": {"stage": "final"}, "replace": True}
+    )
+    assert replaced.json()["tags"] == {"stage": "final"}
+    noted = api.post(f"/api/runs/{queued.pk}/notes", {"notes": "lr too high after step 400"})
+    assert noted.status_code == 200 and noted.json()["notes"] == "lr too high after step 400"
+    assert outsider_api.post(f"/api/runs/{queued.pk}/notes", {"notes": "x"}).status_code == 404
+    assert outsider_api.post(f"/api/runs/{queued.pk}/tags", {"tags": {}}).status_code == 404
+    long = api.post(f"/api/runs/{queued.pk}/notes", {"notes": "x" * 10_001})
+    assert long.status_code == 422 and long.json()["errors"][0]["field"] == "notes"
+
+    def ids(**query):
+        return [r["id"] for r in api.get("/api/runs", **query).json()]
+
+    assert ids(q="TOO HIGH") == [queued.pk]  # notes, any case
+    assert ids(q="baseline") == [other["id"]]  # a run's name
+    assert ids(q="final") == [queued.pk]  # a tag's value
+    assert ids(filter="tags.stage = final") == [queued.pk]
+    assert ids(filter="tags.stage != final") == []  # a run without the tag matches no clause
+    # The run page saves tags and notes from its form (one name=value a line).
+    r = browser_client.post(
+        f"/runs/{other['id']}/annotate/", {"tags": "team=nlp\nrerun", "notes": "seed 2"}
+    )
+    assert r.status_code == 302
+    run = TrainingRun.objects.get(pk=other["id"])
+    assert run.tags == {"team": "nlp", "rerun": ""} and run.notes == "seed 2"
+    bad = browser_client.post(
+        f"/runs/{other['id']}/annotate/", {"tags": "=x", "notes": "n"}, follow=True
+    )
+    assert "tags line 1" in bad.content.decode()
+    assert TrainingRun.objects.get(pk=other["id"]).notes == "seed 2"  # nothing half-saved
+    table = browser_client.get("/runs/table/", {"q": "nlp"}).content.decode()
+    assert f"#{other['id']}" in table and f"#{queued.pk}<" not in table

@@ -62,6 +62,7 @@ def run_out(run: TrainingRun, site_admin: bool = False) -> dict:
         "source": run.source,
         "name": run.name,
         "tags": run.tags,
+        "notes": run.notes,
         "base_model_name": run.model_base,
     }
 
@@ -221,15 +222,18 @@ def list_runs(
     filter: str = "",
     sort: str = "-queued_at",
     metric_keys: str | None = KEYS,
+    q: str = "",
 ):
     """Every run of the caller's teams, a page at a time (X-Total-Count: how many match).
-    filter: clauses joined by " and ", each `metrics.<key> <op> <value>` or
-    `params.<name> <op> <value>`, op one of = != < <= > >= (params are the experiment's
-    hyperparameters, technique and base_model). sort: queued_at, started_at, finished_at,
+    q: words in a run's name, its experiment's name, notes, tags or base model.
+    filter: clauses joined by " and ", each `metrics.<key> <op> <value>`,
+    `params.<name> <op> <value>` or `tags.<name> <op> <text>`, op one of = != < <= > >=
+    (params are the experiment's hyperparameters, technique and base_model, and a tracked
+    run's own params). sort: queued_at, started_at, finished_at,
     step, status, id, metrics.<key> or params.<name>, - first for descending. Each row
     carries the last value of each of `keys` (default loss and eval_loss)."""
     runs = selectors.run_table(
-        user=request.auth, experiment=experiment, status=status, filter=filter, sort=sort
+        user=request.auth, experiment=experiment, status=status, filter=filter, sort=sort, q=q
     )
     page = list(api_page(runs.prefetch_related("checkpoints"), paging, response))
     keys = _keys(metric_keys) or list(selectors.TABLE_KEYS)

@@ -79,6 +79,7 @@ class RunOut(Schema):
     source: str  # queued (trained by a worker here) or tracked (trained elsewhere)
     name: str
     tags: dict[str, str]
+    notes: str
     base_model_name: str  # what the run's output builds on
 
 
@@ -183,6 +184,11 @@ class ParamsIn(Schema):
 
 class TagsIn(Schema):
     tags: dict[str, Any]
+    replace: bool = False  # true: these become the run's tags; false: added to them
+
+
+class NotesIn(Schema):
+    notes: str
 
 
 class RunEndIn(Schema):

@@ -167,7 +167,7 @@ def runs_for_compare(
 TABLE_KEYS = ("loss", "eval_loss")  # the metric columns a run table shows by default
 
 NAME = r"[A-Za-z0-9_.\-/]{1,50}"
-CLAUSE = re.compile(rf"^\s*(metrics|params)\.({NAME})\s*(<=|>=|!=|=|<|>)\s*(.+?)\s*$")
+CLAUSE = re.compile(rf"^\s*(metrics|params|tags)\.({NAME})\s*(<=|>=|!=|=|<|>)\s*(.+?)\s*$")
 COLUMNS = "queued_at|started_at|finished_at|step|status|id"
 SORT = re.compile(rf"^(-?)(?:(metrics|params)\.({NAME})|({COLUMNS}))$")
 OPERATORS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
@@ -236,6 +236,7 @@ def run_table(
     status: str | None = None,
     filter: str = "",
     sort: str = "-queued_at",
+    q: str = "",
 ) -> QuerySet[TrainingRun]:
     """Every run the user's teams own, filtered and sorted by any hyperparameter or latest
     metric value, as a queryset to page: `filter` is clauses joined by " and ", each
@@ -245,6 +246,17 @@ def run_table(
     runs = _team_runs(user)
     if experiment is not None:
         runs = runs.filter(experiment_id=experiment)
+    if q := (q or "").strip()[:200]:
+        # A word search over what names a run: its name, its experiment's, its notes, its
+        # tags' text and its base model.
+        runs = runs.filter(
+            Q(name__icontains=q)
+            | Q(experiment__name__icontains=q)
+            | Q(notes__icontains=q)
+            | Q(base_model__icontains=q)
+            | Q(experiment__base_model__icontains=q)
+            | Q(tags__icontains=q)
+        )
     if status:
         if status not in TrainingRun.Status.values:
             raise invalid(
@@ -271,7 +283,12 @@ def run_table(
                 field="filter",
                 status=422,
             )
-        sources = [_last_value(name)] if kind == "metrics" else _param_sources(name)
+        if kind == "metrics":
+            sources = [_last_value(name)]
+        elif kind == "tags":  # tags are text: compared as text
+            sources, value = [KeyTransform(name, "tags")], str(raw).strip().strip("'\"")
+        else:
+            sources = _param_sources(name)
         runs = _matching(runs, f"f{n}", sources, op, value)
     match = SORT.match(sort or "")
     if not match:

@@ -1,9 +1,12 @@
+from django.contrib import messages
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.selectors import published_versions_for
+from experiments import tracked
 from experiments.models import Technique, TrainingRun
 from experiments.training import forms, selectors, services
 from finetune_hub.errors import ServiceError
@@ -122,10 +125,16 @@ RUN_ACTIONS = {"cancel": services.run_cancel, "resume": services.run_resume}
 @require_POST
 def run_action(request, run_id: int, action: str):
     run = visible_or_404(selectors.run_get, user=request.user, run_id=run_id)
-    if action not in (*RUN_ACTIONS, "priority"):
+    if action not in (*RUN_ACTIONS, "priority", "annotate"):
         raise Http404
     with service_errors_as_messages(request):
-        if action == "priority":
+        if action == "annotate":
+            with transaction.atomic():
+                tags = tracked.tags_from_text(request.POST.get("tags", ""))
+                tracked.tags_set(run=run, tags=tags, by=request.user, replace=True)
+                tracked.notes_set(run=run, notes=request.POST.get("notes", ""), by=request.user)
+            messages.success(request, "Tags and notes saved")
+        elif action == "priority":
             services.run_set_priority(
                 run=run, priority=form_int(request.POST, "priority", 0), by=request.user
             )
@@ -151,7 +160,7 @@ def run_queue(request):
 def run_table(request):
     """Every run of the user's teams, filtered and sorted by any hyperparameter or latest
     metric (the same grammar as GET /api/runs), with the runs to compare ticked."""
-    query = {name: request.GET.get(name, "").strip() for name in ("filter", "sort", "status")}
+    query = {name: request.GET.get(name, "").strip() for name in ("filter", "sort", "status", "q")}
     keys = [k.strip() for k in request.GET.get("keys", "").split(",") if k.strip()][:8]
     keys = keys or list(selectors.TABLE_KEYS)
     error, runs = None, TrainingRun.objects.none()
@@ -161,6 +170,7 @@ def run_table(request):
             filter=query["filter"],
             sort=query["sort"] or "-queued_at",
             status=query["status"] or None,
+            q=query["q"],
         )
     except ServiceError as exc:
         error = exc.errors[0].message if exc.errors else exc.detail
