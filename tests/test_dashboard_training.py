@@ -163,3 +163,36 @@ def test_a_failed_experiment_form_keeps_every_value_and_shows_each_error_beside_
     assert 'id="err_learning_rate"' in page and 'id="err_lora_r"' in page  # both, beside each
     assert 'placeholder="default: 16"' in page  # lora_r's default shown
     assert not Experiment.objects.filter(name="kept-name").exists()
+
+
+def test_a_cancel_signal_stops_training_after_the_step_and_writes_the_logged_points(
+    team, owner, tiny_model
+):
+    """The training process's SIGTERM handler sets STOP: the reporter asks the trainer to
+    stop after the current step, and the points it holds are written, not lost."""
+    import signal
+    from types import SimpleNamespace
+
+    from experiments.models import MetricPoint
+    from experiments.training import reporting
+    from experiments.training.child import main  # noqa: F401 (the handler is installed there)
+    from experiments.training.reporting import RunReporter
+
+    run = services.run_enqueue(
+        experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
+    )
+    reporter = RunReporter.__new__(RunReporter)
+    reporter.run, reporter.first_step, reporter.parent = run, 3, __import__("os").getppid()
+    reporter.last_flush, reporter.last_system = float("inf"), float("inf")
+    reporter.points = [(run.pk, 7, "loss", 1.25, None)]
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: reporting.STOP.set())
+    try:
+        signal.raise_signal(signal.SIGTERM)
+        control = SimpleNamespace(should_training_stop=False)
+        reporter.on_step_end(None, SimpleNamespace(global_step=8, max_steps=100), control)
+        assert control.should_training_stop
+        reporter.flush_points()
+        assert list(MetricPoint.objects.filter(run=run).values_list("step", "value")) == [(7, 1.25)]
+    finally:
+        reporting.STOP.clear()
+        signal.signal(signal.SIGTERM, previous)

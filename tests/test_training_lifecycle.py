@@ -52,6 +52,15 @@ def test_cancel_stops_the_process_and_keeps_the_last_checkpoint(
     last = run.checkpoints.order_by("-step").first()
     assert last and artifact_path(last.path).exists() and run.step < 5000
     assert run.pid is None and run.finished_at
+    # The training process stopped after its step and wrote what it had logged: the curve
+    # reaches the step the run ended at (it used to stop at the last 2-second flush).
+    last_loss = MetricPoint.objects.filter(run=run, key="loss").order_by("-step").first()
+    logging_steps = run.experiment.hyperparameters["logging_steps"]
+    assert last_loss and run.step - last_loss.step < logging_steps
+    assert not run.output_path  # no final output for a cancelled run
+    # A resume clears the cancelled message and keeps the whole crash budget.
+    resumed = services.run_resume(run=run, by=owner)
+    assert resumed.error == "" and resumed.max_attempts == resumed.attempt + 3
 
 
 def test_a_crash_fails_the_run_with_the_error_and_log_lines(
@@ -175,7 +184,9 @@ def test_resumed_runs_after_a_process_kill_or_a_cancel_equal_an_uninterrupted_on
     cancelled = train_next_run(run_id=queued("cancelled").pk, on_poll=cancel)
     assert cancelled.status == "cancelled" and cancelled.step < short["max_steps"]
     page = browser_client.get(f"/runs/{cancelled.pk}/").content.decode()
-    assert 'id="status">cancelled<' in page and "<b>1 / 3</b>" in page and 'id="resume"' in page
+    assert (
+        'id="status">cancelled<' in page and 'id="attempt">1 / 3<' in page and 'id="resume"' in page
+    )
     services.run_resume(run=cancelled, by=owner)
     cancelled = train_next_run(run_id=cancelled.pk)
 
@@ -186,7 +197,8 @@ def test_resumed_runs_after_a_process_kill_or_a_cancel_equal_an_uninterrupted_on
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
     page = browser_client.get(f"/runs/{cancelled.pk}/").content.decode()
-    assert 'id="status">succeeded<' in page and "<b>2 / 3</b>" in page
+    # The resume after the cancel gave the run its three crash attempts again: 2 of 4.
+    assert 'id="status">succeeded<' in page and 'id="attempt">2 / 4<' in page
 
 
 WATCHED_CHILD = """

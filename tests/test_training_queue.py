@@ -297,7 +297,7 @@ def test_an_outsider_cannot_cancel_resume_or_reorder(add_run, outsider):
 
 
 @pytest.mark.parametrize("status", [Status.FAILED, Status.CANCELLED])
-def test_resume_queues_a_stopped_run_with_one_more_attempt(
+def test_resume_queues_a_stopped_run_with_its_whole_crash_budget(
     add_run, owner, status, dispatched, django_capture_on_commit_callbacks
 ):
     run = add_run(
@@ -310,8 +310,9 @@ def test_resume_queues_a_stopped_run_with_one_more_attempt(
         False,
         None,
     )
-    assert resumed.max_attempts == 4
-    assert TrainingRun.objects.get(pk=run.pk).max_attempts == 4
+    # A resume is not a crash retry: three more attempts from here, as a new run gets.
+    assert resumed.max_attempts == 6 and resumed.error == ""
+    assert TrainingRun.objects.get(pk=run.pk).max_attempts == 6
     dispatched.assert_called_once_with()
 
 

@@ -43,9 +43,13 @@ def main(run_id: int, log_path: Path) -> int:
     django.setup()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from experiments.models import TrainingRun
-    from experiments.training import engine
+    from experiments.training import engine, reporting
     from finetune_hub.errors import ServiceError
 
+    # A cancel (the supervisor's SIGTERM) stops training after the current step, so the
+    # points logged before it are written; the supervisor kills what has not ended in
+    # KILL_AFTER_S.
+    signal.signal(signal.SIGTERM, lambda signum, frame: reporting.STOP.set())
     run = TrainingRun.objects.select_related("experiment__dataset_version").get(pk=run_id)
     try:
         engine.train(run, log_path)

@@ -10,7 +10,7 @@ import torch
 from datasets_app import formats
 from datasets_app.models import DataFormat
 from experiments.models import Technique, TrainingRun
-from experiments.training import speed
+from experiments.training import reporting, speed
 from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
 from experiments.training.reporting import RunReporter
 from finetune_hub.errors import ServiceError
@@ -239,7 +239,12 @@ def train(run: TrainingRun, log_path: Path) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(
         base_model_info=loaded_model_info(run, trainer.model)
     )
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    finally:
+        reporter.flush_points()  # a cancel or a crash keeps what was logged before it
+    if reporting.STOP.is_set():
+        return  # cancelled: no final output; the checkpoints are kept
     final = folder / "final"
     trainer.save_model(str(final))
     assert_no_pickles(final)

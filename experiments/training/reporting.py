@@ -5,6 +5,7 @@ so a fast CPU run does not turn into a stream of tiny transactions."""
 import math
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from experiments.training import speed, system
 from finetune_hub.storage import artifact_path
 
 FLUSH_EVERY_S = 2.0
+# Set by the training process's SIGTERM handler (a cancel): the trainer stops after the step
+# it is in, and what was logged is written before the process ends.
+STOP = threading.Event()
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 LOG_TAIL_LINES = 200
 KEYS = {
@@ -102,6 +106,8 @@ class RunReporter(TrainerCallback):
         if os.getppid() != self.parent:
             # The supervising worker died; stop rather than train unsupervised.
             os._exit(70)
+        if STOP.is_set():
+            control.should_training_stop = True
         if self.first_step is None:
             # The clock starts after the first step: it carries the warm-up (allocation,
             # kernel selection, the first batches' loading), which would skew the ETA.
@@ -137,6 +143,11 @@ class RunReporter(TrainerCallback):
             return None
         per_step = (time.monotonic() - self.started) / done
         return per_step * max(0, state.max_steps - state.global_step)
+
+    def flush_points(self) -> None:
+        if self.points:
+            tracking.points_ingest(self.points, attempt=self.run.attempt)
+            self.points = []
 
     def _flush(self, state) -> None:
         tracking.points_ingest(self.points, attempt=self.run.attempt)

@@ -118,6 +118,10 @@ def capacity_problem(experiment: Experiment) -> str | None:
     )
 
 
+# Attempts a run gets before a crash fails it for good (a killed or lost process is retried).
+CRASH_ATTEMPTS = TrainingRun._meta.get_field("max_attempts").default
+
+
 @transaction.atomic
 def run_enqueue(
     *, experiment: Experiment, by, priority: int = 0, dispatch: bool = True
@@ -163,7 +167,10 @@ def run_resume(*, run: TrainingRun, by) -> TrainingRun:
     quotas.queue_room_require(team=run.experiment.team, kind="runs")
     run.status = TrainingRun.Status.QUEUED
     run.cancel_requested = False
-    run.max_attempts = max(run.max_attempts, run.attempt + 1)
+    # A resume the user asks for is not a crash retry: the run gets its full crash budget
+    # again from here, and the cancelled or failed message goes.
+    run.max_attempts = max(run.max_attempts, run.attempt + CRASH_ATTEMPTS)
+    run.error = ""
     run.finished_at = None
     run.save()
     queue.dispatch_on_commit()

@@ -60,7 +60,9 @@
     const log = document.getElementById("log");
     log.textContent = logs.lines.join("\n");
     log.scrollTop = log.scrollHeight;
-    if (run.error) { const e = document.getElementById("error"); e.hidden = false; e.querySelector("pre").textContent = run.error; }
+    const box = document.getElementById("error");
+    box.hidden = !run.error;  // a resume clears the cancelled or failed message
+    box.querySelector("pre").textContent = run.error || "";
     if (["queued", "running"].includes(run.status)) setTimeout(refresh, 3000);
     else if (active) window.location.reload();  // show resume, output and checkpoints
   }
