@@ -21,7 +21,19 @@ def service_errors_as_messages(request):
     try:
         yield
     except ServiceError as exc:
-        messages.error(request, exc.detail)
+        messages.error(request, error_text(exc))
+
+
+def error_text(exc: ServiceError, most: int = 10) -> str:
+    """The error's detail and what each of its field errors says (a policy's bad fields, a
+    form's), as one message."""
+    parts = [
+        f"{e.field}: {e.message}" if e.field else e.message
+        for e in exc.errors
+        if e.message != exc.detail
+    ]
+    more = f" (and {len(parts) - most} more)" if len(parts) > most else ""
+    return exc.detail + (" — " + "; ".join(parts[:most]) + more if parts else "")
 
 
 def team_of(request, value) -> Team:

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from registry import services
@@ -45,6 +47,11 @@ def test_registry_pages_register_promote_generate_and_roll_back(
 def test_policy_form_reports_bad_json_and_saves_good(browser_client, model):
     r = browser_client.post("/registry/triage/policy/", {"policy": "{not json"}, follow=True)
     assert "Policy is not JSON" in r.content.decode()
+    bad = {"require_approval": "maybe", "thresholds": [{"metric": "bleu", "min": "high"}]}
+    r = browser_client.post("/registry/triage/policy/", {"policy": json.dumps(bad)}, follow=True)
+    shown = _messages(r)[0]
+    # Each bad field is named in the message, not just "Invalid policy".
+    assert "policy.require_approval" in shown and "policy.thresholds.0.min" in shown
     browser_client.post("/registry/triage/policy/", {"policy": '{"require_approval": true}'})
     model.refresh_from_db()
     assert model.policy["require_approval"] is True
