@@ -221,8 +221,23 @@ if PRODUCTION:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "worker": {"format": "[%(asctime)s] %(levelname)s:%(name)s:%(threadName)s:%(message)s"}
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "worker": {"class": "logging.StreamHandler", "formatter": "worker"},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # The worker's own logger, configured here: run_huey then adds no handler of its own,
+    # which with the root's printed every worker line twice.
+    "loggers": {
+        "huey": {
+            "handlers": ["worker"],
+            "level": os.environ.get("LOG_LEVEL", "INFO"),
+            "propagate": False,
+        }
+    },
 }
 
 # Extra folders holding base models that users may name by path (colon-separated).

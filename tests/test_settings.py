@@ -58,3 +58,13 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(db):
         assert cursor.fetchone()[0] == "wal"
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] == 30000
+
+
+def test_worker_log_lines_are_printed_once():
+    """run_huey adds a handler to the "huey" logger only when it has none; ours is set in
+    LOGGING and does not propagate to the root's, so each line is printed once."""
+    import logging
+
+    huey = logging.getLogger("huey")
+    ours = [h for h in huey.handlers if type(h) is logging.StreamHandler]  # pytest adds its own
+    assert len(ours) == 1 and huey.propagate is False
