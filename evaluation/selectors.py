@@ -44,7 +44,7 @@ def samples_page(
 ):
     """Per-sample results, by position or by a metric (`-bleu`: highest first, `ter`:
     lowest first) to see where a subject wins and loses; sort_links says which is best."""
-    qs = evaluation.samples.all()
+    qs = evaluation.samples.select_related("example")
     if order:
         metric = order.lstrip("-")
         if metric not in evaluation.results and metric != "loss":

@@ -6,6 +6,7 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
+from datasets_app.formats import to_messages
 from evaluation import comparisons, selectors, services
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.subjects import Subject
@@ -61,12 +62,20 @@ def evaluation_detail(request, evaluation_id: int):
         )
     except ServiceError:
         order, page = None, selectors.samples_page(evaluation=evaluation)
+    fmt = evaluation.dataset_version.format
+    samples = [
+        # What the model was given, as the conversation it was (the rendered prompt with
+        # the template's special tokens is kept in SampleResult.prompt for the API).
+        (s, to_messages(fmt, s.example.fields)[:-1])
+        for s in page
+    ]
     return render(
         request,
         "evaluation/evaluation_detail.html",
         {
             "evaluation": evaluation,
             "page": page,
+            "samples": samples,
             "order": order,
             "sort_links": selectors.sort_links(evaluation),
             "active": evaluation.status in EvaluationRun.ACTIVE,

@@ -48,6 +48,19 @@ def test_evaluation_and_comparison_pages(browser_client, team, owner, tiny_model
     # every test is significant and "bad" (subject 1) is worse than "good" on each metric
     assert ">worse<" in html and ">better<" not in html
     assert comparison.subjects.first().evaluation == good
+    # The scored evaluation's page: each sample's prompt as its conversation, the generation
+    # settings as fields (not a Python dict), and why corpus BLEU is not the samples' mean.
+    html = browser_client.get(f"/evaluations/{good.pk}/").content.decode()
+    first = good.samples.order_by("position").first()
+    instruction = first.example.fields["instruction"]
+    assert '<div class="turn user">' in html and instruction in html
+    assert "generation: " in html and "{&#x27;" not in html
+    assert 'id="bleu-note"' not in html  # no BLEU here
+    from tests.test_comparisons import _score, answered
+
+    with_bleu = answered(team, owner, version, "b", lambda e: e.fields["output"], metrics=["bleu"])
+    _score(with_bleu)
+    assert 'id="bleu-note"' in browser_client.get(f"/evaluations/{with_bleu.pk}/").content.decode()
 
 
 def test_review_page_votes_blind_and_exports(browser_client, team, owner, reviewer):
@@ -134,7 +147,7 @@ def test_best_samples_come_first_for_lower_and_higher_is_better_metrics():
         )
     ]
     evaluation = SimpleNamespace(
-        samples=SimpleNamespace(all=lambda: samples),
+        samples=SimpleNamespace(select_related=lambda *related: samples),
         results={"ter": {}, "bleu": {}, "perplexity": {}},
     )
     links = {link["metric"]: link for link in selectors.sort_links(evaluation)}
