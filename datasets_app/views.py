@@ -1,3 +1,5 @@
+import json
+
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -7,6 +9,7 @@ from datasets_app.models import DataFormat, Example, Split
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
+from finetune_hub.textdiff import word_diff
 from finetune_hub.uploads import upload_refusal
 from finetune_hub.views import form_int, visible_or_404
 
@@ -126,8 +129,28 @@ def version_diff(request, dataset_id: int):
         new = visible_or_404(
             selectors.version_get, user=request.user, dataset_id=dataset_id, number=b
         )
-        context.update(a=old, b=new, diff=selectors.version_diff(a=old, b=new))
+        diff = selectors.version_diff(a=old, b=new)
+        diff["changed"] = [field_changes(x, y) for x, y in diff["changed"]]
+        context.update(a=old, b=new, diff=diff)
     return render(request, "datasets/version_diff.html", context)
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, indent=1, ensure_ascii=False)
+
+
+def field_changes(before, after) -> dict:
+    """One changed example, field by field: the fields that differ with their words marked,
+    the ones that do not as they are."""
+    fields = []
+    for name in dict.fromkeys([*before.fields, *after.fields]):
+        old, new = _text(before.fields.get(name)), _text(after.fields.get(name))
+        changed = old != new
+        marked = word_diff(old, new) if changed else (old, new)
+        fields.append({"name": name, "changed": changed, "before": marked[0], "after": marked[1]})
+    return {"position": after.position, "fields": fields}
 
 
 @require_POST

@@ -1,9 +1,5 @@
-import difflib
-
 from django.contrib import messages
 from django.shortcuts import redirect, render
-from django.utils.html import escape
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.formats import to_messages
@@ -13,6 +9,7 @@ from evaluation.subjects import Subject
 from experiments.training.selectors import dataset_version_for
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
+from finetune_hub.textdiff import word_diff
 from finetune_hub.views import form_int, visible_or_404
 
 
@@ -116,23 +113,6 @@ def comparison_new(request):
         messages.error(request, getattr(exc, "detail", str(exc)))
         return redirect("evaluation_list")
     return redirect("comparison_detail", comparison_id=comparison.pk)
-
-
-def word_diff(a: str, b: str) -> tuple[str, str]:
-    """Both texts with the words the other lacks marked (<del> in a, <ins> in b)."""
-    left, right = a.split(), b.split()
-    out_a, out_b = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=left, b=right).get_opcodes():
-        chunk_a, chunk_b = escape(" ".join(left[i1:i2])), escape(" ".join(right[j1:j2]))
-        if op == "equal":
-            out_a.append(chunk_a)
-            out_b.append(chunk_b)
-            continue
-        if chunk_a:
-            out_a.append(f"<del>{chunk_a}</del>")
-        if chunk_b:
-            out_b.append(f"<ins>{chunk_b}</ins>")
-    return mark_safe(" ".join(out_a)), mark_safe(" ".join(out_b))
 
 
 def comparison_detail(request, comparison_id: int):

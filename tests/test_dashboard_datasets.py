@@ -41,3 +41,21 @@ def test_form_errors_are_4xx(browser_client, team, owner):
     r = browser_client.post("/datasets/new/", {"team": team.pk, "name": "", "task": "chat"})
     assert r.status_code == 400
     assert browser_client.get(f"/datasets/{dataset.pk}/diff/?a=x&b=1").status_code == 200
+
+
+def test_the_version_diff_marks_the_changed_field_and_its_words(browser_client, team, owner):
+    from datasets_app import services as data_services
+    from tests.training_helpers import make_version
+
+    first = make_version(team, owner, n=20)
+    draft = data_services.draft_create(version=first, by=owner)
+    example = draft.examples.get(position=4)
+    fields = {**example.fields, "output": example.fields["output"] + " and a fixed ending"}
+    data_services.example_edit(example=example, fields=fields, by=owner)
+    data_services.draft_publish(draft=draft, message="fix", by=owner)
+    page = browser_client.get(f"/datasets/{first.dataset_id}/diff/", {"a": 1, "b": 2})
+    html = page.content.decode()
+    rows = html.split('<table id="changed">')[1].split("</table>")[0]
+    assert rows.count('class="field-changed"') == 1  # output only
+    assert 'class="field-same"' in rows  # the instruction, unchanged, not marked
+    assert "<ins>and a fixed ending</ins>" in rows and "<del>" not in rows

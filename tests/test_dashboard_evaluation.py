@@ -2,7 +2,7 @@ from django.test import Client
 
 from evaluation import comparisons
 from evaluation.models import Comparison, EvaluationRun, Vote
-from evaluation.views import word_diff
+from finetune_hub.textdiff import word_diff
 from tests.test_comparisons import scored
 from tests.training_helpers import make_version
 
