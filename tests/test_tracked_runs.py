@@ -372,3 +372,26 @@ def test_any_run_takes_tags_and_notes_and_the_table_searches_and_filters_them(
     assert TrainingRun.objects.get(pk=other["id"]).notes == "seed 2"  # nothing half-saved
     table = browser_client.get("/runs/table/", {"q": "nlp"}).content.decode()
     assert f"#{other['id']}" in table and f"#{queued.pk}<" not in table
+
+
+def test_the_run_table_filters_on_dataset_and_dates(api, team, owner, tiny_model):
+    from datetime import timedelta
+
+    queued = services.run_enqueue(
+        experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
+    )
+    other = start(api, team)
+    TrainingRun.objects.filter(pk=other["id"]).update(queued_at=timezone.now() - timedelta(days=10))
+    dataset = queued.experiment.dataset_version.dataset.name
+
+    def ids(filter):
+        r = api.get("/api/runs", filter=filter)
+        assert r.status_code == 200, r.content
+        return [row["id"] for row in r.json()]
+
+    assert ids(f"params.dataset = {dataset}") == [queued.pk]
+    since = (timezone.now() - timedelta(days=2)).date().isoformat()
+    assert ids(f"queued_at >= {since}") == [queued.pk]
+    assert ids(f"queued_at < {since}") == [other["id"]]
+    bad = api.get("/api/runs", filter="queued_at >= yesterday")
+    assert bad.status_code == 422 and "is not a date" in bad.json()["detail"]

@@ -169,10 +169,9 @@ TABLE_KEYS = ("loss", "eval_loss")  # the metric columns a run table shows by de
 NAME = r"[A-Za-z0-9_.\-/]{1,50}"
 CLAUSE = re.compile(rf"^\s*(metrics|params|tags)\.({NAME})\s*(<=|>=|!=|=|<|>)\s*(.+?)\s*$")
 COLUMNS = "queued_at|started_at|finished_at|step|status|id"
+DATE_CLAUSE = re.compile(r"^\s*(queued_at|started_at|finished_at)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 SORT = re.compile(rf"^(-?)(?:(metrics|params)\.({NAME})|({COLUMNS}))$")
 OPERATORS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
-# Experiment columns a filter or sort may name as params, besides the hyperparameters.
-EXPERIMENT_PARAMS = {"technique": "experiment__technique", "base_model": "experiment__base_model"}
 
 
 def _value(text: str):
@@ -201,6 +200,8 @@ def _param_sources(name: str) -> list:
         return [F("experiment__technique")]
     if name == "base_model":
         return [NullIf(F("base_model"), Value("")), F("experiment__base_model")]
+    if name == "dataset":  # the name of the dataset the run's experiment trained on
+        return [F("experiment__dataset_version__dataset__name")]
     # A key transform names the key literally: no part of it becomes a lookup.
     return [KeyTransform(name, "params"), KeyTransform(name, "experiment__hyperparameters")]
 
@@ -220,6 +221,21 @@ def _matching(runs: QuerySet, column: str, sources: list, op: str, value) -> Que
         condition = absent & hit if condition is None else condition | (absent & hit)
         absent &= ~present
     return runs.filter(condition)
+
+
+def _when(text: str, n: int):
+    """A filter's date or date-time (ISO 8601; UTC when it names no zone)."""
+    from datetime import UTC, datetime
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise invalid(
+            f"filter clause {n + 1}: {text[:40]!r} is not a date (2026-11-29 or 2026-11-29T08:00)",
+            field="filter",
+            status=422,
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _team_runs(user) -> QuerySet[TrainingRun]:
@@ -267,11 +283,16 @@ def run_table(
     if len(clauses) > 20:
         raise invalid("filter: at most 20 clauses", field="filter", status=422)
     for n, clause in enumerate(clauses):
+        if dated := DATE_CLAUSE.match(clause):
+            column, op, raw = dated.groups()
+            runs = runs.filter(**{f"{column}__{OPERATORS[op]}": _when(raw, n)})
+            continue
         match = CLAUSE.match(clause)
         if not match:
             raise invalid(
-                f"filter clause {n + 1} ({clause[:60]!r}): expected metrics.<key> <op> <value> "
-                "or params.<name> <op> <value>, op one of = != < <= > >=",
+                f"filter clause {n + 1} ({clause[:60]!r}): expected metrics.<key> <op> <value>, "
+                "params.<name> <op> <value>, tags.<name> <op> <text> (op one of = != < <= > >=) "
+                "or queued_at|started_at|finished_at <op> <date> (op one of < <= > >=)",
                 field="filter",
                 status=422,
             )
