@@ -8,7 +8,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 HOST ?= 127.0.0.1:8000
 
 .PHONY: install demo serve serve-prod worker test lint test-sqlite test-postgres browser-deps bench \
-	bench-load bench-tracking mutation
+	bench-load bench-tracking bench-pages mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,6 +106,11 @@ bench-tracking: install
 	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2).close()" 2>/dev/null; then \
 	  $(PY) bench/tracking.py --db postgres --database-url $(TRACK_DATABASE_URL) --mlflow-python $(MLFLOW_VENV)/bin/python; \
 	else echo "SKIPPED: PostgreSQL tracking run (nothing on 127.0.0.1:5432)"; fi
+
+# Each dashboard page's server time and Chromium load (cold, warm) with the demo data plus
+# 1,000 runs (bench/results/pages.json, bench/RESULTS.md).
+bench-pages: install browser-deps
+	$(PY) bench/pages.py
 
 # Mutation testing of the decision code with mutmut (not part of `make test`: hours on 2
 # cores; a second run resumes). Scores per module: bench/results/mutation.json, RESULTS.md.
