@@ -15,17 +15,21 @@ def evaluations_for(*, user) -> QuerySet[EvaluationRun]:
     return visible_to(EvaluationRun.objects.select_related("dataset_version__dataset"), user=user)
 
 
+RUN_CHOICES = 100
+
+
 def form_choices(*, user) -> dict:
     """What the evaluation and comparison forms offer: the user's published dataset
-    versions, finished runs (as subjects) and the metric modules."""
+    versions, the newest RUN_CHOICES finished runs with an output (as subjects; any other
+    through the API) and the metric modules."""
     runs = visible_to(
-        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED),
+        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED).exclude(output_path=""),
         user=user,
         team_path="experiment__team",
     )
     return {
         "versions": published_versions_for(user=user),
-        "runs": runs.select_related("experiment"),
+        "runs": runs.select_related("experiment").order_by("-finished_at", "-pk")[:RUN_CHOICES],
         "metric_names": [*metrics.available(), "loss"],
     }
 

@@ -196,3 +196,16 @@ def test_a_cancel_signal_stops_training_after_the_step_and_writes_the_logged_poi
     finally:
         reporting.STOP.clear()
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_experiment_list_counts_runs_by_status(browser_client, team, owner):
+    from experiments import tracked
+
+    project = tracked.project_for(team=team, name="many", by=owner)
+    for status in ("succeeded", "succeeded", "running"):
+        run = tracked.run_start(experiment=project, by=owner)
+        if status != "running":
+            tracked.run_end(run=run, status=status, by=owner)
+    page = browser_client.get("/experiments/").content.decode()
+    assert ">3</a>" in page and "2 succeeded" in page and "1 running" in page
+    assert page.count('class="badge succeeded"') == 1  # one count, not a badge per run

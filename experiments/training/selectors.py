@@ -1,7 +1,7 @@
 import json
 import re
 
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, NullIf
 
@@ -31,6 +31,15 @@ def experiments_for(*, user, team: int | None = None) -> QuerySet[Experiment]:
         Experiment.objects.select_related("team", "dataset_version__dataset"), user=user
     )
     return qs.filter(team_id=team) if team is not None else qs
+
+
+def with_run_counts(experiments: QuerySet[Experiment]) -> QuerySet[Experiment]:
+    """Each experiment with n_<status> (runs in that status) and n_runs."""
+    counts = {
+        f"n_{status}": Count("runs", filter=Q(runs__status=status))
+        for status in TrainingRun.Status.values
+    }
+    return experiments.annotate(n_runs=Count("runs"), **counts)
 
 
 def experiment_get(*, user, experiment_id: int) -> Experiment:
