@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tracking import free_port, p95, timed, wait_for  # noqa: E402
+from tracking import p95, serving, timed  # noqa: E402
 
 KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm")
 PASSWORD = "bench-pass-123"
@@ -130,26 +129,9 @@ def browser_times(pages: dict, chromium: str) -> dict:
     gunicorn on this process's database."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    env = {**os.environ, "WEB_BIND": f"127.0.0.1:{port}", "WEB_ACCESS_LOG": "/dev/null"}
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "finetune_hub/gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
     load_ms = "() => performance.getEntriesByType('navigation')[0].loadEventEnd"
     out = {}
-    try:
-        wait_for(f"{base}/api/health", server)
+    with serving(collect_static=True) as base:
         args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=args, headless=True)
@@ -172,9 +154,6 @@ def browser_times(pages: dict, chromium: str) -> dict:
                 out[name] = (round(cold), round(warm))
                 context.close()
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(30)
     return out
 
 

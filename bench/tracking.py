@@ -12,6 +12,7 @@ measurement, backend, finetune_hub, mlflow, unit) and prints a Markdown table.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -94,6 +95,35 @@ def wait_for(url: str, process, seconds: float = 120) -> None:
     raise RuntimeError(f"no answer from {url} in {seconds} s")
 
 
+@contextlib.contextmanager
+def serving(collect_static: bool = False):
+    """gunicorn as `make serve-prod` runs it (finetune_hub/gunicorn.conf.py, default workers
+    and threads) on this process's database, on a free port; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "WEB_BIND": f"127.0.0.1:{port}", "WEB_ACCESS_LOG": "/dev/null"}
+    if collect_static:
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "finetune_hub/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/api/health", server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 HTTP_POINTS = 100_000  # 100 batches of 1,000
 
 
@@ -119,18 +149,7 @@ def bench_http_ingest(raw_token: str, team_id: int) -> float:
     runs it (finetune_hub/gunicorn.conf.py, default workers and threads)."""
     from finetune_hub.client import Client
 
-    port = free_port()
-    env = {**os.environ, "WEB_BIND": f"127.0.0.1:{port}", "WEB_ACCESS_LOG": "/dev/null"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "finetune_hub/gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(f"{url}/api/health", server)
+    with serving() as url:
         client = Client(url, raw_token)
         runs = [client.start_run(team=team_id, project="http-bench").id for _ in range(4)]
         batches = http_batches(4, runs, lambda run, s, key, v: {"step": s, "key": key, "value": v})
@@ -139,9 +158,6 @@ def bench_http_ingest(raw_token: str, team_id: int) -> float:
         for run, batch in batches:
             client.request("POST", f"/runs/{run}/metrics", {"points": batch})
         return sum(len(b) for _, b in batches) / (time.perf_counter() - start)
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def setup_django(args, var: Path) -> None:
