@@ -1,28 +1,16 @@
 import pytest
 
-from evaluation import comparisons
 from evaluation.models import Vote
 from registry import services
 from tests.browser import log_in
 from tests.registry_helpers import trained_run
-from tests.test_comparisons import scored
-from tests.training_helpers import make_version
+from tests.test_comparisons import good_and_bad
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_blind_review_in_the_browser(page, team, owner, reviewer):
-    version = make_version(team, owner, n=200)
-    scored(team, owner, version, "good", lambda e: e.fields["output"])
-    scored(team, owner, version, "bad", lambda e: "nope")
-    comparison = comparisons.comparison_create(
-        team=team,
-        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
-        dataset_version=version,
-        mode="human",
-        by=owner,
-        min_votes=2,
-    )
+    comparison = good_and_bad(team, owner, n=200, min_votes=2)
     log_in(page, "reviewer", "reviewer-pass-123")
     page.goto(f"/comparisons/{comparison.pk}/")
     page.click("text=Review pairs")
@@ -62,17 +50,7 @@ def test_promote_and_roll_back_in_the_browser(page, team, owner, tiny_model):
 
 
 def test_blind_review_by_keyboard_with_progress(page, team, owner, reviewer):
-    version = make_version(team, owner, n=200)
-    scored(team, owner, version, "good", lambda e: e.fields["output"])
-    scored(team, owner, version, "bad", lambda e: "nope")
-    comparison = comparisons.comparison_create(
-        team=team,
-        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
-        dataset_version=version,
-        mode="human",
-        by=owner,
-        min_votes=2,
-    )
+    comparison = good_and_bad(team, owner, n=200, min_votes=2)
     total = comparison.pairs.count()
     log_in(page, "reviewer", "reviewer-pass-123")
     page.goto(f"/comparisons/{comparison.pk}/review/")

@@ -46,6 +46,22 @@ def scored(team, owner, version, label, predict):
     return evaluation
 
 
+def good_and_bad(team, owner, n: int, **options):
+    """A human comparison of two scored subjects, "good" (the references) and "bad"
+    ("nope"), on a new dataset version of n examples."""
+    version = make_version(team, owner, n=n)
+    scored(team, owner, version, "good", lambda e: e.fields["output"])
+    scored(team, owner, version, "bad", lambda e: "nope")
+    return comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
+        dataset_version=version,
+        mode="human",
+        by=owner,
+        **options,
+    )
+
+
 @pytest.fixture
 def version(team, owner):
     return make_version(team, owner, n=300)
@@ -295,16 +311,7 @@ def test_exported_preferences_train_a_dpo_run(team, owner, reviewer, tiny_model,
     from experiments.training.runner import train_next_run
     from experiments.training.services import experiment_create, run_enqueue
 
-    version = make_version(team, owner, n=400)
-    scored(team, owner, version, "good", lambda e: e.fields["output"])
-    scored(team, owner, version, "bad", lambda e: "nope")
-    comparison = comparisons.comparison_create(
-        team=team,
-        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
-        dataset_version=version,
-        mode="human",
-        by=owner,
-    )
+    comparison = good_and_bad(team, owner, n=400)
     while vote := comparisons.next_pair(comparison=comparison, reviewer=reviewer):
         comparisons.vote_cast(
             comparison=comparison,

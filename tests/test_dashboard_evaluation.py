@@ -3,7 +3,7 @@ from django.test import Client
 from evaluation import comparisons
 from evaluation.models import Comparison, EvaluationRun, Vote
 from finetune_hub.textdiff import word_diff
-from tests.test_comparisons import scored
+from tests.test_comparisons import good_and_bad, scored
 from tests.training_helpers import make_version
 
 
@@ -64,16 +64,7 @@ def test_evaluation_and_comparison_pages(browser_client, team, owner, tiny_model
 
 
 def test_review_page_votes_blind_and_exports(browser_client, team, owner, reviewer):
-    version = make_version(team, owner, n=200)
-    scored(team, owner, version, "good", lambda e: e.fields["output"])
-    scored(team, owner, version, "bad", lambda e: "nope")
-    comparison = comparisons.comparison_create(
-        team=team,
-        subjects=[{"base_model": "good"}, {"base_model": "bad"}],
-        dataset_version=version,
-        mode="human",
-        by=owner,
-    )
+    comparison = good_and_bad(team, owner, n=200)
     client = Client()
     client.force_login(reviewer)
     page = client.get(f"/comparisons/{comparison.pk}/review/")
