@@ -30,7 +30,6 @@ from finetune_hub.errors import ServiceError
 from finetune_hub.models import Membership, Team
 from finetune_hub.storage import artifact_path
 
-CHUNK = 1 << 20
 STATUS_IN = {
     "RUNNING": TrainingRun.Status.RUNNING,
     "FINISHED": TrainingRun.Status.SUCCEEDED,
@@ -449,8 +448,8 @@ def _metric(item, i: int) -> tuple[int, str, float, int | None] | None:
 
 
 def _log(run, user, metrics=None, params=None, tags=None) -> None:
-    """One log-batch: everything is checked first, then written in one transaction, so a
-    bad item leaves nothing of its batch behind."""
+    """One log-batch in one transaction: the services check each part as they write it, and
+    a bad item anywhere rolls back the whole batch."""
     metrics = [] if metrics is None else metrics
     params = [] if params is None else params
     tags = [] if tags is None else tags
@@ -462,11 +461,8 @@ def _log(run, user, metrics=None, params=None, tags=None) -> None:
         raise MlflowError(400, f"At most {tracked.MAX_BATCH_POINTS} metrics a batch")
     tags = _tags(tags)
     name = tags.pop(RUN_NAME_TAG, None)
-    points = tracked.points_checked(
-        p for i, m in enumerate(metrics) if (p := _metric(m, i)) is not None
-    )
-    values = tracked.params_checked({p.get("key"): str(p.get("value", "")) for p in params})
-    tags = tracked.tags_checked(tags)
+    points = [p for i, m in enumerate(metrics) if (p := _metric(m, i)) is not None]
+    values = {p.get("key"): str(p.get("value", "")) for p in params}
     with transaction.atomic():
         if values:
             tracked.params_log(run=run, params=values, by=user)
@@ -557,8 +553,7 @@ def artifact(request, user, team, body, path=""):
     run, rest = _artifact_run(team, path)
     name = rest.rsplit("/", 1)[-1]
     if request.method == "PUT":
-        chunks = iter(lambda: request.read(CHUNK), b"")
-        tracked.artifact_put(run=run, name=name, chunks=chunks, by=user)
+        tracked.artifact_put(run=run, name=name, chunks=tracked.chunks(request), by=user)
         return JsonResponse({})
     if name not in run.output_files:
         raise MlflowError(404, f"No artifact {name[:100]!r}")

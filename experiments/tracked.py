@@ -23,7 +23,7 @@ from finetune_hub.bounds import INT64_MAX, json_loads
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
-from finetune_hub.storage import artifact_path, file_sha256
+from finetune_hub.storage import artifact_path
 
 KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,49}$")
 PARAM_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,249}$")
@@ -362,6 +362,11 @@ def _verify(path, name: str) -> None:
             raise invalid(f"{name} is not valid JSON", field="file", status=422) from None
 
 
+def chunks(stream, size: int = 1 << 20) -> Iterator[bytes]:
+    """A request body (or any file-like stream) read a megabyte at a time, never whole."""
+    return iter(lambda: stream.read(size), b"")
+
+
 def artifact_put(*, run: TrainingRun, name: str, chunks: Iterator[bytes], by) -> TrainingRun:
     """Streams one output file of a tracked run to its folder, under the artifact root.
     Each file is written once (what a registered version points at never changes), is
@@ -405,9 +410,3 @@ def artifact_put(*, run: TrainingRun, name: str, chunks: Iterator[bytes], by) ->
             return locked
     finally:
         partial.unlink(missing_ok=True)
-
-
-def artifact_verify(run: TrainingRun, name: str) -> bool:
-    """Whether a stored file still has the SHA-256 recorded when it was uploaded."""
-    path = artifact_path(f"{run.folder}/output/{name}")
-    return path.is_file() and file_sha256(path) == run.output_files.get(name)

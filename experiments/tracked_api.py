@@ -23,8 +23,6 @@ from finetune_hub.bounds import Id
 from finetune_hub.errors import invalid
 from finetune_hub.selectors import is_site_admin, membership_require
 
-CHUNK = 1 << 20
-
 
 @router.post("/runs", response={201: RunOut, **errors(404, 409)})
 def start_tracked_run(request, payload: TrackedRunIn):
@@ -97,8 +95,7 @@ def upload_artifact(request, run_id: Id, name: str):
     weights as .safetensors, configs and tokenizer files as .json, .txt, .jinja, .md or
     .model. Each name is written once."""
     run = selectors.run_get(user=request.auth, run_id=run_id)
-    chunks = iter(lambda: request.read(CHUNK), b"")
-    run = tracked.artifact_put(run=run, name=name, chunks=chunks, by=request.auth)
+    run = tracked.artifact_put(run=run, name=name, chunks=tracked.chunks(request), by=request.auth)
     return Status(
         201,
         {
