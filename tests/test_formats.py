@@ -81,3 +81,97 @@ def test_line_endings_and_unicode_forms_are_normalised_everywhere_in_a_record():
         {"role": "user", "content": "a\nb"},
         {"role": "assistant", "content": "c\nd"},
     ]
+
+
+@pytest.mark.parametrize(
+    "fmt, fields, expected",
+    [
+        (
+            "instruction",
+            {"split": "train", "output": "4", "extra": "x", "instruction": "Sum"},
+            [("instruction", "Sum"), ("output", "4"), ("input", "")],
+        ),
+        (
+            "completion",
+            {"completion": " upon", "id": 7, "prompt": "Once"},
+            [("prompt", "Once"), ("completion", " upon")],
+        ),
+        (
+            "classification",
+            {"label": " pos\n", "text": "great!", "split": "eval"},
+            [("text", "great!"), ("label", "pos")],
+        ),
+        (
+            "preference",
+            {"rejected": "bad", "chosen": "good", "prompt": "Q", "score": 1},
+            [("prompt", "Q"), ("chosen", "good"), ("rejected", "bad")],
+        ),
+        (
+            "chat",
+            {
+                "split": "test",
+                "messages": [
+                    {"content": "hi", "role": "user", "name": "ann"},
+                    {"name": "bot", "role": "assistant", "content": "hello"},
+                ],
+            },
+            [
+                (
+                    "messages",
+                    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                )
+            ],
+        ),
+    ],
+)
+def test_a_normalised_record_has_exactly_its_formats_fields_in_a_fixed_order(fmt, fields, expected):
+    """Only the format's fields are kept (the split, ids and extra columns go), in the format's
+    order, an absent optional field as "", a label without its spaces, a chat message as role
+    and content: the stored record and its hash do not depend on how the file was written."""
+    normalised = formats.normalise(fmt, fields)
+    assert list(normalised.items()) == expected
+    if fmt == "chat":
+        assert [list(m) for m in normalised["messages"]] == [["role", "content"]] * 2
+
+
+@pytest.mark.parametrize(
+    "fields, split",
+    [
+        ({}, None),
+        ({"split": None}, None),
+        ({"split": ""}, None),
+        ({"split": " Validation "}, "eval"),
+        ({"split": "DEV"}, "eval"),
+        ({"split": "train"}, "train"),
+        ({"split": "test"}, "test"),
+    ],
+)
+def test_a_records_split_is_its_alias_and_an_empty_cell_means_none(fields, split):
+    assert formats.split_of(fields) == split
+
+
+def test_the_content_hash_ignores_key_order_keeps_unicode_and_never_changes():
+    """Stored versions are compared by these hashes (an identical upload is refused, a diff
+    pairs examples by them), so the hash of a record is fixed across releases: its JSON has
+    sorted keys at every depth and keeps non-ASCII text as UTF-8."""
+    from datasets_app.validation import content_hash
+
+    one = {"b": "café", "a": [{"role": "user", "content": "ü"}]}
+    other = {"a": [{"content": "ü", "role": "user"}], "b": "café"}
+    assert content_hash(one) == content_hash(other)
+    assert content_hash(one) == ("552ed56c58ed3a7bb48786687faf8ba5afe11405d426492d63783a332d1cc58a")
+
+
+def test_token_lengths_are_measured_on_the_text_the_model_sees(tokenizer):
+    """A completion is plain prompt and completion even when the model has a chat template;
+    other formats go through the template when there is one, and are plain text without."""
+    from datasets_app.validation import render
+
+    completion = {"prompt": "Once", "completion": " upon"}
+    assert render("completion", completion, tokenizer) == "Once\n upon"
+    instruction = {"instruction": "Say hi", "input": "", "output": "hi"}
+    assert render("instruction", instruction, NO_TEMPLATE) == "Say hi\nhi"
+    assert render("instruction", instruction, tokenizer) == tokenizer.apply_chat_template(
+        formats.to_messages("instruction", instruction), tokenize=False
+    )
+    assert "<|im_start|>" in render("instruction", instruction, tokenizer)
