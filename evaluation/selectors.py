@@ -36,7 +36,13 @@ def form_choices(*, user) -> dict:
 
 def evaluation_get(*, user, evaluation_id: int) -> EvaluationRun:
     return get_visible(
-        EvaluationRun.objects.select_related("dataset_version__dataset", "team"),
+        EvaluationRun.objects.select_related(
+            "dataset_version__dataset",
+            "team",
+            "training_run__experiment__dataset_version__dataset",
+            "model_version__registered_model",
+            "model_version__source_run__experiment__dataset_version__dataset",
+        ),
         user=user,
         what="Evaluation",
         pk=evaluation_id,

@@ -7,6 +7,7 @@ from evaluation import comparisons, selectors, services
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.subjects import Subject
 from experiments.training.selectors import dataset_version_for
+from finetune_hub.display import model_info_rows
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.textdiff import word_diff
@@ -71,6 +72,7 @@ def evaluation_detail(request, evaluation_id: int):
         "evaluation/evaluation_detail.html",
         {
             "evaluation": evaluation,
+            **_subject(evaluation),
             "page": page,
             "samples": samples,
             "order": order,
@@ -78,6 +80,22 @@ def evaluation_detail(request, evaluation_id: int):
             "active": evaluation.status in EvaluationRun.ACTIVE,
         },
     )
+
+
+def _subject(evaluation: EvaluationRun) -> dict:
+    """What was evaluated, as readable lineage: the run (its experiment, technique and
+    training data) or the model version (and the run it came from), and what was recorded of
+    the base model it builds on."""
+    run = evaluation.training_run
+    version = evaluation.model_version
+    if version is not None:
+        run = version.source_run
+    info = (version or run).base_model_info if (version or run) else {}
+    return {
+        "subject_run": run,
+        "subject_version": version,
+        "base_model_rows": model_info_rows({"ref": evaluation.base_model, **info}),
+    }
 
 
 @require_POST

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from finetune_hub import views
 from finetune_hub.api import api
@@ -11,6 +13,8 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    # Browsers ask for /favicon.ico on pages that link no icon (the admin, the API docs).
+    path("favicon.ico", RedirectView.as_view(url=static("finetune_hub/favicon.svg"))),
     path("api/", api.urls),
     # The MLflow-compatible tracking API: MLFLOW_TRACKING_URI=http://<host>/mlflow
     path("mlflow/", include("experiments.mlflow_urls")),

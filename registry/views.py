@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from experiments.training.selectors import run_get
+from finetune_hub.display import model_info_rows
 from finetune_hub.errors import invalid
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
@@ -65,13 +66,15 @@ def model_detail(request, name: str):
 def version_detail(request, name: str, number: int):
     model = _model(request, name)
     version = visible_or_404(selectors.version_get, model=model, number=number)
+    lineage = selectors.lineage(version)
     return render(
         request,
         "registry/version_detail.html",
         {
             "model": model,
             "version": version,
-            "lineage": selectors.lineage(version),
+            "lineage": lineage,
+            "base_model_rows": model_info_rows(lineage["base_model"]),
             "evaluations": selectors.evaluations_of(version),
         },
     )

@@ -3,8 +3,6 @@ Chromium: a gated promotion approved and rejected on the model page, an example'
 corrected at the annotation desk by a team member who is not site staff, the Overview's
 running runs and models, and a promote with nothing chosen."""
 
-from pathlib import Path
-
 import pytest
 
 from datasets_app import services as data_services
@@ -13,18 +11,12 @@ from experiments.training import services as training_services
 from finetune_hub.models import Membership, Role, Team
 from registry import services
 from registry.models import PromotionRequest
-from tests.browser import log_in
+from tests.browser import log_in, shot
 from tests.conftest import make_user
 from tests.registry_helpers import trained_run
 from tests.training_helpers import make_experiment, make_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-SHOTS = Path("var/screenshots")
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_approve_and_reject_a_gated_promotion_on_the_model_page(page, team, owner, tiny_model):

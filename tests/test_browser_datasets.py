@@ -3,7 +3,7 @@ import json
 import pytest
 
 from datasets_app.models import DatasetVersion
-from tests.browser import log_in
+from tests.browser import log_in, shot
 from tests.data import examples, jsonl
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -40,4 +40,4 @@ def test_upload_a_dataset_and_see_its_errors_and_versions(page, owner, tmp_path)
     rows = page.locator("table tr").count() - 1
     version = DatasetVersion.objects.get(number=1)
     assert rows == version.counts["eval"]
-    page.screenshot(path="var/screenshot-version.png", full_page=True)
+    shot(page, "dataset-version-upload")

@@ -2,7 +2,7 @@ import pytest
 
 from evaluation.models import Vote
 from registry import services
-from tests.browser import log_in
+from tests.browser import log_in, shot
 from tests.registry_helpers import trained_run
 from tests.test_comparisons import good_and_bad
 
@@ -46,7 +46,7 @@ def test_promote_and_roll_back_in_the_browser(page, team, owner, tiny_model):
     page.click("button:has-text('Roll back')")
     page.wait_for_selector("#alias-production:has-text('v1')")
     assert page.locator("table.history tr").count() == 4  # header and three events
-    page.screenshot(path="var/screenshot-registry.png", full_page=True)
+    shot(page, "registry-rollback")
 
 
 def test_blind_review_by_keyboard_with_progress(page, team, owner, reviewer):

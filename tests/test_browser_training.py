@@ -2,7 +2,7 @@ import pytest
 
 from experiments.models import Experiment, TrainingRun
 from experiments.training.runner import train_next_run
-from tests.browser import log_in
+from tests.browser import log_in, shot
 from tests.training_helpers import make_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -46,7 +46,7 @@ def test_create_an_experiment_queue_it_and_watch_the_curves(
     )
     expected = [str(c.step) for c in run.checkpoints.all()]
     assert expected and steps == expected
-    page.screenshot(path="var/screenshot-run.png", full_page=True)
+    shot(page, "run-checkpoints")
 
 
 def test_tick_runs_in_the_run_table_and_compare_more_than_a_page_of_them(
@@ -67,6 +67,19 @@ def test_tick_runs_in_the_run_table_and_compare_more_than_a_page_of_them(
         "#runs tr td:nth-child(2)", "cells => cells.map(c => c.textContent.trim())"
     )
     assert shown == [f"#{runs[2].pk}", f"#{runs[1].pk}", f"#{runs[0].pk}"]
+    # The column chooser: hide a fixed column, add a hyperparameter; its header sorts.
+    page.click("#column-chooser summary")
+    page.uncheck("input[name=show][value=experiment]")
+    page.check("input[name=param][value=max_steps]")
+    page.click("button:has-text('Apply')")
+    page.wait_for_selector("#runs th.param-col")
+    headers = page.eval_on_selector_all("#runs th", "hs => hs.map(h => h.textContent.trim())")
+    assert "Experiment" not in headers and headers[-3] == "max_steps"
+    # Ascending: the lowest last loss first.
+    page.click("#runs th.metric-col a[href*='sort=metrics.loss&']")
+    page.wait_for_url("**sort=metrics.loss**")
+    assert page.inner_text("#runs tr:nth-child(2) td:nth-child(2)") == f"#{runs[0].pk}"
+    assert page.inner_text("#runs tr:nth-child(2) td.mono") == "6"
     page.fill("#filter", "metrics.loss <")
     page.click("button:has-text('Apply')")
     page.wait_for_selector("#filter-error")

@@ -54,7 +54,7 @@ def test_evaluation_and_comparison_pages(browser_client, team, owner, tiny_model
     first = good.samples.order_by("position").first()
     instruction = first.example.fields["instruction"]
     assert '<div class="turn user">' in html and instruction in html
-    assert "generation: " in html and "{&#x27;" not in html
+    assert ">Generation</td>" in html and "{&#x27;" not in html
     assert 'id="bleu-note"' not in html  # no BLEU here
     from tests.test_comparisons import _score, answered
 
@@ -151,3 +151,75 @@ def test_best_samples_come_first_for_lower_and_higher_is_better_metrics():
     assert positions(links["ter"]["best"]) == [1, 0, 4, 2, 3]  # lowest TER first, unscored last
     assert positions(links["ter"]["worst"]) == [4, 0, 1, 2, 3]
     assert positions(links["bleu"]["best"]) == [1, 3, 0, 2, 4]
+
+
+def test_a_versions_evaluation_shows_its_lineage_and_base_model_as_fields(
+    browser_client, team, owner, tiny_model
+):
+    """The evaluation page and the registry version page say what was evaluated as fields:
+    the version, the run it came from, its experiment and training data, and what was
+    recorded of the base model (hashes shortened, no server path, no Python dict)."""
+    from evaluation import services as evaluation_services
+    from experiments.models import TrainingRun
+    from registry import services as registry
+    from tests.registry_helpers import trained_run
+
+    run = trained_run(team, owner, tiny_model, seed=1)
+    info = {
+        "ref": tiny_model,
+        "path": "/srv/secret/models/tiny",
+        "source": "tiny random llama (tests)",
+        "files_sha256": {"config.json": "ab" * 32, "model.safetensors": "cd" * 32},
+        "dtype": "float32",
+        "device": "cpu",
+    }
+    TrainingRun.objects.filter(pk=run.pk).update(base_model_info=info)
+    run.refresh_from_db()
+    model = registry.model_create(team=team, name="lineage", by=owner)
+    version = registry.version_register(model=model, run=run, by=owner)
+    evaluation = evaluation_services.evaluation_create(
+        team=team,
+        subject={"model_version": version.pk},
+        dataset_version=run.experiment.dataset_version,
+        metric_names=["exact_match"],
+        by=owner,
+    )
+    data = run.experiment.dataset_version
+    expected = [
+        ("Kind", "Model Version"),
+        ("Model version", "lineage v1 (adapter)"),
+        ("From run", f"#{run.pk}  (6 steps)"),
+        ("Experiment", f"{run.experiment.name} (LoRA)"),
+        ("Trained on", f"{data.dataset.name} v{data.number}"),
+        ("Base model", tiny_model),
+        ("Source", "tiny random llama (tests)"),
+        ("Weight files SHA-256", f"config.json {'ab' * 8}…\nmodel.safetensors {'cd' * 8}…"),
+        ("Loaded as", "float32"),
+        ("Device", "cpu"),
+        (
+            "Generation",
+            "max_new_tokens 64, batch_size 8, do_sample False, temperature 1.0, top_p 1.0, seed 0",
+        ),
+        ("Metrics", "exact_match"),
+    ]
+    html = browser_client.get(f"/evaluations/{evaluation.pk}/").content.decode()
+    assert table_rows(html, "subject") == expected
+    assert "/srv/secret" not in html and "{&#x27;" not in html
+    html = browser_client.get("/registry/lineage/v/1/").content.decode()
+    rows = table_rows(html, "lineage")
+    assert rows[2:7] == expected[5:10] and "/srv/secret" not in html
+
+
+def table_rows(html: str, table_id: str) -> list[tuple[str, ...]]:
+    """The text of each row of the table with this id, cell by cell, tags dropped."""
+    import re
+    from html import unescape
+
+    table = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    return [
+        tuple(
+            re.sub(r"\s*\n\s*(?=\S)", "\n", unescape(re.sub(r"<[^>]+>", "", c))).strip()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        )
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    ]

@@ -107,6 +107,56 @@ def test_the_run_table_shows_a_bad_filter_as_a_message(browser_client, team, own
     assert browser_client.get("/runs/table/", {"sort": "nonsense"}).status_code == 200
 
 
+def test_the_run_table_shows_the_chosen_metric_and_hyperparameter_columns(
+    browser_client, team, owner, tiny_model
+):
+    """The column chooser picks metric and hyperparameter columns and hides fixed ones; the
+    choice stays in the session across later requests; each chosen column's header sorts by
+    it, ascending then descending; malformed names are dropped, not run."""
+    import re
+
+    from experiments import tracking
+
+    runs = [
+        services.run_enqueue(
+            experiment=make_experiment(team, owner, tiny_model, learning_rate=lr),
+            by=owner,
+            dispatch=False,
+        )
+        for lr in (0.003, 0.001, 0.002)
+    ]
+    tracking.points_ingest(
+        [(r.pk, 1, "acc", v) for r, v in zip(runs, (0.5, 0.9, 0.7), strict=True)]
+    )
+    page = browser_client.get("/runs/table/")
+    html = page.content.decode()
+    # Offered: what the page's runs logged and were trained with.
+    assert 'name="metric" value="acc"' in html and 'name="param" value="learning_rate"' in html
+    chosen = {
+        "columns": "1",
+        "metric": ["acc", "bad name;drop"],
+        "param": ["learning_rate", "__class__.x y"],
+        "show": ["status"],
+    }
+    html = browser_client.get("/runs/table/", chosen).content.decode()
+    headers = re.findall(r"<th[^>]*>(?:<a[^>]*>)?([^<]*)", html.split('id="runs"')[1])
+    assert [h.strip() for h in headers] == ["", "Run", "Status", "acc", "learning_rate"]
+    cells = re.findall(r'<td class="mono">([^<]*)</td>', html)
+    assert cells == ["0.002", "0.001", "0.003"]  # newest first
+    # The choice stays: a later request with only a sort keeps the same columns.
+    html = browser_client.get("/runs/table/", {"sort": "params.learning_rate"}).content.decode()
+    assert re.findall(r'<td class="mono">([^<]*)</td>', html) == ["0.001", "0.002", "0.003"]
+    assert "?sort=-params.learning_rate" in html and "learning_rate ▲" in html
+    html = browser_client.get("/runs/table/", {"sort": "-metrics.acc"}).content.decode()
+    assert re.findall(r'<td class="num">([^<]*)</td>', html) == ["0.9000", "0.7000", "0.5000"]
+    assert "acc ▼" in html and "?sort=metrics.acc" in html
+    assert ">Experiment<" not in html and ">Queued<" not in html
+    # A link naming only metric columns keeps the rest of the choice.
+    html = browser_client.get("/runs/table/", {"keys": "loss"}).content.decode()
+    headers = re.findall(r"<th[^>]*>(?:<a[^>]*>)?([^<]*)", html.split('id="runs"')[1])
+    assert [h.strip() for h in headers] == ["", "Run", "Status", "loss", "learning_rate"]
+
+
 def test_the_run_log_drops_terminal_escape_codes(tmp_path):
     from experiments.training.reporting import log_tail
 

@@ -364,6 +364,11 @@ def run_params(run: TrainingRun) -> dict:
     }
 
 
+def param_text(value) -> str:
+    """A parameter as a table cell: text as it is, anything else as JSON, absent as ""."""
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
 def params_table(runs: list[TrainingRun]) -> tuple[list[dict], list[list]]:
     """Columns (name, and whether the runs differ in it: those first) and each run's cells
     (value as text, whether its column differs), for a comparison's parameter table that
@@ -371,9 +376,7 @@ def params_table(runs: list[TrainingRun]) -> tuple[list[dict], list[list]]:
     params = [run_params(r) for r in runs]
     names = sorted({k for p in params for k in p})
 
-    def text(value):
-        return "" if value is None else value if isinstance(value, str) else json.dumps(value)
-
+    text = param_text
     differs = {n: len({text(p.get(n)) for p in params}) > 1 for n in names}
     names.sort(key=lambda n: not differs[n])
     columns = [{"name": n, "differs": differs[n]} for n in names]

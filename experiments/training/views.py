@@ -1,3 +1,5 @@
+import re
+
 from django.contrib import messages
 from django.db import transaction
 from django.http import Http404
@@ -158,12 +160,63 @@ def run_queue(request):
     )
 
 
+# The run table's fixed columns a user can hide (the run's id and name always show).
+TABLE_COLUMNS = {
+    "experiment": "Experiment",
+    "technique": "Technique",
+    "status": "Status",
+    "step": "Step",
+    "tags": "Tags",
+    "queued": "Queued",
+}
+MAX_CHOSEN = 12  # metric columns, and parameter columns, a table shows at most
+
+
+def _names(values: list[str]) -> list[str]:
+    """Metric or parameter names from the chooser (each value may list several, comma
+    separated, as the old `keys` field did): well-formed ones, once each, at most 12."""
+    names = (n.strip() for v in values for n in v.split(","))
+    valid = (n for n in names if re.fullmatch(selectors.NAME, n))
+    return list(dict.fromkeys(valid))[:MAX_CHOSEN]
+
+
+def _table_columns(request) -> dict:
+    """The columns the table shows: what the chooser just submitted (kept in the session,
+    so they stay while the user filters and pages), else what the session kept, else the
+    defaults. `keys=loss,eval_loss` alone sets the metric columns, as links may say."""
+    saved = request.session.get("run_table_columns") or {
+        "metrics": list(selectors.TABLE_KEYS),
+        "params": [],
+        "show": list(TABLE_COLUMNS),
+    }
+    if "columns" in request.GET:
+        saved = {
+            "metrics": _names(request.GET.getlist("metric")),
+            "params": _names(request.GET.getlist("param")),
+            "show": [c for c in TABLE_COLUMNS if c in request.GET.getlist("show")],
+        }
+        request.session["run_table_columns"] = saved
+    elif "keys" in request.GET:
+        saved = {**saved, "metrics": _names(request.GET.getlist("keys"))}
+    return saved
+
+
+def _sort_link(query_sort: str, column: str) -> dict:
+    """A sortable header: ascending first, descending when it already sorts ascending."""
+    ascending = query_sort == column
+    return {
+        "sort": f"-{column}" if ascending else column,
+        "arrow": "▲" if ascending else "▼" if query_sort == f"-{column}" else "",
+    }
+
+
 def run_table(request):
     """Every run of the user's teams, filtered and sorted by any hyperparameter or latest
-    metric (the same grammar as GET /api/runs), with the runs to compare ticked."""
+    metric (the same grammar as GET /api/runs), with the columns the user chose (metrics,
+    hyperparameters, fixed ones; each header sorts) and the runs to compare ticked."""
     query = {name: request.GET.get(name, "").strip() for name in ("filter", "sort", "status", "q")}
-    keys = [k.strip() for k in request.GET.get("keys", "").split(",") if k.strip()][:8]
-    keys = keys or list(selectors.TABLE_KEYS)
+    columns = _table_columns(request)
+    keys, params = columns["metrics"], columns["params"]
     error, runs = None, TrainingRun.objects.none()
     try:
         runs = selectors.run_table(
@@ -177,15 +230,41 @@ def run_table(request):
         error = exc.errors[0].message if exc.errors else exc.detail
     page = paginate(request, runs, per_page=50)
     latest = selectors.latest_values(list(page), keys)
-    rows = [(run, [latest[run.pk].get(key) for key in keys]) for run in page]
+    run_params = {run.pk: selectors.run_params(run) for run in page}
+    rows = [
+        (
+            run,
+            [latest[run.pk].get(key) for key in keys],
+            [selectors.param_text(run_params[run.pk].get(name)) for name in params],
+        )
+        for run in page
+    ]
+    # The chooser offers what this page's runs logged and were trained with, and the chosen.
+    # The chosen first, in their order (the columns' order), then the others by name.
+    logged = selectors.compared_keys([r.pk for r in page], 100)
+    offered_metrics = keys + sorted(set(logged) - set(keys))
+    offered_params = params + sorted({n for p in run_params.values() for n in p} - set(params))
     return render(
         request,
         "experiments/run_table.html",
         {
             "page": page,
             "rows": rows,
-            "keys": keys,
-            "keys_text": ",".join(keys),
+            "metric_columns": [
+                {"name": k, **_sort_link(query["sort"], f"metrics.{k}")} for k in keys
+            ],
+            "param_columns": [
+                {"name": n, **_sort_link(query["sort"], f"params.{n}")} for n in params
+            ],
+            "id_sort": _sort_link(query["sort"], "id"),
+            "show": set(columns["show"]),
+            "fixed_columns": [
+                {"name": c, "label": label, "checked": c in columns["show"]}
+                for c, label in TABLE_COLUMNS.items()
+            ],
+            "offered_metrics": [{"name": k, "checked": k in keys} for k in offered_metrics],
+            "offered_params": [{"name": n, "checked": n in params} for n in offered_params],
+            "column_count": 2 + len(columns["show"]) + len(keys) + len(params),
             "query": query,
             "error": error,
             "statuses": TrainingRun.Status.values,
