@@ -83,6 +83,9 @@ class TrainingRun(models.Model):
     max_attempts = models.PositiveIntegerField(default=3)
     worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL)
     pid = models.PositiveIntegerField(null=True, blank=True, help_text="training process")
+    gpus = models.JSONField(
+        default=list, blank=True, help_text="the GPU indices it holds on its worker's host"
+    )
     cancel_requested = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(auto_now_add=True)

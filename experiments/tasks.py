@@ -22,9 +22,14 @@ def train_next():
 
 @db_periodic_task(crontab(minute="*"))
 def reap_stale_runs():
-    from experiments.training.queue import runs_reap_stale
+    from experiments.training.queue import dispatch_if_waiting, runs_reap_stale
 
-    return runs_reap_stale(stale_after=STALE_AFTER)
+    reaped = runs_reap_stale(stale_after=STALE_AFTER)
+    # A run that waited for GPUs while every token was taken gets one, once a minute at
+    # most and only when no token is pending: the queue stays bounded.
+    if not train_next.huey.pending_count():
+        dispatch_if_waiting()
+    return reaped
 
 
 def _beat_forever():

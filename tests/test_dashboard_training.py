@@ -174,7 +174,7 @@ def test_the_eta_waits_for_a_step_after_the_first():
     from experiments.training.reporting import RunReporter
 
     reporter = RunReporter.__new__(RunReporter)
-    reporter.first_step, reporter.parent = None, __import__("os").getppid()
+    reporter.first_step, reporter.supervisor_alive, reporter.main = None, lambda: True, True
     reporter.last_flush, reporter.points = float("inf"), []
     reporter.last_system = float("inf")
     state = SimpleNamespace(global_step=1, max_steps=10)
@@ -232,7 +232,8 @@ def test_a_cancel_signal_stops_training_after_the_step_and_writes_the_logged_poi
         experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
     )
     reporter = RunReporter.__new__(RunReporter)
-    reporter.run, reporter.first_step, reporter.parent = run, 3, __import__("os").getppid()
+    reporter.run, reporter.first_step, reporter.supervisor_alive = run, 3, lambda: True
+    reporter.main = True
     reporter.last_flush, reporter.last_system = float("inf"), float("inf")
     reporter.points = [(run.pk, 7, "loss", 1.25, None)]
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: reporting.STOP.set())

@@ -112,17 +112,19 @@ def test_run_bigger_than_any_worker_is_refused_with_the_estimate(
     assert "has 0.0 GB" in r.json()["detail"]
 
 
-def test_worker_that_cannot_take_a_run_fails_it_with_the_same_message(
-    team, owner, tiny_model, cpu_worker
-):
+def test_a_run_no_live_worker_can_take_fails_with_the_reason(team, owner, tiny_model, cpu_worker):
     from experiments.training.runner import train_next_run
 
     experiment = make_experiment(team, owner, tiny_model)
     run = services.run_enqueue(experiment=experiment, by=owner)
     estimate = {**experiment.estimate["cpu"], "total_bytes": 10**15, "total_gb": 1e6}
     Experiment.objects.filter(pk=experiment.pk).update(estimate={"cpu": estimate, "cuda": estimate})
-    run = train_next_run(run_id=run.pk)
-    assert run.status == "failed" and "needs about 1000000.0 GB" in run.error
+    assert train_next_run(run_id=run.pk) is None
+    run.refresh_from_db()
+    assert run.status == "failed" and run.error == (
+        "No live worker can take the run: it needs about 1000000.0 GB; the worker has "
+        f"{cpu_worker.memory_bytes / 1e9:.1f} GB"
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -149,7 +149,9 @@ def load_scaler(scaler: torch.amp.GradScaler | None, folder: Folder) -> None:
         scaler.load_state_dict(_load_state(folder, SCALER_JSON))
 
 
-def save_rng(folder: Folder, include_cuda: bool) -> None:
+def save_rng(
+    folder: Folder, include_cuda: bool, names: tuple[str, str] = (RNG_TENSORS, RNG_JSON)
+) -> None:
     version, internal, gauss_next = random.getstate()
     bit_generator, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     tensors = {
@@ -161,9 +163,9 @@ def save_rng(folder: Folder, include_cuda: bool) -> None:
         torch.cuda.get_rng_state_all() if include_cuda and torch.cuda.is_available() else []
     )
     tensors.update({f"cuda/{device}": state for device, state in enumerate(cuda_states)})
-    _write_tensors(Path(folder, RNG_TENSORS), tensors)
+    _write_tensors(Path(folder, names[0]), tensors)
     _write_json(
-        Path(folder, RNG_JSON),
+        Path(folder, names[1]),
         {
             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
             "numpy": {
@@ -177,9 +179,9 @@ def save_rng(folder: Folder, include_cuda: bool) -> None:
     )
 
 
-def load_rng(folder: Folder) -> None:
-    tensors = load_file(Path(folder, RNG_TENSORS), device="cpu")
-    meta = json.loads(Path(folder, RNG_JSON).read_text(encoding="utf-8"))
+def load_rng(folder: Folder, names: tuple[str, str] = (RNG_TENSORS, RNG_JSON)) -> None:
+    tensors = load_file(Path(folder, names[0]), device="cpu")
+    meta = json.loads(Path(folder, names[1]).read_text(encoding="utf-8"))
     python = meta["python"]
     random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
     numpy = meta["numpy"]
@@ -220,13 +222,20 @@ class SafetensorsCheckpointMixin:
     """
 
     def _check_supported(self) -> None:
-        if self.args.world_size > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            # Multi-process runs need per-rank RNG files and sharded optimizer state.
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            # Sharded optimizer state would need gathering before it is written.
             raise NotImplementedError(
-                "SafetensorsCheckpointMixin supports single-process training only "
-                f"(world_size={self.args.world_size}, deepspeed={self.is_deepspeed_enabled}, "
-                f"fsdp={self.is_fsdp_enabled})"
+                "SafetensorsCheckpointMixin supports one process or data parallel (DDP) "
+                f"training (deepspeed={self.is_deepspeed_enabled}, fsdp={self.is_fsdp_enabled})"
             )
+
+    def _rng_names(self) -> tuple[str, str]:
+        """Each rank's RNG files under data parallel (ranks draw different dropout masks),
+        the plain names for one process."""
+        if self.args.world_size <= 1:
+            return RNG_TENSORS, RNG_JSON
+        suffix = f"_{self.args.process_index}"
+        return tuple(name.replace(".", f"{suffix}.", 1) for name in (RNG_TENSORS, RNG_JSON))
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         self._check_supported()
@@ -242,7 +251,7 @@ class SafetensorsCheckpointMixin:
     def _save_rng_state(self, output_dir: str) -> None:
         self._check_supported()
         os.makedirs(output_dir, exist_ok=True)
-        save_rng(output_dir, include_cuda=True)
+        save_rng(output_dir, include_cuda=True, names=self._rng_names())
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         if checkpoint is None:
@@ -269,10 +278,13 @@ class SafetensorsCheckpointMixin:
         if checkpoint is None:
             return
         self._check_supported()
-        if not all(Path(checkpoint, name).is_file() for name in (RNG_TENSORS, RNG_JSON)):
-            logger.info("No RNG state in %s, reproducibility is not guaranteed", checkpoint)
+        names = self._rng_names()
+        if not all(Path(checkpoint, name).is_file() for name in names):
+            # Also a resume on another number of processes: training goes on, only the
+            # exact replay of dropout masks and sampling is lost (as with Trainer's files).
+            logger.info("No RNG state %s in %s, replay is not exact", names[0], checkpoint)
             return
-        load_rng(checkpoint)
+        load_rng(checkpoint, names=names)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)

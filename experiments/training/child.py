@@ -13,6 +13,29 @@ from pathlib import Path
 
 EXIT_REFUSED = 3  # a ServiceError: the run cannot be trained here (its message is stored)
 KILL_AFTER_S = 10.0
+# The supervising worker process, set by it in the environment: under torchrun a rank's
+# parent is torchrun's agent, which outlives a killed worker.
+SUPERVISOR_PID = "FINETUNE_HUB_SUPERVISOR_PID"
+SUPERVISOR_STARTED = "FINETUNE_HUB_SUPERVISOR_STARTED"
+
+
+def supervisor_alive_check():
+    """A function that says whether this process's supervisor still runs: the worker named
+    in the environment (the same process: its start time too, so a reused PID is not it),
+    else the parent this process started with."""
+    pid, started = os.environ.get(SUPERVISOR_PID), os.environ.get(SUPERVISOR_STARTED)
+    if not (pid and started):
+        parent = os.getppid()
+        return lambda: os.getppid() == parent
+    import psutil
+
+    def alive() -> bool:
+        try:
+            return repr(psutil.Process(int(pid)).create_time()) == started
+        except psutil.Error:
+            return False
+
+    return alive
 
 
 def exit_with_supervisor(interval: float = 1.0) -> threading.Thread:
@@ -20,10 +43,10 @@ def exit_with_supervisor(interval: float = 1.0) -> threading.Thread:
     is gone. A worker killed outright (SIGKILL, out of memory) cannot stop its training
     process, and the reaper then queues the run again: without this, a second process would
     train the same run into the same folder beside the orphan, which holds its GPU."""
-    supervisor = os.getppid()
+    alive = supervisor_alive_check()
 
     def watch():
-        while os.getppid() == supervisor:
+        while alive():
             time.sleep(interval)
         group = os.getpgid(0)
         os.killpg(group, signal.SIGTERM)
@@ -54,7 +77,8 @@ def main(run_id: int, log_path: Path) -> int:
     try:
         engine.train(run, log_path)
     except ServiceError as exc:
-        TrainingRun.objects.filter(pk=run_id).update(error=exc.detail)
+        if int(os.environ.get("RANK", "0")) == 0:
+            TrainingRun.objects.filter(pk=run_id).update(error=exc.detail)
         print(exc.detail, file=sys.stderr)
         return EXIT_REFUSED
     except Exception:

@@ -24,6 +24,12 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def local_rank() -> int:
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def sft_record(fmt: str, fields: dict) -> dict:
     """Prompt-completion records, so SFTTrainer computes the loss on the completion only."""
     if fmt == DataFormat.COMPLETION:
@@ -69,7 +75,8 @@ def quantized_load(params: dict) -> dict:
         bnb_4bit_use_double_quant=params["bnb_4bit_use_double_quant"],
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
-    return {"quantization_config": config, "device_map": {"": 0}}
+    # Each rank of a run on several GPUs loads onto its own (torchrun's LOCAL_RANK).
+    return {"quantization_config": config, "device_map": {"": local_rank()}}
 
 
 def speed_settings(run: TrainingRun) -> dict:
@@ -160,6 +167,9 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) 
         bf16=on_cuda,
         use_cpu=not on_cuda,
         report_to=[],
+        # Data parallel over several processes: every adapter or weight gets a gradient each
+        # step, so DDP need not search the graph for unused parameters.
+        ddp_find_unused_parameters=False if params.get("gpus", 1) > 1 else None,
         # Real tokens: pad tokens are not trained on and must not inflate tokens/s.
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=False,
@@ -236,17 +246,32 @@ def train(run: TrainingRun, log_path: Path) -> None:
     if resume:
         assert_no_pickles(resume)
         log.info("Resuming from %s", resume)
-    TrainingRun.objects.filter(pk=run.pk).update(
-        base_model_info=loaded_model_info(run, trainer.model)
-    )
+    main = reporting.rank() == 0  # of several processes, rank 0 writes the run's rows
+    if trainer.args.world_size > 1 and main:
+        import torch.distributed as dist
+
+        log.info(
+            "Data parallel over %d processes (%s); global batch %d",
+            trainer.args.world_size,
+            dist.get_backend() if dist.is_initialized() else "not initialised",
+            trainer.args.world_size
+            * trainer.args.per_device_train_batch_size
+            * trainer.args.gradient_accumulation_steps,
+        )
+    if main:
+        TrainingRun.objects.filter(pk=run.pk).update(
+            base_model_info=loaded_model_info(run, trainer.model)
+        )
     try:
         trainer.train(resume_from_checkpoint=resume)
     finally:
         reporter.flush_points()  # a cancel or a crash keeps what was logged before it
     if reporting.STOP.is_set():
-        return  # cancelled: no final output; the checkpoints are kept
+        return  # cancelled (every rank agrees): no final output; the checkpoints are kept
     final = folder / "final"
-    trainer.save_model(str(final))
+    trainer.save_model(str(final))  # rank 0 writes it
+    if not main:
+        return
     assert_no_pickles(final)
     peak = torch.cuda.max_memory_allocated() if device() == "cuda" else None
     TrainingRun.objects.filter(pk=run.pk).update(

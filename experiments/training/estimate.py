@@ -51,8 +51,10 @@ class Estimate:
     optimizer_bytes: int
     activations_bytes: int
     overhead_bytes: int  # CUDA context / framework slack
-    total_bytes: int
+    total_bytes: int  # on each GPU (or each process on a CPU worker)
     needs_cuda: bool
+    gpus: int = 1  # how many GPUs (processes) the run trains on, each holding total_bytes
+    sharded: bool = False  # FSDP: weights, gradients and optimizer split across the GPUs
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,6 +62,7 @@ class Estimate:
             if name.endswith("_bytes"):
                 data[name.removesuffix("_bytes") + "_human"] = human_bytes(value)
         data["total_gb"] = round(self.total_bytes / GB, 1)
+        data["all_gpus_gb"] = round(self.total_bytes * self.gpus / GB, 1)
         return data
 
 
@@ -85,6 +88,7 @@ ESTIMATED = (
     "lora_target_modules",
     "num_virtual_tokens",
     "dpo_base",
+    "gpus",
 )
 
 
@@ -230,6 +234,14 @@ def estimate(
         checkpointing=checkpointing,
         bf16=bf16,
     )
+    gpus = _positive(hp, "gpus")
+    sharded = bool(hp.get("fsdp")) and method == "full" and gpus > 1
+    if sharded:
+        # FSDP full shard: each GPU keeps 1/N of the weights, gradients and optimizer state
+        # (and gathers one layer's full weights at a time: counted as one layer, in bf16).
+        layer = (total - config.vocab_size * config.hidden_size) // config.num_hidden_layers
+        weights = weights // gpus + layer * weight
+        gradients, optimizer = gradients // gpus, optimizer // gpus
     overhead = OVERHEAD[device]
     return Estimate(
         total_params=total,
@@ -241,4 +253,6 @@ def estimate(
         overhead_bytes=overhead,
         total_bytes=weights + gradients + optimizer + activations + overhead,
         needs_cuda=technique == "qlora",
+        gpus=gpus,
+        sharded=sharded,
     )

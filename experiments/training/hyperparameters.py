@@ -38,6 +38,11 @@ class Hyperparameters(BaseModel):
     save_steps: int = Field(50, ge=1)
     logging_steps: int = Field(5, ge=1)
     gradient_checkpointing: bool = False
+    # Several GPUs for one run (torchrun, one process a GPU, on one host): data parallel
+    # (DDP) for every technique; per_device_train_batch_size is each GPU's, so the global
+    # batch is gpus x per-device batch x accumulation. On a CPU worker, `gpus` processes
+    # train together over gloo.
+    gpus: int = Field(1, ge=1, le=8)
     # Speed switches (experiments/training/speed.py); None: on where it pays, a CUDA worker.
     packing: bool | None = None
     attention: Literal["auto", "varlen", "sdpa", "eager"] = "auto"

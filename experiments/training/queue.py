@@ -9,6 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from experiments.models import TrainingRun, Worker
+from experiments.training import workers
 
 
 def dispatch_on_commit() -> None:
@@ -25,26 +26,55 @@ def _queued_candidates():
 
 
 def run_claim(*, worker: Worker, run_id: int | None = None) -> TrainingRun | None:
-    """Takes the highest-priority queued run (or the one named). The conditional UPDATE
-    changes exactly one row for exactly one worker; a worker that loses the race tries the
-    next run."""
+    """Takes the highest-priority queued run this worker can hold now (or the one named),
+    with the GPUs it needs: the first free ones of this host that are large enough. A run
+    that needs more GPUs than are free stays queued and a smaller one behind it may go
+    first. Claims of one host's workers take turns (a row lock on them: its GPUs are
+    theirs together); the conditional UPDATE changes exactly one row for exactly one
+    worker, and a worker that loses the race tries the next run."""
     candidates = _queued_candidates()
     if run_id is not None:
         candidates = candidates.filter(pk=run_id)
-    for run_id in candidates.values_list("pk", flat=True)[:20]:
-        claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
-            status=TrainingRun.Status.RUNNING,
-            worker=worker,
-            attempt=F("attempt") + 1,
-            heartbeat_at=timezone.now(),
-            started_at=timezone.now(),
-            finished_at=None,
-            cancel_requested=False,
-            pid=None,
-        )
-        if claimed == 1:
-            return TrainingRun.objects.select_related("experiment").get(pk=run_id)
+    with transaction.atomic():
+        list(Worker.objects.select_for_update().filter(host=worker.host).values_list("pk"))
+        held = workers.held_gpus(worker.host)
+        for run_id, estimates in candidates.values_list("pk", "experiment__estimate")[:20]:
+            if problem := workers.fits(worker, estimates):
+                if not any(workers.fits(w, estimates) is None for w in workers.live_workers()):
+                    # No live worker could ever hold it (one that could has gone since it was
+                    # queued, or its estimate changed): fail it rather than let it wait.
+                    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+                        status=TrainingRun.Status.FAILED,
+                        finished_at=timezone.now(),
+                        error=f"No live worker can take the run: it {problem}",
+                    )
+                continue  # another worker can hold it
+            gpus = workers.gpus_to_take(worker, estimates, held)
+            if gpus is None:
+                continue  # waits for this host's GPUs to be freed
+            claimed = TrainingRun.objects.filter(
+                pk=run_id, status=TrainingRun.Status.QUEUED
+            ).update(
+                status=TrainingRun.Status.RUNNING,
+                worker=worker,
+                gpus=gpus,
+                attempt=F("attempt") + 1,
+                heartbeat_at=timezone.now(),
+                started_at=timezone.now(),
+                finished_at=None,
+                cancel_requested=False,
+                pid=None,
+            )
+            if claimed == 1:
+                return TrainingRun.objects.select_related("experiment").get(pk=run_id)
     return None
+
+
+def dispatch_if_waiting() -> None:
+    """One queue token when runs wait: a run that ended freed its GPUs (or its thread), and
+    a run skipped for want of GPUs has no token left."""
+    if TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists():
+        dispatch_on_commit()
 
 
 def run_finish(*, run: TrainingRun, status: str, error: str = "") -> TrainingRun:
@@ -69,7 +99,7 @@ def run_requeue_or_fail(*, run: TrainingRun, reason: str) -> TrainingRun:
         )
     with transaction.atomic():
         TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.QUEUED, error=reason, pid=None, worker=None
+            status=TrainingRun.Status.QUEUED, error=reason, pid=None, worker=None, gpus=[]
         )
         dispatch_on_commit()
     run.refresh_from_db()

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from experiments import tracking
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
-from experiments.training import speed, system
+from experiments.training import child, speed, system
 from finetune_hub.storage import artifact_path
 
 FLUSH_EVERY_S = 2.0
@@ -52,8 +52,34 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(cleaned[-lines:])
 
 
+def rank() -> int:
+    """This process's rank in a run trained by several (torchrun sets RANK), else 0."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def stop_everywhere() -> bool:
+    """Whether training stops after this step, agreed by every rank: a cancel's SIGTERM
+    reaches the ranks at different moments, and a rank that stopped alone would leave the
+    others waiting for it in the next gradient all-reduce."""
+    stop = STOP.is_set()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([1 if stop else 0], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop = bool(flag.item())
+        if stop:
+            STOP.set()  # a rank the signal has not reached yet stops as a cancelled one too
+    return stop
+
+
 class RunReporter(TrainerCallback):
+    """Rank 0 reports (one writer for the run's rows); every rank checks its supervisor and
+    stops with the others."""
+
     def __init__(self, run: TrainingRun, log_path: Path):
+        self.main = rank() == 0
         self.run = run
         self.log_path = log_path
         self.points: list[tuple[int, int, str, float, int]] = []
@@ -61,11 +87,13 @@ class RunReporter(TrainerCallback):
         self.started = time.monotonic()
         self.first_step: int | None = None
         self.tokens = (time.monotonic(), 0)
-        self.parent = os.getppid()
+        self.supervisor_alive = child.supervisor_alive_check()
         self.n_params, self.gpu = 0, None
         self.system, self.last_system = system.Sampler(), 0.0
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self.main:
+            return
         if torch.cuda.is_available() and model is not None:
             unique = {p.data_ptr(): p.numel() for p in model.parameters()}
             self.n_params, self.gpu = sum(unique.values()), torch.cuda.get_device_name()
@@ -77,6 +105,8 @@ class RunReporter(TrainerCallback):
         )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self.main:
+            return
         for key, name in KEYS.items():
             value = (logs or {}).get(key)
             if isinstance(value, int | float) and math.isfinite(value):
@@ -103,11 +133,13 @@ class RunReporter(TrainerCallback):
         self.points.append((self.run.pk, step, key, value, int(time.time() * 1000)))
 
     def on_step_end(self, args, state, control, **kwargs):
-        if os.getppid() != self.parent:
+        if not self.supervisor_alive():
             # The supervising worker died; stop rather than train unsupervised.
             os._exit(70)
-        if STOP.is_set():
+        if stop_everywhere():
             control.should_training_stop = True
+        if not self.main:
+            return
         if self.first_step is None:
             # The clock starts after the first step: it carries the warm-up (allocation,
             # kernel selection, the first batches' loading), which would skew the ETA.
@@ -115,6 +147,8 @@ class RunReporter(TrainerCallback):
         self._maybe_flush(state)
 
     def on_save(self, args, state, control, **kwargs):
+        if not self.main:
+            return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         relative = folder.resolve().relative_to(artifact_path(""))
         Checkpoint.objects.update_or_create(
@@ -127,7 +161,8 @@ class RunReporter(TrainerCallback):
         self._flush(state)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._flush(state)
+        if self.main:
+            self._flush(state)
 
     def _maybe_flush(self, state) -> None:
         if time.monotonic() - self.last_system >= system.EVERY_S:
@@ -145,7 +180,7 @@ class RunReporter(TrainerCallback):
         return per_step * max(0, state.max_steps - state.global_step)
 
     def flush_points(self) -> None:
-        if self.points:
+        if self.main and self.points:
             tracking.points_ingest(self.points, attempt=self.run.attempt)
             self.points = []
 

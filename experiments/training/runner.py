@@ -1,4 +1,4 @@
-"""What a worker does with a queue token: claim the top run, check it fits, supervise it."""
+"""What a worker does with a queue token: claim the top run it can hold, supervise it."""
 
 import logging
 
@@ -13,12 +13,6 @@ def train_next_run(run_id: int | None = None, on_poll=None) -> TrainingRun | Non
     run = queue.run_claim(worker=worker, run_id=run_id)
     if run is None:
         return None
-    if problem := workers.fits(worker, run.experiment.estimate):
-        log.warning("Run %s cannot train on %s: %s", run.pk, worker, problem)
-        return queue.run_finish(
-            run=run,
-            status=TrainingRun.Status.FAILED,
-            error=f"This worker cannot take the run: {problem}",
-        )
-    log.info("Training run %s (attempt %s) on %s", run.pk, run.attempt, worker)
+    gpus = f" on GPUs {run.gpus}" if run.gpus else ""
+    log.info("Training run %s (attempt %s) on %s%s", run.pk, run.attempt, worker, gpus)
     return supervisor.supervise(run, on_poll=on_poll)

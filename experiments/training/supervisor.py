@@ -2,6 +2,7 @@
 SIGKILL), crash (failed with the error and the last log lines), killed (re-queued to resume)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from experiments.models import TrainingRun
 from experiments.training import queue
-from experiments.training.child import EXIT_REFUSED
+from experiments.training.child import EXIT_REFUSED, SUPERVISOR_PID, SUPERVISOR_STARTED
 from experiments.training.reporting import log_tail
 from finetune_hub.storage import artifact_path
 
@@ -22,13 +23,45 @@ POLL_S = 1.0
 KILL_AFTER_S = 30.0
 
 
-def child_env() -> dict:
-    """The child uses this process's database and artifact root (tests point them elsewhere)."""
+def child_env(gpus: list[int] | None = None) -> dict:
+    """The child uses this process's database and artifact root (tests point them elsewhere),
+    sees only the GPUs its run holds, and knows its supervisor (this process) to stop when
+    it is gone, also under torchrun, whose ranks are not this process's children."""
+    import psutil
+
     env = dict(os.environ, PYTHONUNBUFFERED="1", ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT))
     env["FINETUNE_HUB_DB_NAME"] = str(connection.settings_dict["NAME"])
     env["MODEL_CACHE_DIR"] = str(settings.MODEL_CACHE_DIR)
     env["BASE_MODEL_DIRS"] = ":".join(map(str, settings.BASE_MODEL_DIRS))
+    env[SUPERVISOR_PID] = str(os.getpid())
+    env[SUPERVISOR_STARTED] = repr(psutil.Process().create_time())
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))  # the host's numbering
     return env
+
+
+def processes(run: TrainingRun) -> int:
+    """One process a GPU the run holds; on a CPU worker, the run's `gpus` processes."""
+    return len(run.gpus) if run.gpus else int(run.experiment.hyperparameters.get("gpus") or 1)
+
+
+def command(run: TrainingRun, log_path) -> list[str]:
+    child = ["-m", "experiments.training.child", str(run.pk), str(log_path)]
+    n = processes(run)
+    if n == 1:
+        return [sys.executable, *child]
+    # torchrun: n ranks on this host (a free port for their rendezvous), no restart of its
+    # own (a failed rank fails the attempt; the supervisor decides what comes next).
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={n}",
+        "--max-restarts=0",
+        "--monitor-interval=1",
+        *child,
+    ]
 
 
 def start(run: TrainingRun):
@@ -41,12 +74,12 @@ def start(run: TrainingRun):
         )
         log.flush()
         process = subprocess.Popen(
-            [sys.executable, "-m", "experiments.training.child", str(run.pk), str(log_path)],
+            command(run, log_path),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=settings.BASE_DIR,
-            env=child_env(),
+            env=child_env(run.gpus),
             start_new_session=True,  # its own process group: a signal reaches its helpers too
         )
     TrainingRun.objects.filter(pk=run.pk).update(pid=process.pid)
@@ -73,6 +106,12 @@ def supervise(
 
 
 def conclude(run: TrainingRun, code: int, log_path, *, cancelled: bool) -> TrainingRun:
+    run = _conclude(run, code, log_path, cancelled=cancelled)
+    queue.dispatch_if_waiting()  # its GPUs are free: a run that waited for them may go
+    return run
+
+
+def _conclude(run: TrainingRun, code: int, log_path, *, cancelled: bool) -> TrainingRun:
     run.refresh_from_db()
     TrainingRun.objects.filter(pk=run.pk).update(log_tail=log_tail(log_path))
     last = run.checkpoints.order_by("-step").first()
@@ -90,6 +129,26 @@ def conclude(run: TrainingRun, code: int, log_path, *, cancelled: bool) -> Train
         hint = " (out of memory?)" if name == "SIGKILL" else ""
         return queue.run_requeue_or_fail(run=run, reason=f"Training process killed by {name}{hint}")
     lines = log_tail(log_path, 25)
+    if processes(run) > 1 and (signal_number := killed_rank(log_path)):
+        name = signal.Signals(signal_number).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return queue.run_requeue_or_fail(
+            run=run, reason=f"A training process was killed by {name}{hint}"
+        )
     return queue.run_finish(
         run=run, status=TrainingRun.Status.FAILED, error=f"Training failed (exit {code}):\n{lines}"
     )
+
+
+# torchrun's failure summary: "exitcode  : -9 (pid: 4242)" for a rank a signal ended.
+RANK_KILLED = re.compile(r"exitcode\s*:\s*-(\d+)\s*\(pid")
+
+
+def killed_rank(log_path) -> int | None:
+    """The signal that ended a rank, when torchrun's summary says one did (the others were
+    stopped by torchrun): a kill, not the run's fault, is retried like a single process's."""
+    for match in RANK_KILLED.finditer(log_tail(log_path, 80)):
+        number = int(match.group(1))
+        if number in signal.valid_signals() and number != signal.SIGTERM:
+            return number
+    return None

@@ -155,7 +155,7 @@ def run_queue(request):
         "experiments/run_queue.html",
         {
             "runs": paginate(request, selectors.queue_for(user=request.user)),
-            "workers": paginate(request, selectors.workers_live(), param="workers"),
+            "hosts": selectors.gpu_hosts(user=request.user),
         },
     )
 

@@ -1,0 +1,86 @@
+"""One run on several processes (torchrun, DDP over gloo on this CPU machine, NCCL on GPUs):
+it trains, every rank stops on a cancel, a killed rank queues the whole run again, and the
+resumed run ends equal to an uninterrupted one."""
+
+import signal
+
+import psutil
+import pytest
+import torch
+
+from experiments.models import TrainingRun
+from experiments.training import services
+from experiments.training.runner import train_next_run
+from experiments.training.services import experiment_create
+from tests.test_training_lifecycle import LONG, adapter
+from tests.training_helpers import make_version
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TWO = {**LONG, "max_steps": 16, "save_steps": 4, "logging_steps": 2, "gpus": 2}
+
+
+def ranks(run: TrainingRun) -> list[psutil.Process]:
+    """The training processes torchrun started for the run (its agent's children)."""
+    if not run.pid:
+        return []
+    try:
+        return [p for p in psutil.Process(run.pid).children() if "child" in " ".join(p.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def test_a_two_process_run_trains_cancels_resumes_and_equals_an_uninterrupted_one(
+    team, owner, tiny_model, cpu_worker
+):
+    version = make_version(team, owner)
+
+    def queued(name):
+        experiment = experiment_create(
+            team=team,
+            name=name,
+            dataset_version=version,
+            base_model=tiny_model,
+            technique="lora",
+            hyperparameters=TWO,
+            by=owner,
+        )
+        return services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+
+    seen: list[int] = []
+
+    def count_ranks(current):
+        seen.append(len(ranks(current)))
+
+    reference = train_next_run(run_id=queued("reference").pk, on_poll=count_ranks)
+    assert (reference.status, reference.step) == ("succeeded", 16), reference.error
+    assert max(seen) == 2  # two training processes under torchrun
+    assert reference.output_files and not reference.gpus  # a CPU worker holds no GPU
+    assert "Data parallel over 2 processes (gloo); global batch 4" in reference.log_tail
+
+    def cancel(current):
+        if current.checkpoints.exists() and not current.cancel_requested:
+            services.run_cancel(run=current, by=owner)
+
+    cancelled = train_next_run(run_id=queued("cancelled").pk, on_poll=cancel)
+    assert cancelled.status == "cancelled" and cancelled.step < 16, cancelled.error
+    assert "last checkpoint kept" in cancelled.error
+    services.run_resume(run=cancelled, by=owner)
+    cancelled = train_next_run(run_id=cancelled.pk)
+    assert (cancelled.status, cancelled.step, cancelled.attempt) == ("succeeded", 16, 2)
+
+    def kill_one_rank(current):
+        if current.checkpoints.exists() and (alive := ranks(current)):
+            alive[-1].send_signal(signal.SIGKILL)
+
+    killed = train_next_run(run_id=queued("rank-killed").pk, on_poll=kill_one_rank)
+    # torchrun stops the other rank; the run is queued again to resume, not hung or failed.
+    assert killed.status == "queued" and killed.attempt == 1, killed.error
+    assert killed.error == "A training process was killed by SIGKILL (out of memory?)"
+    killed = train_next_run(run_id=killed.pk)
+    assert (killed.status, killed.step, killed.attempt) == ("succeeded", 16, 2)
+
+    for run in (cancelled, killed):
+        a, b = adapter(reference), adapter(run)
+        assert a.keys() == b.keys()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
