@@ -110,12 +110,17 @@ def capacity_problem(experiment: Experiment) -> str | None:
         )
     if not live:
         return None
-    best = max(live, key=lambda w: w.memory_bytes)
-    need = estimates["cuda" if best.cuda else "cpu"]["total_gb"]
-    return (
-        f"The run needs about {need:.1f} GB; the largest live worker has "
-        f"{best.memory_bytes / 1e9:.1f} GB"
+    # The worker that comes closest: the most GPUs large enough, then the most memory.
+    need = estimates["cuda"]["total_bytes"]
+    best = max(
+        live,
+        key=lambda w: (
+            sum(g["memory_bytes"] >= need for g in workers.gpus_of(w)),
+            w.memory_bytes,
+        ),
     )
+    reason = workers.fits(best, estimates)
+    return f"The run {reason.replace('the worker has', 'the largest live worker has')}"
 
 
 # Attempts a run gets before a crash fails it for good (a killed or lost process is retried).

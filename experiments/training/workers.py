@@ -25,7 +25,7 @@ def local_devices() -> list[dict]:
         devices.append(
             {
                 "type": "cuda",
-                "index": i,
+                "index": host_index(i),
                 "name": torch.cuda.get_device_name(i),
                 "memory_bytes": total,
                 "memory_free_bytes": free,
@@ -35,6 +35,16 @@ def local_devices() -> list[dict]:
         {"type": "cpu", "cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total}
     )
     return devices
+
+
+def host_index(i: int) -> int | str:
+    """The host's number (or UUID) of this process's CUDA device i: a worker started with
+    CUDA_VISIBLE_DEVICES=2,3 calls physical GPU 2 its device 0. Runs hold GPUs by the host's
+    numbering, which every worker of the host shares and a training process is pinned to."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    if not visible or visible == [""] or i >= len(visible):
+        return i
+    return int(visible[i]) if visible[i].isdigit() else visible[i]
 
 
 def worker_name() -> str:
