@@ -27,6 +27,10 @@ def test_create_an_experiment_queue_it_and_watch_the_curves(
     page.fill("#hp_lora_r", "4")
     page.wait_for_selector("#estimate table")  # the live estimate answered
     assert "Trainable" in page.inner_text("#estimate")
+    page.fill("#hp_gpus", "2")  # the estimate per GPU, and for all of them
+    page.wait_for_selector("#estimate >> text=Total on each of 2 GPUs")
+    page.fill("#hp_gpus", "")
+    page.wait_for_selector("#estimate >> text=Total on a GPU")
     assert page.is_hidden("#hp_beta")  # DPO's field is hidden for LoRA
     page.click("button:has-text('Create experiment')")
     page.wait_for_selector("h1:has-text('browser-lora')")

@@ -21,10 +21,12 @@ def test_experiment_form_creates_and_queues(browser_client, team, owner, tiny_mo
             "hp_max_steps": "4",
             "hp_max_length": "128",
             "hp_use_dora": "1",
+            "hp_gpus": "2",
         },
     )
     experiment = Experiment.objects.get(name="from-form")
     assert r.status_code == 302 and experiment.hyperparameters["lora_r"] == 8
+    assert experiment.hyperparameters["gpus"] == 2 and experiment.estimate["cuda"]["gpus"] == 2
     assert experiment.hyperparameters["use_dora"] is True
     assert browser_client.get(f"/experiments/{experiment.pk}/").status_code == 200
     r = browser_client.post(f"/experiments/{experiment.pk}/runs/", {"priority": "2"})

@@ -186,3 +186,35 @@ def test_the_queue_page_shows_each_hosts_gpus_and_the_run_holding_each(
     assert f'GPU 1: {gpu}"badge running">another team\'s run' in table
     assert f"/runs/{theirs.pk}/" not in html
     assert f'GPU 2: {gpu}"badge ok">free' in table
+
+
+@pytest.mark.django_db
+def test_the_workers_api_says_which_gpus_are_busy_and_which_run_holds_each(
+    api, outsider_api, team, owner, tiny_model
+):
+    worker = fake_worker("gpu-host:1", gpus(80, 40))
+    run = queued(team, owner, tiny_model)
+    queue.run_claim(worker=worker)
+    listed = api.get("/api/workers").json()
+    assert [w["host"] for w in listed] == [None]  # host names are for site admins
+    assert listed[0]["gpus"] == [
+        {
+            "index": 0,
+            "name": "Fake H200",
+            "memory_bytes": 80 * GB,
+            "memory_free_bytes": 80 * GB,
+            "busy": True,
+            "run": run.pk,
+        },
+        {
+            "index": 1,
+            "name": "Fake H200",
+            "memory_bytes": 40 * GB,
+            "memory_free_bytes": 40 * GB,
+            "busy": False,
+            "run": None,
+        },
+    ]
+    # Another team sees the GPU busy, not whose run holds it.
+    theirs = outsider_api.get("/api/workers").json()[0]["gpus"][0]
+    assert (theirs["busy"], theirs["run"]) == (True, None)

@@ -263,6 +263,8 @@ def list_workers(request):
     """Live workers and their devices, so users see what a run can get. Host and PID
     (the name is host:pid) are for site admins only."""
     admin = is_site_admin(request.auth)
+    live = list(selectors.workers_live())
+    _, held = selectors.gpu_holders(user=request.auth, hosts=[w.host for w in live])
     return [
         {
             "name": w.name if admin else None,
@@ -270,9 +272,20 @@ def list_workers(request):
             "pid": w.pid if admin else None,
             "cuda": w.cuda,
             "devices": w.devices,
+            "gpus": [
+                {
+                    "index": g["index"],
+                    "name": g["name"],
+                    "memory_bytes": g["memory_bytes"],
+                    "memory_free_bytes": g.get("memory_free_bytes"),
+                    "busy": g["busy"],
+                    "run": g["run"].pk if g["run"] else None,
+                }
+                for g in selectors.worker_gpus(w, held)
+            ],
             "heartbeat_at": w.heartbeat_at,
         }
-        for w in selectors.workers_live()
+        for w in live
     ]
 
 

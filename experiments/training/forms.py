@@ -36,6 +36,7 @@ FIELDS = [
     ("save_steps", "Checkpoint every N steps", int, "all"),
     ("seed", "Seed", int, "all"),
     ("gradient_checkpointing", "Gradient checkpointing", _bool, "all"),
+    ("gpus", "GPUs for one run, data parallel (CPU worker: processes)", int, "all"),
     ("packing", "Packing, padding-free (auto: on CUDA workers)", _switch, "sft"),
     ("attention", "Attention (auto: varlen FlashAttention when packing)", str, "all"),
     ("liger_kernel", "Liger kernels (auto: on CUDA workers with liger-kernel)", _switch, "all"),

@@ -137,6 +137,15 @@ class LogsOut(Schema):
     lines: list[str]
 
 
+class GpuOut(Schema):
+    index: int | str  # the host's numbering (or UUID), which CUDA_VISIBLE_DEVICES takes
+    name: str
+    memory_bytes: int
+    memory_free_bytes: int | None  # what other programs left, at the last heartbeat
+    busy: bool  # a run holds it
+    run: int | None  # that run, when it is one of your teams'
+
+
 class WorkerOut(Schema):
     # name (host:pid), host and pid for site admins only
     name: str | None
@@ -144,6 +153,7 @@ class WorkerOut(Schema):
     pid: int | None
     cuda: bool
     devices: list[dict[str, Any]]
+    gpus: list[GpuOut]
     heartbeat_at: datetime
 
 

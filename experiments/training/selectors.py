@@ -103,43 +103,53 @@ def workers_live() -> QuerySet[Worker]:
     return live_workers()
 
 
-def gpu_hosts(*, user) -> list[dict]:
-    """Each live host: its workers, CPU, and GPUs free or held, with the run holding each (a
-    run of a team the user is not in shows only as busy). Host names are for site admins;
-    others see "host 1", "host 2"."""
-    from experiments.training.workers import gpus_of
-
-    hosts: dict[str, list[Worker]] = {}
-    for worker in live_workers():
-        hosts.setdefault(worker.host, []).append(worker)
+def gpu_holders(*, user, hosts: list[str]) -> tuple[list[TrainingRun], dict]:
+    """The running runs on these hosts, and {(host, GPU index): (run, whether the user may
+    see it)} for each GPU one holds."""
     running = list(
         TrainingRun.objects.filter(
-            status=TrainingRun.Status.RUNNING, worker__host__in=list(hosts)
+            status=TrainingRun.Status.RUNNING, worker__host__in=hosts
         ).select_related("worker")
     )
     visible = set(
         _team_runs(user).filter(pk__in=[r.pk for r in running]).values_list("pk", flat=True)
     )
-    held = {(run.worker.host, index): run for run in running for index in run.gpus or []}
+    held = {
+        (run.worker.host, index): (run, run.pk in visible)
+        for run in running
+        for index in run.gpus or []
+    }
+    return running, held
+
+
+def worker_gpus(worker: Worker, held: dict) -> list[dict]:
+    """A worker's GPUs, each busy or free, with the run holding it when the user may see it."""
+    from experiments.training.workers import gpus_of
+
+    out = []
+    for gpu in gpus_of(worker):
+        run, visible = held.get((worker.host, gpu["index"]), (None, False))
+        out.append({**gpu, "busy": run is not None, "run": run if visible else None})
+    return out
+
+
+def gpu_hosts(*, user) -> list[dict]:
+    """Each live host: its workers, CPU, and GPUs free or held, with the run holding each (a
+    run of a team the user is not in shows only as busy). Host names are for site admins;
+    others see "host 1", "host 2"."""
+    hosts: dict[str, list[Worker]] = {}
+    for worker in live_workers():
+        hosts.setdefault(worker.host, []).append(worker)
+    running, held = gpu_holders(user=user, hosts=list(hosts))
     out = []
     for number, (host, members) in enumerate(sorted(hosts.items()), start=1):
         newest = max(members, key=lambda w: w.heartbeat_at)
-        gpus = []
-        for gpu in gpus_of(newest):
-            run = held.get((host, gpu["index"]))
-            gpus.append(
-                {
-                    **gpu,
-                    "busy": run is not None,
-                    "run": run if run is not None and run.pk in visible else None,
-                }
-            )
         out.append(
             {
                 "label": host if user.is_superuser else f"host {number}",
                 "workers": len(members),
                 "cpu": next((d for d in newest.devices if d.get("type") == "cpu"), {}),
-                "gpus": gpus,
+                "gpus": worker_gpus(newest, held),
                 "running": sum(1 for r in running if r.worker.host == host),
                 "heartbeat_at": newest.heartbeat_at,
             }

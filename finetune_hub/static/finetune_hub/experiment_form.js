@@ -64,7 +64,9 @@
       row("Trainable", gpu.trainable_params.toLocaleString()),
       row("Weights", gpu.weights_human), row("Gradients", gpu.gradients_human),
       row("Optimizer", gpu.optimizer_human), row("Activations", gpu.activations_human),
-      row("Total on a GPU", gpu.total_human), row("Total on CPU", cpu.total_human),
+      row(gpu.gpus > 1 ? `Total on each of ${gpu.gpus} GPUs` : "Total on a GPU", gpu.total_human),
+      row(gpu.gpus > 1 ? `All ${gpu.gpus} GPUs together` : "All GPUs together", `${gpu.all_gpus_gb} GB`),
+      row(cpu.gpus > 1 ? `Total on CPU, each of ${cpu.gpus} processes` : "Total on CPU", cpu.total_human),
       row("Learning rate", data.hyperparameters.learning_rate));
     out.replaceChildren(table);
     if (gpu.needs_cuda) out.append(el("p", "needs a CUDA worker", "badge warn"));
