@@ -105,6 +105,10 @@ SQLITE_OPTIONS = {
 WEB_WORKERS = capacity.web_workers()
 WEB_THREADS = capacity.web_threads()
 HUEY_PROCESSES = capacity.env_int("HUEY_PROCESSES", 1)
+# Threads of one `run_huey`: how many runs (and evaluations) it supervises at once. On a GPU
+# host, its number of GPUs: each run holds the GPUs it asked for, and a run waits while too
+# few are free.
+HUEY_WORKERS = capacity.env_int("HUEY_WORKERS", 1)
 DB_MAX_CONNECTIONS = capacity.env_int("DB_MAX_CONNECTIONS", capacity.DEFAULT_DB_MAX_CONNECTIONS)
 DB_POOLING = os.environ.get("DB_POOLING", "django")
 if DB_POOLING not in ("django", "pgbouncer"):
@@ -147,7 +151,7 @@ if os.environ.get("REDIS_URL"):
         "name": os.environ.get("HUEY_NAME", "finetune_hub"),
         "url": os.environ["REDIS_URL"],
         "immediate": False,
-        "consumer": {"workers": 1, "worker_type": "thread"},
+        "consumer": {"workers": HUEY_WORKERS, "worker_type": "thread"},
     }
 else:
     HUEY = {
@@ -155,7 +159,7 @@ else:
         "name": "finetune_hub",
         "filename": str(VAR_DIR / "huey.sqlite3"),
         "immediate": False,
-        "consumer": {"workers": 1, "worker_type": "thread"},
+        "consumer": {"workers": HUEY_WORKERS, "worker_type": "thread"},
     }
 
 AUTH_PASSWORD_VALIDATORS = [

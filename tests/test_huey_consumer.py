@@ -29,10 +29,10 @@ def consumers():
     """Starts `manage.py run_huey` processes against the test database; kills them after."""
     started = []
 
-    def start():
-        env = dict(child_env(), STALE_AFTER_S="3")
+    def start(workers: int = 2):
+        env = dict(child_env(), STALE_AFTER_S="3", HUEY_WORKERS=str(workers))
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_huey", "--workers", "2", "--worker-type", "thread"],
+            [sys.executable, "manage.py", "run_huey", "--worker-type", "thread"],
             cwd=settings.BASE_DIR,
             env=env,
             start_new_session=True,
