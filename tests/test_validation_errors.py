@@ -302,3 +302,36 @@ def test_blank_jsonl_lines_are_skipped_not_the_end_of_the_file(api, team, owner)
     r = api.upload(f"/api/datasets/{dataset.pk}/versions", text, "d.jsonl")
     assert r.status_code == 201, r.content
     assert [e.fields["instruction"] for e in Example.objects.order_by("position")] == ["a", "c"]
+
+
+def test_problems_are_listed_file_level_first_then_by_line_and_capped():
+    """The file's own problems (no line) come first, then by line; exactly 200 are listed in
+    full, and past that the detail counts what is not listed."""
+    from datasets_app.validation import MAX_ERRORS_REPORTED, reject
+    from finetune_hub.errors import FieldError
+
+    refused = reject(
+        [
+            FieldError(line=3, field="a", message="third"),
+            FieldError(line=1, field="b", message="first"),
+            FieldError(line=None, field=None, message="the file"),
+        ]
+    )
+    assert [(e.line, e.message) for e in refused.errors] == [
+        (None, "the file"),
+        (1, "first"),
+        (3, "third"),
+    ]
+    assert (refused.status, refused.detail) == (422, "The file was rejected: 3 problems on 2 lines")
+
+    def problems(n):
+        return [FieldError(line=i, field="f", message="m") for i in range(1, n + 1)]
+
+    exactly = reject(problems(MAX_ERRORS_REPORTED))
+    assert exactly.detail == "The file was rejected: 200 problems on 200 lines"
+    assert len(exactly.errors) == 200
+    over = reject(problems(MAX_ERRORS_REPORTED + 1))
+    assert over.detail == (
+        "The file was rejected: 201 problems on 201 lines; the first 200 are listed, 1 more are not"
+    )
+    assert [e.line for e in over.errors] == list(range(1, 201))

@@ -132,6 +132,7 @@ def test_a_field_that_cannot_fit_is_refused_before_tokenising(
 ):
     longest = validation.longest_token(load_tokenizer(tiny_model))
     rows = examples("instruction", 5)
+    rows[1]["input"] = "z" * (16 * longest + 1)  # an optional field counts as well
     rows[2]["output"] = "x" * (16 * longest + 1)
     rows[4]["instruction"] = "y" * 2_000_000  # the report's line was 20 MB
     r = api.upload(url(dataset), jsonl(rows), max_length=16)
@@ -141,9 +142,14 @@ def test_a_field_that_cannot_fit_is_refused_before_tokenising(
         for e in r.json()["errors"]
         if "more than max_length 16 tokens can hold" in e["message"]
     ]
-    assert by_characters == [(3, "output"), (5, "instruction")]
+    assert by_characters == [(2, "input"), (3, "output"), (5, "instruction")]
+    message = next(e["message"] for e in r.json()["errors"] if e["line"] == 3)
+    assert message == (
+        f"{16 * longest + 1:,} characters: more than max_length 16 tokens can hold "
+        f"(at most {16 * longest:,} characters)"
+    )
     # The other lines are tokenised, and their lengths reported in the same answer.
-    assert sorted(tokenised_lines) == [1, 2, 4]
+    assert sorted(tokenised_lines) == [1, 4]
 
 
 def test_long_tokens_are_not_refused_by_an_average(api, dataset):
