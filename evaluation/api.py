@@ -3,6 +3,7 @@ from ninja import Query, Router, Status
 
 from datasets_app.schemas import VersionOut
 from evaluation import comparisons, selectors, services
+from evaluation.general.services import general_set_version
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.schemas import (
     ComparisonIn,
@@ -20,6 +21,7 @@ from experiments.training.selectors import dataset_version_for
 from finetune_hub.api_errors import errors
 from finetune_hub.bounds import Id
 from finetune_hub.pagination import PageIn, api_page
+from finetune_hub.selectors import membership_require
 
 router = Router(tags=["evaluation and comparisons"])
 
@@ -56,6 +58,16 @@ def evaluation_out(e: EvaluationRun) -> dict:
         "created_at": e.created_at,
         "finished_at": e.finished_at,
     }
+
+
+@router.post("/teams/{team_id}/general-set", response={200: VersionOut, **errors(409)})
+def add_general_set(request, team_id: Id):
+    """The team's version of the general-capability set shipped with finetune_hub, added the
+    first time (later calls answer the same version)."""
+    from datasets_app.api import version_out
+
+    team = membership_require(user=request.auth, team=team_id).team
+    return version_out(general_set_version(team=team, by=request.auth))
 
 
 @router.post("/evaluations", response={201: EvaluationOut, **errors(409, 429)})

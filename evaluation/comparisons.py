@@ -312,24 +312,35 @@ def auto_results(comparison: Comparison) -> dict:
         "tests": [],
     }
     for name in names:
-        base = np.array([samples[0][x].stats[name] for x in common], dtype=float)
         for i in range(1, len(evaluations)):
-            other = np.array([samples[i][x].stats[name] for x in common], dtype=float)
-            test = statistics.paired_bootstrap(name, base, other)
-            better = (
-                (test["difference"] < 0) if name in LOWER_IS_BETTER else (test["difference"] > 0)
-            )
             out["tests"].append(
                 {
                     "metric": name,
                     "baseline": 0,
                     "subject": i,
-                    **test,
-                    "significant": test["p_value"] < SIGNIFICANCE,
-                    "subject_better": better,
+                    **paired_test(name, samples[0], samples[i], common),
                 }
             )
     return out
+
+
+def paired_test(name: str, base: dict, other: dict, common: list) -> dict:
+    """The paired bootstrap of `other` against `base` (samples by example id) on the
+    examples in `common`: difference, 95% interval, p-value, and what they mean."""
+    a = np.array([base[x].stats[name] for x in common], dtype=float)
+    b = np.array([other[x].stats[name] for x in common], dtype=float)
+    test = statistics.paired_bootstrap(name, a, b)
+    better = (test["difference"] < 0) if name in LOWER_IS_BETTER else (test["difference"] > 0)
+    return {**test, "significant": test["p_value"] < SIGNIFICANCE, "subject_better": better}
+
+
+def evaluations_paired(name: str, base: EvaluationRun, other: EvaluationRun) -> dict:
+    """paired_test of two evaluations on the examples both answered, and how many; None
+    when they share none."""
+    a = {s.example_id: s for s in base.samples.all()}
+    b = {s.example_id: s for s in other.samples.all()}
+    common = sorted(a.keys() & b.keys())
+    return {**paired_test(name, a, b, common), "samples": len(common)} if common else None
 
 
 def comparison_score(*, comparison: Comparison) -> dict | None:

@@ -8,7 +8,7 @@ from evaluation import metrics
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun
 from experiments.models import TrainingRun
 from finetune_hub.errors import invalid
-from finetune_hub.selectors import get_visible, visible_to
+from finetune_hub.selectors import get_visible, teams_for_user, visible_to
 
 
 def evaluations_for(*, user) -> QuerySet[EvaluationRun]:
@@ -21,7 +21,7 @@ RUN_CHOICES = 100
 def form_choices(*, user) -> dict:
     """What the evaluation and comparison forms offer: the user's published dataset
     versions, the newest RUN_CHOICES finished runs with an output (as subjects; any other
-    through the API) and the metric modules."""
+    through the API), the metric modules, and the teams the general set can be added to."""
     runs = visible_to(
         TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED).exclude(output_path=""),
         user=user,
@@ -31,6 +31,7 @@ def form_choices(*, user) -> dict:
         "versions": published_versions_for(user=user),
         "runs": runs.select_related("experiment").order_by("-finished_at", "-pk")[:RUN_CHOICES],
         "metric_names": [*metrics.available(), "loss"],
+        "teams": teams_for_user(user=user),
     }
 
 

@@ -141,6 +141,15 @@ class Subject:
         return Q(subject_kind=Kind.BASE_MODEL, base_model=self.base_model)
 
     @property
+    def form_value(self) -> str:
+        """The value the dashboard's forms post for this subject (from_form reads it)."""
+        if self.kind == Kind.RUN:
+            return f"run:{self.run}"
+        if self.kind == Kind.MODEL_VERSION:
+            return f"version:{self.version}"
+        return f"base:{self.base_model}"
+
+    @property
     def label(self) -> str:
         if self.kind == Kind.RUN:
             return f"run #{self.run}"

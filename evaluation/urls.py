@@ -5,6 +5,7 @@ from evaluation import views
 urlpatterns = [
     path("evaluations/", views.evaluation_list, name="evaluation_list"),
     path("evaluations/new/", views.evaluation_new, name="evaluation_new"),
+    path("evaluations/general-set/<int:team_id>/", views.general_set_add, name="general_set_add"),
     path("evaluations/<int:evaluation_id>/", views.evaluation_detail, name="evaluation_detail"),
     path("evaluations/<int:evaluation_id>/retry/", views.evaluation_retry, name="evaluation_retry"),
     path("comparisons/new/", views.comparison_new, name="comparison_new"),

@@ -4,14 +4,17 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.formats import to_messages
 from evaluation import comparisons, selectors, services
+from evaluation.general.forgetting import comparison_cards
+from evaluation.general.services import general_set_version
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.subjects import Subject
 from experiments.training.selectors import dataset_version_for
 from finetune_hub.display import model_info_rows
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
+from finetune_hub.selectors import membership_require
 from finetune_hub.textdiff import word_diff
-from finetune_hub.views import form_int, visible_or_404
+from finetune_hub.views import form_int, service_errors_as_messages, visible_or_404
 
 
 def evaluation_list(request):
@@ -26,6 +29,17 @@ def evaluation_list(request):
             **selectors.form_choices(user=request.user),
         },
     )
+
+
+@require_POST
+def general_set_add(request, team_id: int):
+    team = visible_or_404(membership_require, user=request.user, team=team_id).team
+    with service_errors_as_messages(request):
+        version = general_set_version(team=team, by=request.user)
+        messages.success(
+            request, f"{version} ({version.counts['eval']} questions) is in team {team.name}"
+        )
+    return redirect("evaluation_list")
 
 
 @require_POST
@@ -163,6 +177,7 @@ def comparison_detail(request, comparison_id: int):
             if comparison.mode == Comparison.Mode.HUMAN
             else None,
             "rows": rows,
+            "forgetting": comparison_cards(comparison) if ready else [],
         },
     )
 

@@ -5,6 +5,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evaluation.general.forgetting import base_of, paired
+from evaluation.general.generate import SPLIT
+from evaluation.general.services import general_version
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.subjects import Subject
 from finetune_hub.errors import FieldError, ServiceError, from_pydantic
@@ -35,6 +38,10 @@ class Policy(BaseModel):
     ab_metric: str = "chrf"
     require_approval: bool = False
     two_person_rule: bool = False
+    # The forgetting check: the version's general-set score must not be significantly below
+    # its base model's (paired bootstrap, 95%).
+    require_no_general_drop: bool = False
+    general_metric: str = "exact_match"
 
     @model_validator(mode="after")
     def _evaluation_named(self):
@@ -132,7 +139,59 @@ def check(version, alias: str, holder) -> tuple[list[FieldError], dict]:
             )
         else:
             evidence["comparison"] = found
+    if policy.require_no_general_drop:
+        failure, found = _general_drop(version, policy)
+        failures += failure
+        if found is not None:
+            evidence["general"] = found
     return failures, evidence
+
+
+def _general_drop(version, policy: Policy) -> tuple[list[FieldError], dict | None]:
+    """The forgetting check's general-set row of the version against its base model: a
+    failure when an evaluation is missing or the version is significantly worse."""
+    team = version.registered_model.team
+    general = general_version(team=team)
+    if general is None:
+        return [
+            FieldError(
+                field="require_no_general_drop",
+                message=f"The general-capability set is not in team {team.name}; add it and "
+                f"evaluate {version} and its base model on it",
+            )
+        ], None
+    subject = Subject.of_version(version)
+    row = paired(team, subject, base_of(subject), general, SPLIT, policy.general_metric)
+    if row["test"] is None:
+        missing = " and ".join(s.label for s in row["missing"]) or f"{version}"
+        return [
+            FieldError(
+                field="require_no_general_drop",
+                message=f"No finished evaluation of {missing} on {general} / {SPLIT} "
+                f"with {policy.general_metric}",
+            )
+        ], None
+    evidence = {
+        "dataset_version": general.pk,
+        "evaluation": row["subject_evaluation"].pk,
+        "base_evaluation": row["base_evaluation"].pk,
+        "metric": row["metric"],
+        "score": row["subject_score"],
+        "base_score": row["base_score"],
+        **row["test"],
+    }
+    if not row["drop"]:
+        return [], evidence
+    test = row["test"]
+    return [
+        FieldError(
+            field="require_no_general_drop",
+            message=f"{version} scores {policy.general_metric} {row['subject_score']:.4g} on "
+            f"the general set against {row['base_score']:.4g} for its base model: a "
+            f"significant drop of {-test['difference']:.4g} (95% interval "
+            f"{test['ci_low']:.4g} to {test['ci_high']:.4g}, p {test['p_value']:.3g})",
+        )
+    ], evidence
 
 
 def _threshold_failures(policy: Policy, evaluation: EvaluationRun) -> list[FieldError]:

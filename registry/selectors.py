@@ -2,6 +2,7 @@ from datetime import datetime
 
 from django.db.models import Avg, Count, Q, QuerySet
 
+from evaluation.general.forgetting import forgetting_check
 from evaluation.models import EvaluationRun
 from evaluation.subjects import Subject
 from experiments.models import TrainingRun
@@ -131,6 +132,18 @@ def evaluations_of(version: ModelVersion) -> QuerySet[EvaluationRun]:
         .select_related("dataset_version__dataset")
         .order_by("-finished_at")
     )
+
+
+def forgetting_cards(version: ModelVersion) -> list[dict]:
+    """The version's forgetting check (none for a version of a bare base model), its task
+    row on the data its run trained on (the eval split)."""
+    data = version.source_run.experiment.dataset_version
+    card = forgetting_check(
+        team=version.registered_model.team,
+        subject=Subject.of_version(version),
+        task=(data, "eval") if data is not None else None,
+    )
+    return [card] if card else []
 
 
 def history(*, model: RegisteredModel, alias: str) -> QuerySet[AliasEvent]:

@@ -76,6 +76,7 @@ def version_detail(request, name: str, number: int):
             "lineage": lineage,
             "base_model_rows": model_info_rows(lineage["base_model"]),
             "evaluations": selectors.evaluations_of(version),
+            "forgetting": selectors.forgetting_cards(version),
         },
     )
 

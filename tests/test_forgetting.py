@@ -1,0 +1,286 @@
+"""The forgetting check: a fine-tuned subject's general-set score beside its base model's,
+with the paired bootstrap's difference and 95% interval, on the comparison page and the
+model version page; and the promotion rule require_no_general_drop, which refuses a
+version significantly worse than its base model on the general set.
+
+Evaluations are built from stored answers with known hits (no model runs), so the numbers
+come from the real scoring and the real paired bootstrap."""
+
+import numpy as np
+import pytest
+from django.template.defaultfilters import floatformat
+
+from evaluation import statistics
+from evaluation.general.services import general_set_version
+from evaluation.models import Comparison, ComparisonSubject, EvaluationRun
+from evaluation.services import _score
+from evaluation.subjects import Subject
+from registry import services
+from registry.models import AliasEvent
+from tests.registry_helpers import trained_run
+from tests.test_comparisons import answered
+
+N = 313
+
+
+def evaluated(team, owner, dataset_version, subject: Subject, hit) -> EvaluationRun:
+    """A scored evaluation of `subject` that answers an example right where hit(position)."""
+    evaluation = answered(
+        team,
+        owner,
+        dataset_version,
+        "placeholder",
+        lambda e: e.fields["output"] if hit(e.position) else "no idea",
+    )
+    EvaluationRun.objects.filter(pk=evaluation.pk).update(**subject.fields)
+    evaluation.refresh_from_db()
+    _score(evaluation)
+    evaluation.refresh_from_db()
+    return evaluation
+
+
+def expected(base_hit, subject_hit, positions=range(N)) -> dict:
+    """The paired bootstrap computed here from the hits alone."""
+    base = np.array([[float(base_hit(i))] for i in positions])
+    mine = np.array([[float(subject_hit(i))] for i in positions])
+    return statistics.paired_bootstrap("exact_match", base, mine)
+
+
+def always(_):
+    return True
+
+
+def every_other(position):
+    return position % 2 == 0
+
+
+@pytest.fixture
+def general(team, owner):
+    return general_set_version(team=team, by=owner)
+
+
+@pytest.fixture
+def run(team, owner, tiny_model):
+    return trained_run(team, owner, tiny_model, seed=1)
+
+
+def of_run(run):
+    return Subject(kind="run", run=run.pk, base_model=run.model_base)
+
+
+def base(run):
+    return Subject(kind="base_model", base_model=run.model_base)
+
+
+def compare(team, owner, first: EvaluationRun, second: EvaluationRun) -> Comparison:
+    comparison = Comparison.objects.create(
+        team=team,
+        dataset_version=first.dataset_version,
+        split="eval",
+        mode="auto",
+        created_by=owner,
+    )
+    for index, evaluation in enumerate((first, second)):
+        ComparisonSubject.objects.create(comparison=comparison, index=index, evaluation=evaluation)
+    return comparison
+
+
+def task_comparison(team, owner, run):
+    """Base model and run on the run's own training data: the run gains (all right against
+    one in three)."""
+    task = run.experiment.dataset_version
+    return compare(
+        team,
+        owner,
+        evaluated(team, owner, task, base(run), lambda p: p % 3 == 0),
+        evaluated(team, owner, task, of_run(run), always),
+    )
+
+
+def test_the_comparison_page_shows_the_general_drop_beside_the_task_gain(
+    browser_client, team, owner, general, run
+):
+    mine = evaluated(team, owner, general, of_run(run), every_other)
+    theirs = evaluated(team, owner, general, base(run), always)
+    comparison = task_comparison(team, owner, run)
+    r = browser_client.get(f"/comparisons/{comparison.pk}/")
+    [card] = r.context["forgetting"]
+    assert (card["subject"], card["base"]) == (of_run(run), base(run))
+    row = card["general"]
+    assert (row["subject_evaluation"], row["base_evaluation"]) == (mine, theirs)
+    assert row["subject_score"] == pytest.approx(157 / N) and row["base_score"] == 1.0
+    test = expected(always, every_other)
+    assert {k: row["test"][k] for k in test} == test
+    assert row["test"]["samples"] == N and row["drop"] is True
+    examples = run.experiment.dataset_version.examples.filter(split="eval").order_by("pk")
+    task = card["task"]
+    assert task["metric"] == "exact_match" and task["drop"] is False
+    gain = expected(lambda p: p % 3 == 0, always, [e.position for e in examples])
+    assert {k: task["test"][k] for k in gain} == gain and gain["difference"] > 0
+    page = r.content.decode()
+    assert f"Forgetting check: run #{run.pk} against base model {run.model_base}" in page
+    for shown in (test, gain):
+        assert f"<b>{floatformat(shown['difference'], 4)}</b>" in page
+        assert f"{floatformat(shown['ci_low'], 4)} – {floatformat(shown['ci_high'], 4)}" in page
+    assert "significant drop" in page and "Task gain" in page
+
+
+def test_a_comparison_of_base_models_only_has_no_card(browser_client, team, owner, general):
+    comparison = compare(
+        team,
+        owner,
+        evaluated(team, owner, general, Subject(kind="base_model", base_model="a"), always),
+        evaluated(team, owner, general, Subject(kind="base_model", base_model="b"), always),
+    )
+    r = browser_client.get(f"/comparisons/{comparison.pk}/")
+    assert r.context["forgetting"] == [] and "Forgetting check" not in r.content.decode()
+
+
+def test_missing_general_evaluations_are_named_with_a_button_to_queue_each(
+    browser_client, team, owner, general, run
+):
+    comparison = task_comparison(team, owner, run)
+    page = browser_client.get(f"/comparisons/{comparison.pk}/").content.decode()
+    assert (
+        f"Evaluate run #{run.pk} and base model {run.model_base} on this data to compare." in page
+    )
+    assert f'name="subject" value="run:{run.pk}"' in page
+    assert f'name="subject" value="base:{run.model_base}"' in page
+    assert f'name="dataset_version" value="{general.pk}"' in page
+    assert f"Queue run #{run.pk} on the general set" in page
+
+
+def test_without_the_general_set_the_card_offers_to_add_it(browser_client, team, owner, run):
+    comparison = task_comparison(team, owner, run)
+    page = browser_client.get(f"/comparisons/{comparison.pk}/").content.decode()
+    assert "The general-capability set is not in team Acme yet." in page
+    assert "Add the general-capability set to Acme" in page
+
+
+@pytest.fixture
+def model(team, owner):
+    return services.model_create(team=team, name="triage", by=owner)
+
+
+@pytest.fixture
+def versions(model, owner, run, team, tiny_model):
+    second = trained_run(team, owner, tiny_model, seed=2, experiment=run.experiment)
+    return [services.version_register(model=model, run=r, by=owner) for r in (run, second)]
+
+
+def of_version(version):
+    return Subject.of_version(version)
+
+
+def version_base(version):
+    return Subject(kind="base_model", base_model=version.base_model)
+
+
+def test_the_version_page_shows_the_check(browser_client, team, owner, general, versions):
+    version = versions[1]
+    evaluated(team, owner, general, of_version(version), lambda p: p % 5 != 0)
+    evaluated(team, owner, general, version_base(version), lambda p: p % 5 != 1)
+    r = browser_client.get(f"/registry/triage/v/{version.number}/")
+    [card] = r.context["forgetting"]
+    test = expected(lambda p: p % 5 != 1, lambda p: p % 5 != 0)
+    assert {k: card["general"]["test"][k] for k in test} == test
+    assert card["general"]["drop"] is False  # the same score, other questions missed
+    assert card["task"]["missing"] == [of_version(version), version_base(version)]
+    page = r.content.decode()
+    assert f"Forgetting check: model version {version.pk} against base model" in page
+    assert "no significant change" in page
+
+
+def set_policy(model, owner, **rules):
+    services.policy_set(model=model, by=owner, policy={"require_no_general_drop": True, **rules})
+
+
+def promote(api, number):
+    return api.put(
+        "/api/registry/models/triage/aliases/production", {"version": number, "reason": "ship"}
+    )
+
+
+def test_a_significant_general_drop_refuses_the_promotion(
+    api, model, owner, team, general, versions
+):
+    set_policy(model, owner)
+    version = versions[0]
+    evaluated(team, owner, general, of_version(version), every_other)
+    evaluated(team, owner, general, version_base(version), always)
+    r = promote(api, 1)
+    assert r.status_code == 409, r.content
+    test = expected(always, every_other)
+    assert r.json()["errors"] == [
+        {
+            "field": "require_no_general_drop",
+            "message": f"{version} scores exact_match {157 / N:.4g} on the general set against "
+            f"1 for its base model: a significant drop of {-test['difference']:.4g} (95% "
+            f"interval {test['ci_low']:.4g} to {test['ci_high']:.4g}, p {test['p_value']:.3g})",
+        }
+    ]
+    assert not model.aliases.filter(name="production").exists()
+
+
+def test_no_significant_general_drop_passes_with_its_evidence(
+    api, model, owner, team, general, versions
+):
+    set_policy(model, owner)
+    version = versions[0]
+    mine = evaluated(team, owner, general, of_version(version), lambda p: p != 7)
+    theirs = evaluated(team, owner, general, version_base(version), always)
+    r = promote(api, 1)
+    assert r.status_code == 200, r.content
+    evidence = AliasEvent.objects.get(alias="production").evidence
+    test = expected(always, lambda p: p != 7)
+    assert test["p_value"] >= 0.05 and test["difference"] < 0  # worse, not significantly
+    assert evidence["general"] == {
+        "dataset_version": general.pk,
+        "evaluation": mine.pk,
+        "base_evaluation": theirs.pk,
+        "metric": "exact_match",
+        "score": (N - 1) / N,
+        "base_score": 1.0,
+        **test,
+        "significant": False,
+        "subject_better": False,
+        "samples": N,
+    }
+    assert evidence["policy"]["require_no_general_drop"] is True
+
+
+def test_missing_general_evaluations_refuse_the_promotion(
+    api, model, owner, team, general, versions
+):
+    set_policy(model, owner)
+    version = versions[0]
+    evaluated(team, owner, general, of_version(version), always)
+    r = promote(api, 1)
+    assert r.status_code == 409
+    assert r.json()["errors"] == [
+        {
+            "field": "require_no_general_drop",
+            "message": f"No finished evaluation of base model {version.base_model} on "
+            f"{general} / eval with exact_match",
+        }
+    ]
+
+
+def test_without_the_general_set_the_rule_says_to_add_it(api, model, owner, versions):
+    set_policy(model, owner)
+    r = promote(api, 1)
+    assert r.status_code == 409
+    assert r.json()["errors"] == [
+        {
+            "field": "require_no_general_drop",
+            "message": "The general-capability set is not in team Acme; add it and evaluate "
+            f"{versions[0]} and its base model on it",
+        }
+    ]
+
+
+def test_the_rule_is_off_by_default(api, model, owner, team, general, versions):
+    evaluated(team, owner, general, of_version(versions[0]), lambda p: False)
+    evaluated(team, owner, general, version_base(versions[0]), always)
+    services.policy_set(model=model, by=owner, policy={})
+    assert promote(api, 1).status_code == 200
