@@ -100,6 +100,9 @@ class TrainingRun(models.Model):
     output_path = models.CharField(max_length=500, blank=True, help_text="under ARTIFACT_ROOT")
     output_files = models.JSONField(default=dict, help_text="file name -> sha256")
     peak_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    stop_reason = models.TextField(
+        blank=True, help_text="why training ended before its last step, and what was kept"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.QUEUED)
     name = models.CharField(max_length=200, blank=True)

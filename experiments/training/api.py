@@ -4,7 +4,7 @@ from django.http import HttpResponse
 from ninja import Query, Router, Status
 
 from experiments.models import TrainingRun
-from experiments.training import selectors, services
+from experiments.training import guards, selectors, services
 from experiments.training.schemas import (
     CompareIn,
     EstimateIn,
@@ -59,6 +59,7 @@ def run_out(run: TrainingRun, site_admin: bool = False) -> dict:
         "output_files": run.output_files,
         "base_model": run.base_model_info,
         "peak_memory_bytes": run.peak_memory_bytes,
+        "stop_reason": run.stop_reason,
         "source": run.source,
         "name": run.name,
         "tags": run.tags,
@@ -101,9 +102,14 @@ def estimate_experiment(request, payload: EstimateIn):
     params = hp.validate(
         payload.technique, payload.hyperparameters, context_length=services.context_length(config)
     )
+    warnings = []
+    if payload.dataset_version is not None:
+        version = selectors.dataset_version_for(user=request.auth, ref=payload.dataset_version)
+        warnings = guards.warnings(payload.technique, params, version.counts)
     return {
         "hyperparameters": params,
         "estimate": services.estimates_for(config, payload.technique, params),
+        "warnings": warnings,
     }
 
 
@@ -297,9 +303,11 @@ def get_run(request, run_id: Id):
 @router.get("/runs/{run_id}/metrics", response=RunMetricsOut)
 def get_metrics(request, run_id: Id, metric_keys: str | None = KEYS, max_points: Id = 1000):
     run = selectors.run_get(user=request.auth, run_id=run_id)
+    metrics = selectors.run_metrics(run=run, keys=_keys(metric_keys), max_points=max_points)
     return {
         "run": run.pk,
-        "metrics": selectors.run_metrics(run=run, keys=_keys(metric_keys), max_points=max_points),
+        "metrics": metrics,
+        "overfitting": guards.diverging(metrics.get("loss"), metrics.get("eval_loss")),
     }
 
 

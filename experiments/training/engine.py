@@ -10,7 +10,7 @@ import torch
 from datasets_app import formats
 from datasets_app.models import DataFormat
 from experiments.models import Technique, TrainingRun
-from experiments.training import reporting, speed
+from experiments.training import guards, reporting, speed
 from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
 from experiments.training.reporting import RunReporter
 from finetune_hub.errors import ServiceError
@@ -133,47 +133,67 @@ def peft_config(technique: str, params: dict):
     return None
 
 
+def early_stopping(run: TrainingRun, has_eval: bool) -> int:
+    """The run's patience (0: off): guards.py decides from its settings and its data."""
+    counts = run.experiment.dataset_version.counts if has_eval else {}
+    return guards.early_stopping_patience(run.experiment.hyperparameters, counts)
+
+
 def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) -> dict:
     params = run.experiment.hyperparameters
     on_cuda = device() == "cuda"
-    return dict(
-        output_dir=str(output_dir),
-        learning_rate=params["learning_rate"],
-        num_train_epochs=params["num_train_epochs"],
-        max_steps=params["max_steps"],
-        warmup_steps=params["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
-        lr_scheduler_type=params["lr_scheduler_type"],
-        weight_decay=params["weight_decay"],
-        per_device_train_batch_size=params["per_device_train_batch_size"],
-        per_device_eval_batch_size=params["per_device_train_batch_size"],
-        gradient_accumulation_steps=params["gradient_accumulation_steps"],
-        gradient_checkpointing=params["gradient_checkpointing"],
-        # Reentrant checkpointing needs an input that requires grad and replays RNG twice; the
-        # non-reentrant kind is what PyTorch recommends and what peft's adapters work with.
-        gradient_checkpointing_kwargs=(
-            {"use_reentrant": False} if params["gradient_checkpointing"] else None
-        ),
-        optim=fast["optim"],
-        use_liger_kernel=fast["liger_kernel"],
-        seed=params["seed"],
-        data_seed=params["seed"],
-        logging_steps=params["logging_steps"],
-        save_strategy="steps",
-        save_steps=params["save_steps"],
-        save_total_limit=3,
-        eval_strategy="steps" if has_eval else "no",
-        eval_on_start=has_eval,  # the base model's eval loss: the point the curve improves on
-        eval_steps=params["eval_steps"],
-        bf16=on_cuda,
-        use_cpu=not on_cuda,
-        report_to=[],
-        # Data parallel over several processes: every adapter or weight gets a gradient each
-        # step, so DDP need not search the graph for unused parameters.
-        ddp_find_unused_parameters=False if params.get("gpus", 1) > 1 else None,
-        # Real tokens: pad tokens are not trained on and must not inflate tokens/s.
-        include_num_input_tokens_seen="non_padding",
-        disable_tqdm=False,
-        dataloader_num_workers=0,
+    stopping = (
+        # The best checkpoint by eval loss is loaded at the end and saved as the output
+        # (saves fall on evaluations: hyperparameters.validate checks it).
+        dict(
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
+        if early_stopping(run, has_eval)
+        else {}
+    )
+    return (
+        dict(
+            output_dir=str(output_dir),
+            learning_rate=params["learning_rate"],
+            num_train_epochs=params["num_train_epochs"],
+            max_steps=params["max_steps"],
+            warmup_steps=params["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
+            lr_scheduler_type=params["lr_scheduler_type"],
+            weight_decay=params["weight_decay"],
+            per_device_train_batch_size=params["per_device_train_batch_size"],
+            per_device_eval_batch_size=params["per_device_train_batch_size"],
+            gradient_accumulation_steps=params["gradient_accumulation_steps"],
+            gradient_checkpointing=params["gradient_checkpointing"],
+            # Reentrant checkpointing needs an input that requires grad and replays RNG twice; the
+            # non-reentrant kind is what PyTorch recommends and what peft's adapters work with.
+            gradient_checkpointing_kwargs=(
+                {"use_reentrant": False} if params["gradient_checkpointing"] else None
+            ),
+            optim=fast["optim"],
+            use_liger_kernel=fast["liger_kernel"],
+            seed=params["seed"],
+            data_seed=params["seed"],
+            logging_steps=params["logging_steps"],
+            save_strategy="steps",
+            save_steps=params["save_steps"],
+            save_total_limit=3,
+            eval_strategy="steps" if has_eval else "no",
+            eval_on_start=has_eval,  # the base model's eval loss: the point the curve improves on
+            eval_steps=params["eval_steps"],
+            bf16=on_cuda,
+            use_cpu=not on_cuda,
+            report_to=[],
+            # Data parallel over several processes: every adapter or weight gets a gradient each
+            # step, so DDP need not search the graph for unused parameters.
+            ddp_find_unused_parameters=False if params.get("gpus", 1) > 1 else None,
+            # Real tokens: pad tokens are not trained on and must not inflate tokens/s.
+            include_num_input_tokens_seen="non_padding",
+            disable_tqdm=False,
+            dataloader_num_workers=0,
+        )
+        | stopping
     )
 
 
@@ -186,12 +206,22 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
     log.info("Speed settings: %s", fast)
     model, tokenizer = load_model(run, fast)
     args = common_args(run, output_dir, evaluation is not None, fast)
+    callbacks = [reporter]
+    if patience := early_stopping(run, evaluation is not None):
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=patience,
+                early_stopping_threshold=params["early_stopping_min_delta"],
+            )
+        )
     shared = dict(
         model=model,
         processing_class=tokenizer,
         train_dataset=train,
         eval_dataset=evaluation,
-        callbacks=[reporter],
+        callbacks=callbacks,
         peft_config=peft_config(experiment.technique, params),
     )
     if experiment.technique == Technique.DPO:
@@ -219,6 +249,26 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
     if fast["bf16_adapter_inputs"]:
         speed.keep_adapter_inputs_in_compute_dtype(trainer.model)
     return trainer
+
+
+def stop_reason(run: TrainingRun, state, args) -> str:
+    """Why training ended before its last step (early stopping), and which checkpoint the
+    output is when the best one was kept; empty when it ran to the end with nothing to say."""
+    params = run.experiment.hyperparameters
+    parts = []
+    if state.global_step < state.max_steps:
+        patience = early_stopping(run, True)
+        parts.append(
+            f"Stopped early at step {state.global_step} of {state.max_steps}: eval loss did "
+            f"not improve by more than {params['early_stopping_min_delta']:g} in {patience} "
+            "evaluations."
+        )
+    if args.load_best_model_at_end and state.best_model_checkpoint:
+        best = Path(state.best_model_checkpoint).name.removeprefix("checkpoint-")
+        parts.append(
+            f"The output is the best checkpoint, step {best} (eval loss {state.best_metric:.4g})."
+        )
+    return " ".join(parts)
 
 
 def latest_checkpoint(run: TrainingRun) -> str | None:
@@ -275,6 +325,7 @@ def train(run: TrainingRun, log_path: Path) -> None:
     assert_no_pickles(final)
     peak = torch.cuda.max_memory_allocated() if device() == "cuda" else None
     TrainingRun.objects.filter(pk=run.pk).update(
+        stop_reason=stop_reason(run, trainer.state, trainer.args),
         output_path=str(final.relative_to(artifact_path(""))),
         output_files=files_sha256(final),
         peak_memory_bytes=peak,

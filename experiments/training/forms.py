@@ -37,6 +37,13 @@ FIELDS = [
     ("seed", "Seed", int, "all"),
     ("gradient_checkpointing", "Gradient checkpointing", _bool, "all"),
     ("gpus", "GPUs for one run, data parallel (CPU worker: processes)", int, "all"),
+    (
+        "early_stopping_patience",
+        "Early stopping patience (blank: on under 1,000 examples)",
+        int,
+        "all",
+    ),
+    ("early_stopping_min_delta", "Early stopping: smallest eval loss improvement", float, "all"),
     ("packing", "Packing, padding-free (auto: on CUDA workers)", _switch, "sft"),
     ("attention", "Attention (auto: varlen FlashAttention when packing)", str, "all"),
     ("liger_kernel", "Liger kernels (auto: on CUDA workers with liger-kernel)", _switch, "all"),

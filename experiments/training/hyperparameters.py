@@ -43,6 +43,11 @@ class Hyperparameters(BaseModel):
     # batch is gpus x per-device batch x accumulation. On a CPU worker, `gpus` processes
     # train together over gloo.
     gpus: int = Field(1, ge=1, le=8)
+    # Early stopping on eval loss (guards.py): evaluations without an improvement larger than
+    # the minimum delta before training stops, the best checkpoint kept as the output. Blank:
+    # on (3) when the training split is under 1,000 examples; 0: off.
+    early_stopping_patience: int | None = Field(None, ge=0, le=1000)
+    early_stopping_min_delta: float = Field(0.0, ge=0)
     # Speed switches (experiments/training/speed.py); None: on where it pays, a CUDA worker.
     packing: bool | None = None
     attention: Literal["auto", "varlen", "sdpa", "eager"] = "auto"
@@ -111,6 +116,21 @@ def validate(technique: str, raw: dict | None, *, context_length: int | None) ->
                 FieldError(
                     field="hyperparameters.max_length",
                     message=f"{params.max_length} is over the model's context of {context_length}",
+                )
+            ],
+        )
+    if params.early_stopping_patience and params.save_steps % params.eval_steps:
+        raise ServiceError(
+            detail="Invalid hyperparameters",
+            status=422,
+            errors=[
+                FieldError(
+                    field="hyperparameters.early_stopping_patience",
+                    message=(
+                        f"early stopping keeps the best checkpoint, so save_steps "
+                        f"({params.save_steps}) must be a multiple of eval_steps "
+                        f"({params.eval_steps})"
+                    ),
                 )
             ],
         )

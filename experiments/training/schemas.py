@@ -29,6 +29,8 @@ class EstimateIn(Schema):
     base_model: str = "embedded"
     technique: str
     hyperparameters: dict = {}
+    # With a dataset version, the answer adds the overfitting guard's warnings for that data.
+    dataset_version: Id | None = None
 
 
 class RunIn(Schema):
@@ -46,6 +48,7 @@ Estimates = dict[str, dict[str, Any]]
 class EstimateOut(Schema):
     hyperparameters: dict[str, Any]
     estimate: Estimates
+    warnings: list[str]  # what the guide warns about for these settings on that data
 
 
 class CheckpointOut(Schema):
@@ -76,6 +79,7 @@ class RunOut(Schema):
     output_files: dict[str, str]  # file name -> sha256
     base_model: dict[str, Any]
     peak_memory_bytes: int | None
+    stop_reason: str  # why training ended before its last step (early stopping), what was kept
     source: str  # queued (trained by a worker here) or tracked (trained elsewhere)
     name: str
     tags: dict[str, str]
@@ -106,9 +110,16 @@ class SeriesOut(Schema):
     values: list[float]
 
 
+class OverfittingOut(Schema):
+    step: int  # the evaluation after which eval loss kept rising
+    message: str
+
+
 class RunMetricsOut(Schema):
     run: int
     metrics: dict[str, SeriesOut]  # by metric name
+    # Eval loss rising while training loss falls (with loss and eval_loss among the keys).
+    overfitting: OverfittingOut | None = None
 
 
 class RunRowOut(RunOut):

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from datasets_app.selectors import published_versions_for
 from experiments import tracked
 from experiments.models import Technique, TrainingRun
-from experiments.training import forms, selectors, services
+from experiments.training import forms, guards, selectors, services
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
@@ -90,6 +90,15 @@ def experiment_detail(request, experiment_id: int):
         {
             "experiment": experiment,
             "runs": paginate(request, selectors.runs_of(experiment=experiment)),
+            "warnings": (
+                guards.warnings(
+                    experiment.technique,
+                    experiment.hyperparameters,
+                    experiment.dataset_version.counts,
+                )
+                if experiment.dataset_version
+                else []
+            ),
         },
     )
 

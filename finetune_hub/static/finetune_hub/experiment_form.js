@@ -50,6 +50,7 @@
   let timer;
   async function estimate() {
     const body = {base_model: form.base_model.value, technique: form.technique.value, hyperparameters: params()};
+    if (form.dataset_version && form.dataset_version.value) body.dataset_version = Number(form.dataset_version.value);
     const r = await fetch(form.dataset.estimateUrl, {method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}, body: JSON.stringify(body)});
     const data = await r.json();
@@ -70,6 +71,13 @@
       row("Learning rate", data.hyperparameters.learning_rate));
     out.replaceChildren(table);
     if (gpu.needs_cuda) out.append(el("p", "needs a CUDA worker", "badge warn"));
+    if (data.warnings.length) {
+      const box = el("div", "", "warnings");
+      box.id = "guard-warnings";
+      box.append(el("b", "Overfitting guard"));
+      data.warnings.forEach((w) => box.append(el("p", w)));
+      out.append(box);
+    }
   }
 
   form.addEventListener("input", () => { showGroups(); clearTimeout(timer); timer = setTimeout(estimate, 300); });

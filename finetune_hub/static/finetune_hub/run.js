@@ -48,6 +48,18 @@
       fetch(logsUrl).then((r) => r.json()),
     ]);
     draw(metrics.metrics);
+    // The overfitting guard's flag: a line on the loss chart where eval loss began to rise.
+    const flag = document.getElementById("overfitting");
+    flag.hidden = !metrics.overfitting;
+    flag.textContent = metrics.overfitting ? metrics.overfitting.message : "";
+    if (metrics.overfitting) {
+      Plotly.relayout("chart-loss", {shapes: [{type: "line", xref: "x", yref: "paper",
+        x0: metrics.overfitting.step, x1: metrics.overfitting.step, y0: 0, y1: 1,
+        line: {color: "#b54708", dash: "dot"}}]});
+    }
+    const stop = document.getElementById("stop-reason");
+    stop.hidden = !run.stop_reason;
+    stop.textContent = run.stop_reason || "";
     document.getElementById("step").textContent = `${run.step} / ${run.total_steps}`;
     document.getElementById("progress").textContent = `${Math.round(run.progress * 100)}%`;
     document.getElementById("eta").textContent = run.eta_seconds ? `${Math.round(run.eta_seconds)} s` : "–";
