@@ -155,8 +155,38 @@ def test_over_long_examples_count_tokens(api, make_dataset, isolated_artifacts):
     errors = errors_of(api.upload(upload_url(dataset), jsonl(rows), max_length=128))
     assert len(errors) == 1
     line, field, message = errors[0]
-    assert line == 4 and field == "output" and "over max_length 128" in message
-    assert int(message.split()[0]) > 200
+    # Counted on the text the model sees: the chat template's tokens included, no BOS added.
+    assert (line, field, message) == (
+        4,
+        "output",
+        f"{chat_tokens(rows[3])} tokens, over max_length 128",
+    )
+    assert_nothing_stored(dataset, isolated_artifacts)
+
+
+def chat_tokens(fields: dict) -> int:
+    """Tokens of the example through the tiny model's chat template (SmolLM2's)."""
+    from django.conf import settings
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.DEFAULT_BASE_MODEL)
+    messages = [
+        {"role": "user", "content": fields.get("instruction") or fields["prompt"]},
+        {"role": "assistant", "content": fields.get("output") or fields["rejected"]},
+    ]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_a_preference_example_is_as_long_as_its_longer_answer(
+    api, make_dataset, isolated_artifacts
+):
+    """The rejected answer counts too: a short chosen does not let a long rejected through."""
+    dataset = make_dataset("preference")
+    rows = examples("preference", 5)
+    rows[2] = {"prompt": "Say it", "chosen": "ok", "rejected": "no " * 150}
+    errors = errors_of(api.upload(upload_url(dataset), jsonl(rows), max_length=128))
+    assert errors == [(3, "rejected", f"{chat_tokens(rows[2])} tokens, over max_length 128")]
     assert_nothing_stored(dataset, isolated_artifacts)
 
 
