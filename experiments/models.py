@@ -9,6 +9,8 @@ class Technique(models.TextChoices):
     LORA = "lora", "LoRA"
     QLORA = "qlora", "QLoRA (4-bit, CUDA)"
     PREFIX = "prefix", "Prefix tuning"
+    IA3 = "ia3", "IA3 (learned rescaling vectors)"
+    LOHA = "loha", "LoHa (low-rank Hadamard adapter)"
     DPO = "dpo", "DPO (preference data)"
 
 

@@ -1,7 +1,9 @@
-"""Serving the version an alias holds. Each process loads a base model once and keeps the
-adapters of the versions it served on it (peft multi-adapter); promotion and rollback
-change which adapter answers on the next request, with no restart."""
+"""Serving the version an alias holds. Each process loads a base model once per adapter kind
+(peft holds adapters of one type on a model: LoRA, IA3, LoHa...) and keeps the adapters of
+the versions it served on it (peft multi-adapter); promotion and rollback change which
+adapter answers on the next request, with no restart."""
 
+import json
 import threading
 import time
 
@@ -23,15 +25,16 @@ def _key(version: ModelVersion) -> str:
 class ModelServer:
     def __init__(self):
         self.lock = threading.Lock()
-        self.bases: dict[str, tuple] = {}  # base path -> (peft model or base, tokenizer, adapters)
+        # (base path, peft type) -> [peft model or base, tokenizer, adapter names]
+        self.bases: dict[tuple[str, str], list] = {}
         self.full: dict[str, tuple] = {}  # version key -> (model, tokenizer)
 
-    def _base(self, ref: str):
-        path = base_models.resolve(ref)
-        if path not in self.bases:
+    def _base(self, ref: str, peft_type: str):
+        key = (base_models.resolve(ref), peft_type)
+        if key not in self.bases:
             model, tokenizer = generation.load(ref)
-            self.bases[path] = [model, tokenizer, set()]
-        return self.bases[path]
+            self.bases[key] = [model, tokenizer, set()]
+        return self.bases[key]
 
     def _model_for(self, version: ModelVersion):
         """Files are checked against their recorded hashes (and for pickles) when a version is
@@ -42,12 +45,14 @@ class ModelServer:
                 verified_folder(version)
                 self.full[key] = generation.load(version.base_model, version.artifact_path)
             return self.full[key]
-        entry = self._base(version.base_model)
         name = key
-        if name not in entry[2]:
+        entry = next((e for e in self.bases.values() if name in e[2]), None)
+        if entry is None:
             from peft import PeftModel
 
             folder = verified_folder(version)
+            peft_type = json.loads((folder / "adapter_config.json").read_text())["peft_type"]
+            entry = self._base(version.base_model, peft_type)
             if entry[2]:
                 entry[0].load_adapter(str(folder), adapter_name=name)
             else:

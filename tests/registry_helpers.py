@@ -1,5 +1,6 @@
-"""Trained runs without training: a real LoRA adapter (random, so versions answer
-differently) saved where a run's output goes. Registry tests need outputs, not training."""
+"""Trained runs without training: a real adapter (LoRA, IA3 or LoHa; random, so versions
+answer differently) saved where a run's output goes. Registry tests need outputs, not
+training."""
 
 import hashlib
 
@@ -9,20 +10,45 @@ from finetune_hub.storage import artifact_path
 from tests.training_helpers import make_experiment
 
 
-def trained_run(team, owner, tiny_model, seed: int, experiment=None) -> TrainingRun:
+def adapter_config(kind: str):
+    """An adapter config of the kind. LoRA starts random; IA3 and LoHa start as the identity
+    and trained_run moves them (their own random starts answer as the base does here)."""
+    from peft import IA3Config, LoHaConfig, LoraConfig
+
+    if kind == "ia3":
+        return IA3Config(
+            target_modules=["k_proj", "v_proj", "down_proj"],
+            feedforward_modules=["down_proj"],
+            task_type="CAUSAL_LM",
+        )
+    if kind == "loha":
+        return LoHaConfig(
+            r=4,
+            alpha=8,
+            target_modules=["q_proj", "v_proj"],
+            task_type="CAUSAL_LM",
+        )
+    return LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+    )
+
+
+def trained_run(
+    team, owner, tiny_model, seed: int, experiment=None, kind: str = "lora"
+) -> TrainingRun:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    experiment = experiment or make_experiment(team, owner, tiny_model)
+    experiment = experiment or make_experiment(team, owner, tiny_model, technique=kind)
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     torch.manual_seed(seed)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model),
-        LoraConfig(
-            r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
-        ),
-    )
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), adapter_config(kind))
+    if kind != "lora":
+        with torch.no_grad():  # a "trained" adapter: each weight moved by N(0, 1)
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.add_(torch.randn_like(parameter))
     folder = artifact_path(f"runs/{run.pk}/final")
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)

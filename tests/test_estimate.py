@@ -2,12 +2,14 @@
 tiny model, and the usual table's orders of magnitude for real configs (no weights loaded)."""
 
 import pytest
-from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+from peft import IA3Config, LoHaConfig, LoraConfig, PrefixTuningConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from experiments.training.estimate import (
     count_params,
     estimate,
+    ia3_params,
+    loha_params,
     lora_params,
     prefix_params,
 )
@@ -94,13 +96,65 @@ def test_prefix_params_match_peft():
     assert prefix_params(model.config, 5) == model.get_nb_trainable_parameters()[0]
 
 
+@pytest.mark.parametrize(
+    "targets, feedforward",
+    [
+        (["k_proj", "v_proj", "down_proj"], ["down_proj"]),  # the default
+        (["q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], ["up_proj", "down_proj"]),
+        (["k_proj", "v_proj"], []),
+    ],
+)
+def test_ia3_params_match_peft(targets, feedforward):
+    """A feed-forward module's vector is its input's size, any other module's its output's
+    (k_proj, v_proj, gate_proj, up_proj and down_proj differ in and out on the tiny model,
+    so a swap shows)."""
+    config = IA3Config(target_modules=targets, feedforward_modules=feedforward)
+    model = get_peft_model(tiny(), config)
+    expected = model.get_nb_trainable_parameters()[0]
+    assert ia3_params(model.config, targets, feedforward) == expected
+
+
+def test_ia3_feedforward_must_be_targeted():
+    with pytest.raises(ValueError, match="ia3_feedforward_modules"):
+        ia3_params(LlamaConfig(**TINY), ["k_proj"], ["down_proj"])
+
+
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["gate_proj", "down_proj"]])
+def test_loha_params_match_peft(targets):
+    model = get_peft_model(tiny(), LoHaConfig(r=4, alpha=8, target_modules=targets))
+    assert loha_params(model.config, 4, targets) == model.get_nb_trainable_parameters()[0]
+
+
+@pytest.mark.parametrize(
+    "technique, hyperparameters",
+    [
+        ("ia3", {}),
+        ("ia3", {"ia3_target_modules": ["q_proj", "up_proj"], "ia3_feedforward_modules": []}),
+        ("loha", {}),
+        ("loha", {"lora_r": 8, "lora_target_modules": "all-linear"}),
+    ],
+)
+def test_estimate_counts_what_the_engine_trains(technique, hyperparameters):
+    """The estimate's trainable parameters are peft's count of the engine's own config, built
+    from the validated hyperparameters (the defaults included)."""
+    from experiments.training.engine import peft_config
+    from experiments.training.hyperparameters import validate
+
+    params = validate(technique, hyperparameters, context_length=None)
+    model = get_peft_model(tiny(), peft_config(technique, params))
+    result = estimate(model.config, technique=technique, hyperparameters=params)
+    assert result.trainable_params == model.get_nb_trainable_parameters()[0]
+
+
 def test_llama_8b_lands_in_the_usual_table():
     """The tables' "working batch": 8 sequences of 512 tokens."""
     shape = {"per_device_train_batch_size": 8, "max_length": 512}
     full, lora = total_gb("full", **shape), total_gb("lora", **shape)
     qlora, prefix = total_gb("qlora", **shape), total_gb("prefix", **shape)
+    ia3, loha = total_gb("ia3", **shape), total_gb("loha", **shape)
     assert 100 < full < 200  # "about 2x80 GB"
     assert 18 < lora < 45
+    assert ia3 < lora < loha < full  # IA3 trains vectors; LoHa twice LoRA's factors
     assert 6 < qlora < 26
     assert qlora < lora < full
     assert prefix < full
@@ -141,6 +195,9 @@ def test_as_dict_adds_human_sizes():
         ("lora", {"per_device_train_batch_size": 0}, "per_device_train_batch_size"),
         ("full", {"max_length": -1}, "max_length"),
         ("lora", {"lora_target_modules": ["lm_head"]}, "lora_target_modules"),
+        ("loha", {"lora_r": 0}, "lora_r"),
+        ("ia3", {"ia3_target_modules": ["lm_head"]}, "ia3_target_modules"),
+        ("ia3", {"ia3_feedforward_modules": ["up_proj"]}, "ia3_feedforward_modules"),
         ("dpo", {"dpo_base": "prefix"}, "dpo_base"),
         ("prefix", {"gradient_checkpointing": True}, "gradient checkpointing"),
     ],

@@ -19,9 +19,23 @@ def model(team, owner):
 
 
 @pytest.fixture
-def runs(team, owner, tiny_model):
-    first = trained_run(team, owner, tiny_model, seed=1)
-    return [first, trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)]
+def adapter_kind():
+    """The peft adapter the runs carry; the export and serving tests take each kind."""
+    return "lora"
+
+
+ADAPTER_KINDS = pytest.mark.parametrize("adapter_kind", ["lora", "ia3", "loha"])
+
+
+@pytest.fixture
+def runs(team, owner, tiny_model, adapter_kind):
+    first = trained_run(team, owner, tiny_model, seed=1, kind=adapter_kind)
+    return [
+        first,
+        trained_run(
+            team, owner, tiny_model, seed=2, experiment=first.experiment, kind=adapter_kind
+        ),
+    ]
 
 
 @pytest.fixture
@@ -282,8 +296,9 @@ def test_it_validates_ownership(outsider_api, api, model, versions, owner):
     assert AliasEvent.objects.count() == 1 and ModelVersion.objects.count() == 2
 
 
+@ADAPTER_KINDS
 def test_exported_adapter_loads_with_plain_peft_and_matches_serving(
-    api, model, versions, owner, tmp_path, tiny_model
+    api, model, versions, owner, tmp_path, tiny_model, adapter_kind
 ):
     import subprocess
     import sys
@@ -303,6 +318,8 @@ def test_exported_adapter_loads_with_plain_peft_and_matches_serving(
     assert any(n.endswith("manifest.json") for n in names)
     assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)
     folder = next((tmp_path / "out").iterdir())
+    config = __import__("json").loads((folder / "adapter_config.json").read_text())
+    assert config["peft_type"] == adapter_kind.upper()
     ids = [[1, 5, 9, 14, 3]]
     # A fresh interpreter, isolated from this project: only transformers and peft.
     script = (
@@ -360,7 +377,10 @@ def test_exported_adapter_loads_with_plain_peft_and_matches_serving(
     assert answer == greedy(served) and answer != greedy(base)
 
 
-def test_merged_export_loads_with_plain_transformers(api, model, versions, tmp_path):
+@ADAPTER_KINDS
+def test_merged_export_loads_with_plain_transformers(
+    api, model, versions, tmp_path, tiny_model, adapter_kind
+):
     import zipfile
 
     import torch
@@ -382,8 +402,15 @@ def test_merged_export_loads_with_plain_transformers(api, model, versions, tmp_p
     merged = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
     served, _ = server._model_for(versions[1])
     ids = torch.tensor([[2, 7, 11]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, served(ids).logits, rtol=0, atol=1e-4)
+        # the adapter went into the weights: the merged model is not the base
+        assert (merged(ids).logits - base(ids).logits).abs().max() > 1e-3
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert not [k for k in weights.keys() if f"{adapter_kind}_" in k or "hada_" in k]
     assert api.get(f"{BASE}/versions/2/export", kind="weights").status_code == 422
 
 

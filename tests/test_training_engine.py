@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -28,6 +30,8 @@ def load_output(base: str, folder, adapter: bool):
         ("lora", "instruction", "adapter_model.safetensors"),
         ("full", "chat", "model.safetensors"),
         ("prefix", "completion", "adapter_model.safetensors"),
+        ("ia3", "instruction", "adapter_model.safetensors"),
+        ("loha", "chat", "adapter_model.safetensors"),
         ("dpo", "preference", "adapter_model.safetensors"),
     ],
 )
@@ -49,10 +53,22 @@ def test_technique_trains_and_saves_safetensors(
     assert_no_pickles(final)
     tensors = load_file(final / weights)
     assert tensors and run.output_files[weights]
-    model = load_output(tiny_model, final, adapter=weights.startswith("adapter"))
+    model = load_output(tiny_model, final, adapter=weights.startswith("adapter")).eval()
+    ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
-        logits = model(torch.tensor([[1, 2, 3]])).logits
+        logits = model(ids).logits
     assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
+    if weights.startswith("adapter"):
+        adapter = json.loads((final / "adapter_config.json").read_text())
+        expected = {"dpo": "lora", "prefix": "prefix_tuning"}.get(technique, technique)
+        assert adapter["peft_type"] == expected.upper()
+        with torch.no_grad(), model.disable_adapter():
+            base_logits = model(ids).logits
+        assert (logits - base_logits).abs().max() > 1e-4  # six steps moved the adapter
+    if technique in ("ia3", "loha"):  # folds into the weights, as a merged export does
+        with torch.no_grad():
+            merged = model.merge_and_unload()(ids).logits
+        torch.testing.assert_close(merged, logits, rtol=0, atol=1e-4)
     assert run.base_model_info["dtype"] == "float32" and run.base_model_info["device"] == "cpu"
     assert MetricPoint.objects.filter(run=run, key="loss").count() >= 5
     # The training process samples its system metrics beside the loss.

@@ -113,7 +113,7 @@ def load_model(run: TrainingRun, fast: dict):
 
 
 def peft_config(technique: str, params: dict):
-    from peft import LoraConfig, PrefixTuningConfig
+    from peft import IA3Config, LoHaConfig, LoraConfig, PrefixTuningConfig
 
     if technique in (Technique.LORA, Technique.QLORA) or (
         technique == Technique.DPO and params["dpo_base"] == "lora"
@@ -124,6 +124,19 @@ def peft_config(technique: str, params: dict):
             lora_dropout=params["lora_dropout"],
             target_modules=params["lora_target_modules"],
             use_dora=params["use_dora"],
+            task_type="CAUSAL_LM",
+        )
+    if technique == Technique.IA3:
+        return IA3Config(
+            target_modules=params["ia3_target_modules"],
+            feedforward_modules=params["ia3_feedforward_modules"],
+            task_type="CAUSAL_LM",
+        )
+    if technique == Technique.LOHA:
+        return LoHaConfig(
+            r=params["lora_r"],
+            alpha=params["lora_alpha"],
+            target_modules=params["lora_target_modules"],
             task_type="CAUSAL_LM",
         )
     if technique == Technique.PREFIX:

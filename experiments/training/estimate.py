@@ -7,8 +7,8 @@ Per parameter (Hugging Face "Model training anatomy" doc, transformers/model_mem
 - full fine-tuning, AdamW, bf16 mixed precision: weights 6 B (bf16 copy + fp32 master),
   gradients 2 B (bf16, as in the ZeRO paper's 16 B/param count), AdamW m and v 8 B: 16 B/param.
   Without bf16 (CPU): fp32 weights 4 B, gradients 4 B, AdamW 8 B: still 16 B/param.
-- LoRA / prefix tuning: frozen base at 2 B (bf16) or 4 B (fp32); each trainable parameter
-  in fp32 with its gradient and AdamW state: 4 + 4 + 8 = 16 B.
+- LoRA / LoHa / IA3 / prefix tuning: frozen base at 2 B (bf16) or 4 B (fp32); each trainable
+  parameter in fp32 with its gradient and AdamW state: 4 + 4 + 8 = 16 B.
 - QLoRA (Dettmers et al. 2023, arXiv:2305.14314): the decoder's linear layers in 4-bit NF4,
   0.5 B, plus 0.127 bits/param of quantisation constants with double quantisation; embeddings,
   lm_head and norms stay at 2 B; adapters as LoRA. Needs CUDA (bitsandbytes). Gradient
@@ -32,10 +32,10 @@ tokens, hyperparameters.py) land between the two.
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from experiments.training.hyperparameters import LORA_MODULES, Hyperparameters
+from experiments.training.hyperparameters import LORA_MODULES, Hyperparameters, ia3_feedforward
 
 GB = 10**9
-TECHNIQUES = ("full", "lora", "qlora", "prefix", "dpo")
+TECHNIQUES = ("full", "lora", "qlora", "prefix", "ia3", "loha", "dpo")
 DEVICES = ("cuda", "cpu")
 ADAPTER_BYTES = {"weights": 4, "gradients": 4, "optimizer": 8}  # fp32 weight, grad, AdamW m+v
 NF4_BYTES = 0.5 + 0.127 / 8  # 4-bit weights + double-quantised constants (QLoRA paper)
@@ -72,9 +72,9 @@ def human_bytes(n: int) -> str:
 
 def defaults(technique: str, device: str = "cuda") -> dict[str, Any]:
     """The hyperparameters assumed when the form leaves them out: training's own defaults."""
-    fields = Hyperparameters.model_fields
+    trained = Hyperparameters().model_dump()  # validated: derived defaults filled in
     return {
-        **{name: fields[name].get_default(call_default_factory=True) for name in ESTIMATED},
+        **{name: trained[name] for name in ESTIMATED},
         # The QLoRA recipe (peft.prepare_model_for_kbit_training) checkpoints by default.
         "gradient_checkpointing": technique == "qlora",
         "bf16": device == "cuda",
@@ -87,6 +87,8 @@ ESTIMATED = (
     "lora_r",
     "lora_target_modules",
     "num_virtual_tokens",
+    "ia3_target_modules",
+    "ia3_feedforward_modules",
     "dpo_base",
     "gpus",
 )
@@ -143,14 +145,14 @@ def count_params(config) -> int:
     return embeddings + _quantizable_params(config) + biases + norms
 
 
-def _targets(target_modules: list[str] | str) -> set[str]:
+def _targets(target_modules: list[str] | str, field: str = "lora_target_modules") -> set[str]:
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     if "all-linear" in names:
         return set(LORA_MODULES)
     unknown = sorted(set(names) - set(LORA_MODULES))
     if unknown or not names:
         raise ValueError(
-            f"lora_target_modules must name some of {', '.join(LORA_MODULES)} or 'all-linear'"
+            f"{field} must name some of {', '.join(LORA_MODULES)} or 'all-linear'"
             f"; unknown: {unknown}"
         )
     return set(names)
@@ -161,6 +163,28 @@ def lora_params(config, r: int, target_modules: list[str]) -> int:
         raise ValueError(f"lora_r must be positive, got {r}")
     shapes = linear_shapes(config)
     per_layer = sum(r * sum(shapes[name]) for name in _targets(target_modules))
+    return config.num_hidden_layers * per_layer
+
+
+def loha_params(config, r: int, target_modules: list[str]) -> int:
+    """peft's LoHa on a linear layer: two Hadamard factors, each a (out x r)(r x in) pair
+    (hada_w1_a/b, hada_w2_a/b), so twice LoRA's count at the same r."""
+    return 2 * lora_params(config, r, target_modules)
+
+
+def ia3_params(config, target_modules: list[str], feedforward_modules: list[str] | None) -> int:
+    """peft's IA3: one vector per targeted linear layer, the size of its input for a
+    feed-forward module (rescales what goes in) and of its output otherwise. None: the
+    default feed-forward modules that are targeted, as training takes it."""
+    targets = _targets(target_modules, "ia3_target_modules")
+    feedforward = set(ia3_feedforward(sorted(targets), feedforward_modules))
+    if not feedforward <= targets:
+        raise ValueError(
+            f"ia3_feedforward_modules must be some of ia3_target_modules; "
+            f"not targeted: {sorted(feedforward - targets)}"
+        )
+    shapes = linear_shapes(config)
+    per_layer = sum(shapes[name][0 if name in feedforward else 1] for name in targets)
     return config.num_hidden_layers * per_layer
 
 
@@ -217,6 +241,10 @@ def estimate(
     else:
         if method == "prefix":
             trainable = prefix_params(config, int(hp["num_virtual_tokens"]))
+        elif method == "ia3":
+            trainable = ia3_params(config, hp["ia3_target_modules"], hp["ia3_feedforward_modules"])
+        elif method == "loha":
+            trainable = loha_params(config, int(hp["lora_r"]), hp["lora_target_modules"])
         else:
             trainable = lora_params(config, int(hp["lora_r"]), hp["lora_target_modules"])
         quantized = _quantizable_params(config) if method == "qlora" else 0

@@ -22,6 +22,11 @@ def _modules(value: str):
     return value if value == "all-linear" else [m.strip() for m in value.split(",") if m.strip()]
 
 
+def _module_list(value: str) -> list[str]:
+    """Comma-separated module names; "none" is the empty list."""
+    return [] if value.strip().lower() == "none" else _modules(value)
+
+
 # (name, label, parser, group): the groups show and hide with the technique.
 FIELDS = [
     ("learning_rate", "Learning rate (blank: the technique's default)", float, "all"),
@@ -48,13 +53,25 @@ FIELDS = [
     ("attention", "Attention (auto: varlen FlashAttention when packing)", str, "all"),
     ("liger_kernel", "Liger kernels (auto: on CUDA workers with liger-kernel)", _switch, "all"),
     ("fused_adamw", "Fused AdamW (auto: on CUDA workers)", _switch, "all"),
-    ("bf16_adapter_inputs", "LoRA inputs in bf16, no float32 copy (auto: CUDA)", _switch, "lora"),
+    (
+        "bf16_adapter_inputs",
+        "LoRA / LoHa inputs in bf16, no float32 copy (auto: CUDA)",
+        _switch,
+        "rank",
+    ),
     ("qlora_bf16_norms", "QLoRA: norms and embeddings stay bf16 (auto: CUDA)", _switch, "qlora"),
-    ("lora_r", "LoRA r", int, "lora"),
-    ("lora_alpha", "LoRA alpha", int, "lora"),
+    ("lora_r", "LoRA / LoHa r", int, "rank"),
+    ("lora_alpha", "LoRA / LoHa alpha", int, "rank"),
     ("lora_dropout", "LoRA dropout", float, "lora"),
-    ("lora_target_modules", "Target modules (comma-separated or all-linear)", _modules, "lora"),
+    ("lora_target_modules", "Target modules (comma-separated or all-linear)", _modules, "rank"),
     ("use_dora", "DoRA", _bool, "lora"),
+    ("ia3_target_modules", "IA3 target modules (comma-separated)", _module_list, "ia3"),
+    (
+        "ia3_feedforward_modules",
+        "IA3 feed-forward modules, input rescaled (blank: down_proj if targeted; none)",
+        _module_list,
+        "ia3",
+    ),
     ("num_virtual_tokens", "Virtual tokens", int, "prefix"),
     ("beta", "DPO beta", float, "dpo"),
     ("dpo_base", "DPO trains (lora or full)", str, "dpo"),
@@ -64,10 +81,12 @@ SWITCHES = {name for name, _, parser, _ in FIELDS if parser is _switch}
 # The field groups each technique uses: the form shows these and hides the rest.
 TECHNIQUE_GROUPS = {
     Technique.FULL: ["all", "sft"],
-    Technique.LORA: ["all", "sft", "lora"],
-    Technique.QLORA: ["all", "sft", "lora", "qlora"],
+    Technique.LORA: ["all", "sft", "rank", "lora"],
+    Technique.QLORA: ["all", "sft", "rank", "lora", "qlora"],
     Technique.PREFIX: ["all", "sft", "prefix"],
-    Technique.DPO: ["all", "lora", "dpo"],
+    Technique.IA3: ["all", "sft", "ia3"],
+    Technique.LOHA: ["all", "sft", "rank"],
+    Technique.DPO: ["all", "rank", "lora", "dpo"],
 }
 
 

@@ -9,7 +9,11 @@ DEFAULT_PATIENCE = 3  # evaluations without improvement before stopping
 MAX_EPOCHS = 5
 FEW_EXAMPLES = 100
 HIGH_RANK = 64  # a LoRA rank that can memorise a small set
-ADAPTERS = ("lora", "qlora")
+# Techniques with a rank (lora_r). LoHa counts: its Hadamard product of two rank-r factors
+# reaches rank r squared, so a high r memorises at least as readily as LoRA's. IA3 has no
+# rank (one vector per module) and prefix tuning none either.
+ADAPTERS = ("lora", "qlora", "loha")
+RANK_NAMES = {"loha": "LoHa"}
 
 
 def early_stopping_patience(params: dict, counts: dict) -> int:
@@ -55,8 +59,9 @@ def warnings(technique: str, params: dict, counts: dict) -> list[str]:
     )
     if uses_lora and params.get("lora_r", 0) >= HIGH_RANK and train < SMALL_TRAIN:
         out.append(
-            f"LoRA r={params['lora_r']} for {train:,} training examples: a rank this high can "
-            f"memorise a small set; r 8 to 16 is usual under {SMALL_TRAIN:,} examples"
+            f"{RANK_NAMES.get(technique, 'LoRA')} r={params['lora_r']} for {train:,} training "
+            f"examples: a rank this high can memorise a small set; r 8 to 16 is usual under "
+            f"{SMALL_TRAIN:,} examples"
         )
     if train < FEW_EXAMPLES:
         out.append(

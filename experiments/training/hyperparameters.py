@@ -3,22 +3,39 @@ field. Validated with pydantic (shipped with django-ninja) so bounds live beside
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from experiments.models import Technique
 from finetune_hub.errors import FieldError, ServiceError, from_pydantic, invalid
 
 # Learning rates from common practice: full fine-tuning 2e-5, LoRA/QLoRA 2e-4 (QLoRA paper),
-# prefix tuning 1e-2 (peft examples), DPO 5e-6 with LoRA and 5e-7 full (Zephyr recipe).
+# prefix tuning 1e-2 (peft examples), IA3 3e-3 (the (IA)^3 paper, Liu et al. 2022, and
+# peft's IA3 examples), LoHa as LoRA (LyCORIS), DPO 5e-6 with LoRA and 5e-7 full (Zephyr).
 DEFAULT_LEARNING_RATE = {
     Technique.FULL: 2e-5,
     Technique.LORA: 2e-4,
     Technique.QLORA: 2e-4,
     Technique.PREFIX: 1e-2,
+    Technique.IA3: 3e-3,
+    Technique.LOHA: 2e-4,
 }
-# The linear layers of a Llama-style block LoRA can target; attention's four by default.
+# The linear layers of a Llama-style block LoRA (and LoHa) can target; attention's four by
+# default.
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+# IA3 rescales the keys, the values and the feed-forward's inner activation (the input of
+# down_proj): peft's default for Llama-style models. A feed-forward module's vector scales its
+# input, any other module's its output.
+DEFAULT_IA3_MODULES = ("k_proj", "v_proj", "down_proj")
+DEFAULT_IA3_FEEDFORWARD = ("down_proj",)
 
 
 class Hyperparameters(BaseModel):
@@ -55,7 +72,8 @@ class Hyperparameters(BaseModel):
     fused_adamw: bool | None = None
     bf16_adapter_inputs: bool | None = None
     qlora_bf16_norms: bool | None = None
-    # LoRA / QLoRA, and DPO with dpo_base="lora"
+    # LoRA / QLoRA, and DPO with dpo_base="lora"; LoHa takes lora_r, lora_alpha and
+    # lora_target_modules (its r is each Hadamard factor's rank, its alpha scales alpha/r)
     lora_r: int = Field(16, gt=0, le=1024)
     lora_alpha: int = Field(32, gt=0, le=4096)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
@@ -63,6 +81,10 @@ class Hyperparameters(BaseModel):
         default_factory=lambda: list(DEFAULT_LORA_MODULES)
     )
     use_dora: bool = False
+    # IA3: the modules that get a learned vector, and which of them count as feed-forward
+    ia3_target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_IA3_MODULES))
+    # None: down_proj when it is targeted (peft's default for Llama-style models)
+    ia3_feedforward_modules: list[str] | None = Field(None, validate_default=True)
     # QLoRA
     bnb_4bit_use_double_quant: bool = True
     # prefix tuning
@@ -81,6 +103,36 @@ class Hyperparameters(BaseModel):
                     "or 'all-linear'"
                 )
         return self
+
+    @field_validator("ia3_target_modules")
+    @classmethod
+    def _ia3_modules_known(cls, modules: list[str]) -> list[str]:
+        unknown = [m for m in modules if m not in LORA_MODULES]
+        if unknown or not modules:
+            found = f"unknown {unknown}" if unknown else "none named"
+            raise ValueError(f"{found}; choose some of {list(LORA_MODULES)}")
+        return modules
+
+    @field_validator("ia3_feedforward_modules")
+    @classmethod
+    def _ia3_feedforward_targeted(cls, modules: list[str] | None, info: ValidationInfo):
+        targets = info.data.get("ia3_target_modules")
+        if modules is None:
+            return ia3_feedforward(targets or [], None)
+        outside = [m for m in modules if targets is not None and m not in targets]
+        if outside:
+            raise ValueError(
+                f"{outside} not in ia3_target_modules {targets}: feed-forward modules are "
+                "some of the targeted ones"
+            )
+        return modules
+
+
+def ia3_feedforward(targets: list[str], feedforward: list[str] | None) -> list[str]:
+    """IA3's feed-forward modules: as given, or (None) the default ones that are targeted."""
+    if feedforward is None:
+        return [m for m in DEFAULT_IA3_FEEDFORWARD if m in targets]
+    return list(feedforward)
 
 
 def default_learning_rate(technique: str, dpo_base: str) -> float:

@@ -13,7 +13,10 @@
       if (input.type === "checkbox") { if (input.checked) hp[name] = true; return; }
       const v = input.value.trim();
       if (!v) return;
-      if (name === "lora_target_modules") hp[name] = v === "all-linear" ? v : v.split(",").map((s) => s.trim());
+      // Module lists (LoRA/LoHa's and IA3's): comma-separated; "none" is the empty list.
+      if (name.endsWith("_modules")) {
+        hp[name] = v === "all-linear" ? v : v.toLowerCase() === "none" ? [] : v.split(",").map((s) => s.trim()).filter(Boolean);
+      }
       else hp[name] = isNaN(Number(v)) ? v : Number(v);
     });
     return hp;
