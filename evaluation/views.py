@@ -7,9 +7,10 @@ from evaluation import comparisons, selectors, services
 from evaluation.general.forgetting import comparison_cards
 from evaluation.general.services import general_set_version
 from evaluation.models import Comparison, EvaluationRun
+from evaluation.services import Generation
 from evaluation.subjects import Subject
 from experiments.training.selectors import dataset_version_for
-from finetune_hub.display import model_info_rows
+from finetune_hub.display import in_field_order, model_info_rows
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import membership_require
@@ -106,6 +107,7 @@ def _subject(evaluation: EvaluationRun) -> dict:
         run = version.source_run
     info = (version or run).base_model_info if (version or run) else {}
     return {
+        "generation": in_field_order(evaluation.generation, Generation.model_fields),
         "subject_run": run,
         "subject_version": version,
         "base_model_rows": model_info_rows({"ref": evaluation.base_model, **info}),

@@ -35,3 +35,11 @@ def _short(value) -> str:
     text = str(value)
     is_hex = all(c in "0123456789abcdef" for c in text)
     return f"{text[:16]}…" if len(text) > 16 and is_hex else text
+
+
+def in_field_order(values: dict, fields) -> list[tuple[str, object]]:
+    """A stored settings dict as (name, value) pairs in its schema's field order, then any
+    other keys by name: PostgreSQL's jsonb keeps keys in its own order (shortest first), so
+    a page that showed the dict as stored would differ between the two databases."""
+    known = [(name, values[name]) for name in fields if name in values]
+    return known + sorted((k, v) for k, v in values.items() if k not in fields)

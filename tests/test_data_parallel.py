@@ -11,9 +11,8 @@ import torch
 from experiments.models import TrainingRun
 from experiments.training import services
 from experiments.training.runner import train_next_run
-from experiments.training.services import experiment_create
 from tests.test_training_lifecycle import LONG, adapter
-from tests.training_helpers import make_version
+from tests.training_helpers import make_version, queued_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TWO = {**LONG, "max_steps": 16, "save_steps": 4, "logging_steps": 2, "gpus": 2}
@@ -35,16 +34,7 @@ def test_a_two_process_run_trains_cancels_resumes_and_equals_an_uninterrupted_on
     version = make_version(team, owner)
 
     def queued(name):
-        experiment = experiment_create(
-            team=team,
-            name=name,
-            dataset_version=version,
-            base_model=tiny_model,
-            technique="lora",
-            hyperparameters=TWO,
-            by=owner,
-        )
-        return services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+        return queued_run(team, owner, tiny_model, version, name, TWO)
 
     seen: list[int] = []
 

@@ -20,7 +20,7 @@ from experiments.training import queue, services
 from experiments.training.runner import train_next_run
 from experiments.training.services import experiment_create
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import FAST, make_experiment, make_version, wait_for
+from tests.training_helpers import FAST, make_experiment, make_version, queued_run, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LONG = {
@@ -155,16 +155,7 @@ def test_resumed_runs_after_a_process_kill_or_a_cancel_equal_an_uninterrupted_on
     short = {**LONG, "max_steps": 40}
 
     def queued(name):
-        experiment = experiment_create(
-            team=team,
-            name=name,
-            dataset_version=version,
-            base_model=tiny_model,
-            technique="lora",
-            hyperparameters=short,
-            by=owner,
-        )
-        return services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
+        return queued_run(team, owner, tiny_model, version, name, short)
 
     reference = train_next_run(run_id=queued("reference").pk)
 

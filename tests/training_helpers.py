@@ -46,3 +46,22 @@ def wait_for(condition, timeout=120):
             return value
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def queued_run(
+    team, owner, tiny_model, version, name: str, hyperparameters: dict, technique: str = "lora"
+):
+    """A LoRA run queued without a token (the test trains it with train_next_run), in an
+    experiment of its own name on the given data."""
+    from experiments.training.services import run_enqueue
+
+    experiment = experiment_create(
+        team=team,
+        name=name,
+        dataset_version=version,
+        base_model=tiny_model,
+        technique=technique,
+        hyperparameters=hyperparameters,
+        by=owner,
+    )
+    return run_enqueue(experiment=experiment, by=owner, dispatch=False)

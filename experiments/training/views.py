@@ -11,6 +11,8 @@ from datasets_app.selectors import published_versions_for
 from experiments import tracked
 from experiments.models import Technique, TrainingRun
 from experiments.training import forms, guards, selectors, services
+from experiments.training.hyperparameters import Hyperparameters
+from finetune_hub.display import in_field_order
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
@@ -89,6 +91,9 @@ def experiment_detail(request, experiment_id: int):
         "experiments/experiment_detail.html",
         {
             "experiment": experiment,
+            "hyperparameters": in_field_order(
+                experiment.hyperparameters, Hyperparameters.model_fields
+            ),
             "runs": paginate(request, selectors.runs_of(experiment=experiment)),
             "warnings": (
                 guards.warnings(
