@@ -15,7 +15,10 @@ from tests.test_training_lifecycle import LONG, adapter
 from tests.training_helpers import make_version, queued_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-TWO = {**LONG, "max_steps": 16, "save_steps": 4, "logging_steps": 2, "gpus": 2}
+# Long enough after the first checkpoint (step 4) that a cancel or a kill sent at the next
+# poll (1 s) lands before the last step: on an idle machine 16 steps once finished first.
+STEPS = 60
+TWO = {**LONG, "max_steps": STEPS, "save_steps": 4, "logging_steps": 2, "gpus": 2}
 
 
 def ranks(run: TrainingRun) -> list[psutil.Process]:
@@ -42,7 +45,7 @@ def test_a_two_process_run_trains_cancels_resumes_and_equals_an_uninterrupted_on
         seen.append(len(ranks(current)))
 
     reference = train_next_run(run_id=queued("reference").pk, on_poll=count_ranks)
-    assert (reference.status, reference.step) == ("succeeded", 16), reference.error
+    assert (reference.status, reference.step) == ("succeeded", STEPS), reference.error
     assert max(seen) == 2  # two training processes under torchrun
     assert reference.output_files and not reference.gpus  # a CPU worker holds no GPU
     assert "Data parallel over 2 processes (gloo); global batch 4" in reference.log_tail
@@ -52,11 +55,11 @@ def test_a_two_process_run_trains_cancels_resumes_and_equals_an_uninterrupted_on
             services.run_cancel(run=current, by=owner)
 
     cancelled = train_next_run(run_id=queued("cancelled").pk, on_poll=cancel)
-    assert cancelled.status == "cancelled" and cancelled.step < 16, cancelled.error
+    assert cancelled.status == "cancelled" and cancelled.step < STEPS, cancelled.error
     assert "last checkpoint kept" in cancelled.error
     services.run_resume(run=cancelled, by=owner)
     cancelled = train_next_run(run_id=cancelled.pk)
-    assert (cancelled.status, cancelled.step, cancelled.attempt) == ("succeeded", 16, 2)
+    assert (cancelled.status, cancelled.step, cancelled.attempt) == ("succeeded", STEPS, 2)
 
     def kill_one_rank(current):
         if current.checkpoints.exists() and (alive := ranks(current)):
@@ -67,7 +70,7 @@ def test_a_two_process_run_trains_cancels_resumes_and_equals_an_uninterrupted_on
     assert killed.status == "queued" and killed.attempt == 1, killed.error
     assert killed.error == "A training process was killed by SIGKILL (out of memory?)"
     killed = train_next_run(run_id=killed.pk)
-    assert (killed.status, killed.step, killed.attempt) == ("succeeded", 16, 2)
+    assert (killed.status, killed.step, killed.attempt) == ("succeeded", STEPS, 2)
 
     for run in (cancelled, killed):
         a, b = adapter(reference), adapter(run)

@@ -77,7 +77,7 @@ def main(run_id: int, log_path: Path) -> int:
     try:
         engine.train(run, log_path)
     except ServiceError as exc:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if reporting.rank() == 0:
             TrainingRun.objects.filter(pk=run_id).update(error=exc.detail)
         print(exc.detail, file=sys.stderr)
         return EXIT_REFUSED

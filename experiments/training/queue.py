@@ -37,10 +37,11 @@ def run_claim(*, worker: Worker, run_id: int | None = None) -> TrainingRun | Non
         candidates = candidates.filter(pk=run_id)
     with transaction.atomic():
         list(Worker.objects.select_for_update().filter(host=worker.host).values_list("pk"))
-        held = workers.held_gpus(worker.host)
+        held, live = workers.held_gpus(worker.host), None
         for run_id, estimates in candidates.values_list("pk", "experiment__estimate")[:20]:
             if problem := workers.fits(worker, estimates):
-                if not any(workers.fits(w, estimates) is None for w in workers.live_workers()):
+                live = live if live is not None else list(workers.live_workers())
+                if not workers.any_fits(live, estimates):
                     # No live worker could ever hold it (one that could has gone since it was
                     # queued, or its estimate changed): fail it rather than let it wait.
                     TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(

@@ -430,11 +430,10 @@ def params_table(runs: list[TrainingRun]) -> tuple[list[dict], list[list]]:
     params = [run_params(r) for r in runs]
     names = sorted({k for p in params for k in p})
 
-    text = param_text
-    differs = {n: len({text(p.get(n)) for p in params}) > 1 for n in names}
+    differs = {n: len({param_text(p.get(n)) for p in params}) > 1 for n in names}
     names.sort(key=lambda n: not differs[n])
     columns = [{"name": n, "differs": differs[n]} for n in names]
-    return columns, [[(text(p.get(n)), differs[n]) for n in names] for p in params]
+    return columns, [[(param_text(p.get(n)), differs[n]) for n in names] for p in params]
 
 
 def compared_keys(ids: list[int], limit: int = 200) -> list[str]:

@@ -100,7 +100,7 @@ def capacity_problem(experiment: Experiment) -> str | None:
     all a CPU-sized run may wait in the queue; a CUDA-only run may not."""
     estimates = experiment.estimate
     live = list(workers.live_workers())
-    if any(workers.fits(w, estimates) is None for w in live):
+    if workers.any_fits(live, estimates):
         return None
     cuda = estimates["cuda"]
     if cuda["needs_cuda"] and not any(w.cuda for w in live):
@@ -119,8 +119,7 @@ def capacity_problem(experiment: Experiment) -> str | None:
             w.memory_bytes,
         ),
     )
-    reason = workers.fits(best, estimates)
-    return f"The run {reason.replace('the worker has', 'the largest live worker has')}"
+    return f"The run {workers.fits(best, estimates, who='the largest live worker')}"
 
 
 # Attempts a run gets before a crash fails it for good (a killed or lost process is retried).

@@ -125,19 +125,21 @@ def _conclude(run: TrainingRun, code: int, log_path, *, cancelled: bool) -> Trai
     if code == EXIT_REFUSED:
         return queue.run_finish(run=run, status=TrainingRun.Status.FAILED, error=run.error)
     if code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return queue.run_requeue_or_fail(run=run, reason=f"Training process killed by {name}{hint}")
+        return queue.run_requeue_or_fail(run=run, reason=killed("Training process", -code))
     lines = log_tail(log_path, 25)
     if processes(run) > 1 and (signal_number := killed_rank(log_path)):
-        name = signal.Signals(signal_number).name
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
         return queue.run_requeue_or_fail(
-            run=run, reason=f"A training process was killed by {name}{hint}"
+            run=run, reason=killed("A training process was", signal_number)
         )
     return queue.run_finish(
         run=run, status=TrainingRun.Status.FAILED, error=f"Training failed (exit {code}):\n{lines}"
     )
+
+
+def killed(what: str, signal_number: int) -> str:
+    """Why a killed attempt is queued again: "<what> killed by SIGKILL (out of memory?)"."""
+    name = signal.Signals(signal_number).name
+    return f"{what} killed by {name}{' (out of memory?)' if name == 'SIGKILL' else ''}"
 
 
 # torchrun's failure summary: "exitcode  : -9 (pid: 4242)" for a rank a signal ended.

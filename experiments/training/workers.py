@@ -94,13 +94,13 @@ def _need(worker: Worker, estimates: dict) -> tuple[dict, int]:
     return estimate, int(estimate.get("gpus") or 1)
 
 
-def fits(worker: Worker, estimates: dict) -> str | None:
+def fits(worker: Worker, estimates: dict, who: str = "the worker") -> str | None:
     """None when the worker could take a run with these per-device estimates with all its
     GPUs free, else why not. The reason goes into messages every team member reads: it
     does not name the worker (host and PID are for site admins)."""
     estimate, n = _need(worker, estimates)
     if estimate["needs_cuda"] and not worker.cuda:
-        return "needs a CUDA GPU; the worker has CPU only"
+        return f"needs a CUDA GPU; {who} has CPU only"
     if worker.cuda:
         gpus = gpus_of(worker) or [{"memory_bytes": worker.memory_bytes}]
         big = [g for g in gpus if g["memory_bytes"] >= estimate["total_bytes"]]
@@ -108,22 +108,27 @@ def fits(worker: Worker, estimates: dict) -> str | None:
             return None
         if n == 1:
             return (
-                f"needs about {estimate['total_gb']:.1f} GB; the worker has "
+                f"needs about {estimate['total_gb']:.1f} GB; {who} has "
                 f"{worker.memory_bytes / 1e9:.1f} GB"
             )
         return (
-            f"needs {n} GPUs of about {estimate['total_gb']:.1f} GB each; the worker has "
+            f"needs {n} GPUs of about {estimate['total_gb']:.1f} GB each; {who} has "
             f"{len(big)} GPU{'s' if len(big) != 1 else ''} that large"
         )
     cores = next((d.get("cores") for d in worker.devices if d.get("type") == "cpu"), None) or 1
     if n > cores:
-        return f"needs {n} processes; the worker has {cores} CPU cores"
+        return f"needs {n} processes; {who} has {cores} CPU cores"
     if estimate["total_bytes"] * n > worker.memory_bytes:
         return (
-            f"needs about {estimate['total_gb'] * n:.1f} GB; the worker has "
+            f"needs about {estimate['total_gb'] * n:.1f} GB; {who} has "
             f"{worker.memory_bytes / 1e9:.1f} GB"
         )
     return None
+
+
+def any_fits(live: list[Worker], estimates: dict) -> bool:
+    """Whether one of these (live) workers could take a run with these estimates."""
+    return any(fits(w, estimates) is None for w in live)
 
 
 def gpus_to_take(worker: Worker, estimates: dict, held: set[int]) -> list[int] | None:
