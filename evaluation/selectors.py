@@ -23,7 +23,7 @@ def form_choices(*, user) -> dict:
     versions, the newest RUN_CHOICES finished runs with an output (as subjects; any other
     through the API), the metric modules, and the teams the general set can be added to."""
     runs = visible_to(
-        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED).exclude(output_path=""),
+        TrainingRun.objects.generators(),
         user=user,
         team_path="experiment__team",
     )

@@ -12,6 +12,8 @@ class Technique(models.TextChoices):
     IA3 = "ia3", "IA3 (learned rescaling vectors)"
     LOHA = "loha", "LoHa (low-rank Hadamard adapter)"
     DPO = "dpo", "DPO (preference data)"
+    REWARD = "reward", "Reward model (preference data, RLHF step 1)"
+    GRPO = "grpo", "GRPO against a reward model (RLHF step 2)"
 
 
 class Experiment(models.Model):
@@ -62,6 +64,17 @@ class Worker(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class TrainingRunQuerySet(models.QuerySet):
+    def with_output(self) -> "TrainingRunQuerySet":
+        """Runs that finished with a trained output."""
+        return self.filter(status=TrainingRun.Status.SUCCEEDED).exclude(output_path="")
+
+    def generators(self) -> "TrainingRunQuerySet":
+        """Runs whose output writes text: evaluated, compared, registered and served. A reward
+        model scores text instead; it is a GRPO experiment's reward_run."""
+        return self.with_output().exclude(experiment__technique=Technique.REWARD)
 
 
 class TrainingRun(models.Model):
@@ -115,6 +128,8 @@ class TrainingRun(models.Model):
         max_length=500, blank=True, help_text="a tracked run's base model, else the experiment's"
     )
 
+    objects = TrainingRunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-queued_at"]
         indexes = [models.Index(fields=["status", "-priority", "queued_at"])]
@@ -138,6 +153,21 @@ class TrainingRun(models.Model):
     @property
     def tracked(self) -> bool:
         return self.source == self.Source.TRACKED
+
+    @property
+    def is_reward_model(self) -> bool:
+        return self.experiment.technique == Technique.REWARD
+
+    def generator_require(self) -> None:
+        """Refuses a reward model where a model that writes answers is needed."""
+        from finetune_hub.errors import Conflict
+
+        if self.is_reward_model:
+            raise Conflict(
+                f"Run {self.pk} trained a reward model: it scores answers rather than writing "
+                "them, so it is not evaluated, compared or registered as a generator; use it as "
+                "a GRPO experiment's reward_run"
+            )
 
 
 class Checkpoint(models.Model):

@@ -49,7 +49,7 @@ def registrable_runs(*, user, model: RegisteredModel | None = None) -> QuerySet[
     registered in it already), newest first. A tracked run without a base model is left
     out: its adapter has nothing to load onto."""
     runs = visible_to(
-        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED).exclude(output_path=""),
+        TrainingRun.objects.generators(),
         user=user,
         team_path="experiment__team",
     ).exclude(Q(base_model="") & Q(experiment__base_model=""))

@@ -74,6 +74,7 @@ def version_register(
         raise invalid("No such run in this team", field="run")
     if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
         raise Conflict(f"Run {run.pk} has no trained output ({run.status})")
+    run.generator_require()
     if not run.model_base:
         raise Conflict(
             f"Run {run.pk} names no base model: a tracked run declares it when it starts"

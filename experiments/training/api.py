@@ -106,9 +106,12 @@ def estimate_experiment(request, payload: EstimateIn):
     if payload.dataset_version is not None:
         version = selectors.dataset_version_for(user=request.auth, ref=payload.dataset_version)
         warnings = guards.warnings(payload.technique, params, version.counts)
+    reward_run = None
+    if params["reward_run"] is not None:  # GRPO: the reward model, in one of the user's teams
+        reward_run = selectors.reward_run_for(user=request.auth, run_id=params["reward_run"])
     return {
         "hyperparameters": params,
-        "estimate": services.estimates_for(config, payload.technique, params),
+        "estimate": services.estimates_for(config, payload.technique, params, reward_run),
         "warnings": warnings,
     }
 

@@ -1,6 +1,7 @@
 """Builds the model, data and trainer for a run and trains it, in the training process.
-TRL does the work (SFTTrainer: completion-only loss, packing; DPOTrainer); peft the adapters;
-bitsandbytes the 4-bit base for QLoRA. This module only chooses and wires them."""
+TRL does the work (SFTTrainer: completion-only loss, packing; DPOTrainer; RewardTrainer and
+GRPOTrainer for RLHF); peft the adapters; bitsandbytes the 4-bit base for QLoRA. This module
+only chooses and wires them."""
 
 import logging
 from pathlib import Path
@@ -11,6 +12,7 @@ from datasets_app import formats
 from datasets_app.models import DataFormat
 from experiments.models import Technique, TrainingRun
 from experiments.training import guards, reporting, speed
+from experiments.training import hyperparameters as hp
 from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
 from experiments.training.reporting import RunReporter
 from finetune_hub.errors import ServiceError
@@ -46,15 +48,29 @@ def dpo_record(fields: dict) -> dict:
     }
 
 
+def prompt_record(fmt: str, fields: dict) -> dict:
+    """The prompt alone, for GRPO to sample completions of (a chat prompt as messages)."""
+    if fmt == DataFormat.COMPLETION:
+        return {"prompt": fields["prompt"]}
+    if fmt == DataFormat.PREFERENCE:
+        return {"prompt": [{"role": "user", "content": fields["prompt"]}]}
+    return {"prompt": formats.to_messages(fmt, fields)[:-1]}
+
+
+# Techniques that learn from a prompt with a chosen and a rejected answer.
+PAIRED = (Technique.DPO, Technique.REWARD)
+
+
 def build_datasets(run: TrainingRun):
     from datasets import Dataset
 
-    version = run.experiment.dataset_version
-    convert = (
-        dpo_record
-        if run.experiment.technique == Technique.DPO
-        else (lambda f: sft_record(version.format, f))
-    )
+    version, technique = run.experiment.dataset_version, run.experiment.technique
+    if technique in PAIRED:
+        convert = dpo_record
+    elif technique == Technique.GRPO:
+        convert = lambda f: prompt_record(version.format, f)  # noqa: E731
+    else:
+        convert = lambda f: sft_record(version.format, f)  # noqa: E731
     rows = {"train": [], "eval": []}
     for example in version.examples.filter(split__in=rows).order_by("position"):
         rows[example.split].append(convert(example.fields))
@@ -79,11 +95,33 @@ def quantized_load(params: dict) -> dict:
     return {"quantization_config": config, "device_map": {"": local_rank()}}
 
 
+# Techniques trained with SFTTrainer (completion-only loss; packing can apply).
+SFT = (
+    Technique.FULL,
+    Technique.LORA,
+    Technique.QLORA,
+    Technique.PREFIX,
+    Technique.IA3,
+    Technique.LOHA,
+)
+
+
 def speed_settings(run: TrainingRun) -> dict:
     experiment = run.experiment
-    return speed.effective(
-        experiment.hyperparameters, technique_is_sft=experiment.technique != Technique.DPO
-    )
+    return speed.effective(experiment.hyperparameters, technique_is_sft=experiment.technique in SFT)
+
+
+def model_kwargs(fast: dict) -> dict:
+    return {
+        "dtype": torch.bfloat16 if device() == "cuda" else torch.float32,
+        "attn_implementation": fast["attention"],
+    }
+
+
+def with_pad_token(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_model(run: TrainingRun, fast: dict):
@@ -93,16 +131,21 @@ def load_model(run: TrainingRun, fast: dict):
     path = base_models.resolve(experiment.base_model)
     if fast["attention"] == speed.VARLEN:
         speed.register_varlen_attention()
-    kwargs = {
-        "dtype": torch.bfloat16 if device() == "cuda" else torch.float32,
-        "attn_implementation": fast["attention"],
-    }
+    kwargs = model_kwargs(fast)
     if experiment.technique == Technique.QLORA:
         kwargs.update(quantized_load(params))
+    tokenizer = with_pad_token(AutoTokenizer.from_pretrained(path))
+    if experiment.technique == Technique.REWARD:
+        # A reward model: the base with a one-output score head (TRL's RewardTrainer), which
+        # reads the last non-pad token of each sequence.
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, use_safetensors=True, **kwargs
+        )
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return model, tokenizer
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     if experiment.technique == Technique.QLORA and not fast["qlora_bf16_norms"]:
         from peft import prepare_model_for_kbit_training
 
@@ -116,7 +159,7 @@ def peft_config(technique: str, params: dict):
     from peft import IA3Config, LoHaConfig, LoraConfig, PrefixTuningConfig
 
     if technique in (Technique.LORA, Technique.QLORA) or (
-        technique == Technique.DPO and params["dpo_base"] == "lora"
+        technique in hp.BASE_FIELD and hp.trains(technique, params) == "lora"
     ):
         return LoraConfig(
             r=params["lora_r"],
@@ -124,7 +167,9 @@ def peft_config(technique: str, params: dict):
             lora_dropout=params["lora_dropout"],
             target_modules=params["lora_target_modules"],
             use_dora=params["use_dora"],
-            task_type="CAUSAL_LM",
+            # A reward model's score head is new: peft trains and saves it beside the adapters
+            # (modules_to_save) for the sequence-classification task.
+            task_type="SEQ_CLS" if technique == Technique.REWARD else "CAUSAL_LM",
         )
     if technique == Technique.IA3:
         return IA3Config(
@@ -149,7 +194,9 @@ def peft_config(technique: str, params: dict):
 def early_stopping(run: TrainingRun, has_eval: bool) -> int:
     """The run's patience (0: off): guards.py decides from its settings and its data."""
     counts = run.experiment.dataset_version.counts if has_eval else {}
-    return guards.early_stopping_patience(run.experiment.hyperparameters, counts)
+    return guards.early_stopping_patience(
+        run.experiment.hyperparameters, counts, run.experiment.technique
+    )
 
 
 def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) -> dict:
@@ -210,14 +257,148 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) 
     )
 
 
-def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+def reward_model(run: TrainingRun, fast: dict):
+    """GRPO's reward model: the reward-model run the experiment names (of the same team),
+    its adapters merged into its base, or its full weights; frozen, in evaluation mode."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    experiment = run.experiment
+    reward = (
+        TrainingRun.objects.with_output()
+        .filter(
+            pk=experiment.hyperparameters["reward_run"],
+            experiment__team=experiment.team_id,
+            experiment__technique=Technique.REWARD,
+        )
+        .select_related("experiment")
+        .first()
+    )
+    folder = artifact_path(reward.output_path) if reward else None
+    if folder is None or not folder.is_dir():
+        raise ServiceError(
+            f"The reward model (run {experiment.hyperparameters['reward_run']}) is gone: its "
+            "output was deleted; train a reward model again and make a new experiment",
+            status=409,
+        )
+    assert_no_pickles(folder)
+    base = base_models.resolve(reward.model_base)
+    kwargs = model_kwargs(fast) | {"num_labels": 1, "use_safetensors": True}
+    if (folder / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
+    tokenizer = with_pad_token(
+        AutoTokenizer.from_pretrained(
+            folder if (folder / "tokenizer_config.json").exists() else base
+        )
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    log.info("Reward model: run %s (%s)", reward.pk, reward.experiment.name)
+    return model.eval().requires_grad_(False), tokenizer
+
+
+def prompts_that_fit(dataset, tokenizer, params: dict):
+    """GRPO's prompts with room for a completion: max_length bounds a prompt and its
+    completion together, so longer prompts are left out (as DPO and the reward model leave
+    out pairs over max_length)."""
+    if dataset is None:
+        return None
+    room = params["max_length"] - params["max_completion_length"]
+
+    def fits(row) -> bool:
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            return len(tokenizer(prompt)["input_ids"]) <= room
+        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        return len(ids["input_ids"] if isinstance(ids, dict) else ids) <= room
+
+    kept = dataset.filter(fits)
+    if len(kept) < len(dataset):
+        log.info(
+            "%d of %d prompts are over %d tokens (max_length %d less max_completion_length %d) "
+            "and are left out",
+            len(dataset) - len(kept),
+            len(dataset),
+            room,
+            params["max_length"],
+            params["max_completion_length"],
+        )
+    return kept
+
+
+def _trainer(technique: str, params: dict, args: dict, fast: dict, shared: dict):
+    """TRL's trainer for the technique, with the safetensors checkpoints of this project."""
+    from trl import (
+        DPOConfig,
+        DPOTrainer,
+        GRPOConfig,
+        GRPOTrainer,
+        RewardConfig,
+        RewardTrainer,
+        SFTConfig,
+        SFTTrainer,
+    )
+
+    if technique == Technique.DPO:
+
+        class Trainer(SafetensorsCheckpointMixin, DPOTrainer):
+            pass
+
+        return Trainer(
+            args=DPOConfig(beta=params["beta"], max_length=params["max_length"], **args), **shared
+        )
+    if technique == Technique.REWARD:
+
+        class Trainer(SafetensorsCheckpointMixin, RewardTrainer):
+            pass
+
+        return Trainer(args=RewardConfig(max_length=params["max_length"], **args), **shared)
+    if technique == Technique.GRPO:
+
+        class Trainer(SafetensorsCheckpointMixin, GRPOTrainer):
+            pass
+
+        config = GRPOConfig(
+            num_generations=params["num_generations"],
+            max_completion_length=params["max_completion_length"],
+            temperature=params["temperature"],
+            beta=params["kl_coef"],
+            **args,
+        )
+        return Trainer(args=config, **shared)
+
+    class Trainer(SafetensorsCheckpointMixin, SFTTrainer):
+        pass
+
+    # Packing (best-fit decreasing, padding-free rows) only on CUDA: the varlen attention
+    # keeps examples apart without a quadratic mask (see speed.py).
+    config = SFTConfig(
+        max_length=params["max_length"],
+        packing=fast["packing"],
+        completion_only_loss=True,
+        **args,
+    )
+    return Trainer(args=config, **shared)
+
+
+def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
     experiment, params = run.experiment, run.experiment.hyperparameters
     train, evaluation = build_datasets(run)
     fast = speed_settings(run)  # decided once: the log line, load and arguments agree
     log.info("Speed settings: %s", fast)
     model, tokenizer = load_model(run, fast)
+    if experiment.technique == Technique.GRPO:
+        train = prompts_that_fit(train, tokenizer, params)
+        evaluation = prompts_that_fit(evaluation, tokenizer, params) or None
+        if not len(train):
+            raise ServiceError(
+                f"No training prompt fits in max_length {params['max_length']} with room for "
+                f"{params['max_completion_length']} completion tokens",
+                status=422,
+            )
     args = common_args(run, output_dir, evaluation is not None, fast)
     callbacks = [reporter]
     if patience := early_stopping(run, evaluation is not None):
@@ -237,28 +418,10 @@ def build_trainer(run: TrainingRun, output_dir: Path, reporter: RunReporter):
         callbacks=callbacks,
         peft_config=peft_config(experiment.technique, params),
     )
-    if experiment.technique == Technique.DPO:
-
-        class Trainer(SafetensorsCheckpointMixin, DPOTrainer):
-            pass
-
-        trainer = Trainer(
-            args=DPOConfig(beta=params["beta"], max_length=params["max_length"], **args), **shared
-        )
-    else:
-
-        class Trainer(SafetensorsCheckpointMixin, SFTTrainer):
-            pass
-
-        # Packing (best-fit decreasing, padding-free rows) only on CUDA: the varlen attention
-        # keeps examples apart without a quadratic mask (see speed.py).
-        config = SFTConfig(
-            max_length=params["max_length"],
-            packing=fast["packing"],
-            completion_only_loss=True,
-            **args,
-        )
-        trainer = Trainer(args=config, **shared)
+    if experiment.technique == Technique.GRPO:
+        scorer, scorer_tokenizer = reward_model(run, fast)
+        shared |= {"reward_funcs": scorer, "reward_processing_classes": scorer_tokenizer}
+    trainer = _trainer(experiment.technique, params, args, fast, shared)
     if fast["bf16_adapter_inputs"]:
         speed.keep_adapter_inputs_in_compute_dtype(trainer.model)
     return trainer

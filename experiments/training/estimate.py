@@ -15,6 +15,15 @@ Per parameter (Hugging Face "Model training anatomy" doc, transformers/model_mem
   checkpointing defaults on, as peft's prepare_model_for_kbit_training turns it on.
 - DPO scores a chosen and a rejected completion per example, so twice the sequences. Its
   frozen reference model is free with LoRA (adapters disabled) and one more bf16 copy with full.
+- A reward model (TRL's RewardTrainer) scores a chosen and a rejected sequence per example, as
+  DPO, through a one-output score head instead of the language-model head: no vocabulary-wide
+  logits, and no reference model.
+- GRPO (TRL's GRPOTrainer) keeps the policy (LoRA or full), its reference when kl_coef > 0
+  (free with LoRA, a bf16 copy with full) and the frozen reward model (its base's parameter
+  count, at 2 B or 4 B). It trains on prompt + completion sequences of max_length with logits
+  for the completion tokens only; it samples the completions first, without gradients, so the
+  generation's KV cache (2 x layers x kv width x tokens, 16-bit) is counted when larger than
+  the training activations, not beside them.
 
 Activations (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
 Models"): 34·s·b·h bytes per layer in 16-bit plus 5·a·s²·b for the attention scores. We assume
@@ -35,7 +44,9 @@ from typing import Any
 from experiments.training.hyperparameters import LORA_MODULES, Hyperparameters, ia3_feedforward
 
 GB = 10**9
-TECHNIQUES = ("full", "lora", "qlora", "prefix", "ia3", "loha", "dpo")
+TECHNIQUES = ("full", "lora", "qlora", "prefix", "ia3", "loha", "dpo", "reward", "grpo")
+# Techniques that train LoRA adapters or all weights, as their base field says.
+BASE_FIELD = {"dpo": "dpo_base", "reward": "rl_base", "grpo": "rl_base"}
 DEVICES = ("cuda", "cpu")
 ADAPTER_BYTES = {"weights": 4, "gradients": 4, "optimizer": 8}  # fp32 weight, grad, AdamW m+v
 NF4_BYTES = 0.5 + 0.127 / 8  # 4-bit weights + double-quantised constants (QLoRA paper)
@@ -90,6 +101,9 @@ ESTIMATED = (
     "ia3_target_modules",
     "ia3_feedforward_modules",
     "dpo_base",
+    "rl_base",
+    "max_completion_length",
+    "kl_coef",
     "gpus",
 )
 
@@ -197,15 +211,29 @@ def prefix_params(config, num_virtual_tokens: int) -> int:
 
 
 def activation_bytes(
-    config, *, sequences: int, max_length: int, checkpointing: bool, bf16: bool
+    config,
+    *,
+    sequences: int,
+    max_length: int,
+    checkpointing: bool,
+    bf16: bool,
+    logit_tokens: int | None = None,
 ) -> int:
+    """Activations of `sequences` x `max_length` tokens; the fp32 logits (and their gradient)
+    of `logit_tokens` per sequence, every token unless given (0: a score head, no logits)."""
     tokens = sequences * max_length
     h, layers = config.hidden_size, config.num_hidden_layers
     one_layer = 34 * tokens * h  # Korthikanti et al., 16-bit, without the s² attention term
     body = 2 * tokens * h * layers + one_layer if checkpointing else one_layer * layers
     body = body if bf16 else body * 2  # the formula counts 2-byte activations
-    logits = tokens * config.vocab_size * 4 * 2  # fp32 logits and their gradient
+    per_sequence = max_length if logit_tokens is None else logit_tokens
+    logits = sequences * per_sequence * config.vocab_size * 4 * 2  # fp32 logits and gradient
     return body + logits
+
+
+def kv_cache_bytes(config, *, sequences: int, max_length: int) -> int:
+    """Generation's key/value cache in 16-bit: a key and a value per layer per token."""
+    return 2 * config.num_hidden_layers * _kv_dim(config) * sequences * max_length * 2
 
 
 def _positive(hp: dict[str, Any], key: str) -> int:
@@ -216,8 +244,14 @@ def _positive(hp: dict[str, Any], key: str) -> int:
 
 
 def estimate(
-    config, *, technique: str, hyperparameters: dict[str, Any], device: str = "cuda"
+    config,
+    *,
+    technique: str,
+    hyperparameters: dict[str, Any],
+    device: str = "cuda",
+    reward_params: int | None = None,
 ) -> Estimate:
+    """`reward_params`: GRPO's reward model's parameter count (default: the same base)."""
     if technique not in TECHNIQUES:
         raise ValueError(f"unknown technique {technique!r}; expected one of {TECHNIQUES}")
     if device not in DEVICES:
@@ -226,13 +260,17 @@ def estimate(
     batch = _positive(hp, "per_device_train_batch_size")
     max_length = _positive(hp, "max_length")
     bf16, checkpointing = bool(hp["bf16"]), bool(hp["gradient_checkpointing"])
-    method = hp["dpo_base"] if technique == "dpo" else technique
-    if technique == "dpo" and method not in ("full", "lora"):
-        raise ValueError(f"dpo_base must be 'lora' or 'full', got {method!r}")
+    method = hp[BASE_FIELD[technique]] if technique in BASE_FIELD else technique
+    if technique in BASE_FIELD and method not in ("full", "lora"):
+        raise ValueError(f"{BASE_FIELD[technique]} must be 'lora' or 'full', got {method!r}")
     if technique == "prefix" and checkpointing:
         raise ValueError("prefix tuning does not work with gradient checkpointing (peft refuses)")
 
     total = count_params(config)
+    if technique == "reward":
+        # AutoModelForSequenceClassification: a one-output score head instead of lm_head.
+        untied_head = 0 if config.tie_word_embeddings else config.vocab_size * config.hidden_size
+        total += config.hidden_size - untied_head
     weight = 2 if bf16 else 4
     if method == "full":
         trainable = total
@@ -247,21 +285,38 @@ def estimate(
             trainable = loha_params(config, int(hp["lora_r"]), hp["lora_target_modules"])
         else:
             trainable = lora_params(config, int(hp["lora_r"]), hp["lora_target_modules"])
+        if technique == "reward":
+            trainable += config.hidden_size  # the score head trains beside the adapters
         quantized = _quantizable_params(config) if method == "qlora" else 0
         frozen = int(quantized * NF4_BYTES) + (total - quantized) * weight
         weights = frozen + trainable * ADAPTER_BYTES["weights"]
         gradients = trainable * ADAPTER_BYTES["gradients"]
         optimizer = trainable * ADAPTER_BYTES["optimizer"]
-    if technique == "dpo" and method == "full":
+    if method == "full" and (
+        technique == "dpo" or (technique == "grpo" and float(hp["kl_coef"]) > 0)
+    ):
         weights += total * weight  # the frozen reference model is a second copy
+    if technique == "grpo":
+        weights += (total if reward_params is None else reward_params) * weight  # reward model
 
+    pairs = technique in ("dpo", "reward")  # a chosen and a rejected sequence per example
+    logit_tokens = None
+    if technique == "reward":
+        logit_tokens = 0  # a score head: one number per sequence
+    elif technique == "grpo":
+        logit_tokens = _positive(hp, "max_completion_length")
     activations = activation_bytes(
         config,
-        sequences=2 * batch if technique == "dpo" else batch,  # chosen + rejected
+        sequences=2 * batch if pairs else batch,
         max_length=max_length,
         checkpointing=checkpointing,
         bf16=bf16,
+        logit_tokens=logit_tokens,
     )
+    if technique == "grpo":
+        activations = max(
+            activations, kv_cache_bytes(config, sequences=batch, max_length=max_length)
+        )
     gpus = _positive(hp, "gpus")
     sharded = bool(hp.get("fsdp")) and method == "full" and gpus > 1
     if sharded:

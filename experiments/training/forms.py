@@ -75,7 +75,15 @@ FIELDS = [
     ("num_virtual_tokens", "Virtual tokens", int, "prefix"),
     ("beta", "DPO beta", float, "dpo"),
     ("dpo_base", "DPO trains (lora or full)", str, "dpo"),
+    ("rl_base", "Reward model / GRPO trains (lora or full)", str, "rl"),
+    ("reward_run", "Reward model (a finished reward-model run)", int, "grpo"),
+    ("num_generations", "Completions sampled per prompt", int, "grpo"),
+    ("max_completion_length", "Max completion length (tokens)", int, "grpo"),
+    ("temperature", "Sampling temperature", float, "grpo"),
+    ("kl_coef", "KL coefficient towards the base model (0: no reference)", float, "grpo"),
 ]
+# Fields chosen from a list the view supplies (value, label), not typed.
+CHOICES = {"reward_run"}
 CHECKBOXES = {name for name, _, parser, _ in FIELDS if parser is _bool}
 SWITCHES = {name for name, _, parser, _ in FIELDS if parser is _switch}
 # The field groups each technique uses: the form shows these and hides the rest.
@@ -87,6 +95,8 @@ TECHNIQUE_GROUPS = {
     Technique.IA3: ["all", "sft", "ia3"],
     Technique.LOHA: ["all", "sft", "rank"],
     Technique.DPO: ["all", "rank", "lora", "dpo"],
+    Technique.REWARD: ["all", "rank", "lora", "rl"],
+    Technique.GRPO: ["all", "rank", "lora", "rl", "grpo"],
 }
 
 
@@ -112,8 +122,11 @@ def hyperparameters_from(post) -> dict:
     return params
 
 
-def form_fields(post, errors: dict[str, list[str]]) -> list[dict]:
-    """The hyperparameter fields to draw: kind, the value posted, the default, the errors."""
+def form_fields(
+    post, errors: dict[str, list[str]], choices: dict[str, list[tuple]] | None = None
+) -> list[dict]:
+    """The hyperparameter fields to draw: kind, the value posted, the default, the errors,
+    and for a choice field its options ((value, label) pairs from `choices`)."""
     from experiments.training.hyperparameters import Hyperparameters
 
     defaults = Hyperparameters().model_dump()
@@ -125,6 +138,7 @@ def form_fields(post, errors: dict[str, list[str]]) -> list[dict]:
         elif default is None:
             default = "auto" if name in SWITCHES else "the technique's"
         kind = "checkbox" if name in CHECKBOXES else "switch" if name in SWITCHES else "text"
+        kind = "choice" if name in CHOICES else kind
         out.append(
             {
                 "name": name,
@@ -134,6 +148,7 @@ def form_fields(post, errors: dict[str, list[str]]) -> list[dict]:
                 "value": post.get(f"hp_{name}", ""),
                 "default": default,
                 "errors": errors.get(f"hyperparameters.{name}", []),
+                "options": [(str(v), label) for v, label in (choices or {}).get(name, [])],
             }
         )
     return out

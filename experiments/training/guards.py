@@ -4,6 +4,8 @@ and the flag on the live chart when eval loss rises while training loss falls.""
 
 import math
 
+from experiments.training.hyperparameters import trains
+
 SMALL_TRAIN = 1_000  # training examples under which early stopping is on by default
 DEFAULT_PATIENCE = 3  # evaluations without improvement before stopping
 MAX_EPOCHS = 5
@@ -16,11 +18,16 @@ ADAPTERS = ("lora", "qlora", "loha")
 RANK_NAMES = {"loha": "LoHa"}
 
 
-def early_stopping_patience(params: dict, counts: dict) -> int:
+# Techniques whose eval loss is not what they learn from: GRPO's is a policy-gradient
+# objective of freshly sampled completions, so early stopping stays off.
+NO_EARLY_STOPPING = ("grpo",)
+
+
+def early_stopping_patience(params: dict, counts: dict, technique: str = "") -> int:
     """Evaluations without improvement before training stops; 0: off. Blank (None) means on
     (3) when the training split is small, there is an eval split to watch and checkpoints
-    are saved at evaluations; else off."""
-    if not counts.get("eval"):
+    are saved at evaluations; else off. Always off for GRPO."""
+    if not counts.get("eval") or technique in NO_EARLY_STOPPING:
         return 0
     patience = params.get("early_stopping_patience")
     if patience is None:
@@ -47,16 +54,14 @@ def warnings(technique: str, params: dict, counts: dict) -> list[str]:
     """What the guide warns about, for these settings on this data (nothing is refused)."""
     out = []
     train, passes = counts.get("train", 0), epochs(params, counts)
-    patience = early_stopping_patience(params, counts)
+    patience = early_stopping_patience(params, counts, technique)
     stopping = f"early stopping is on (patience {patience})" if patience else "early stopping off"
     if passes > MAX_EPOCHS:
         out.append(
             f"{passes:.1f} epochs: more than {MAX_EPOCHS} passes over the data usually "
             f"overfits; watch the eval loss ({stopping})"
         )
-    uses_lora = technique in ADAPTERS or (
-        technique == "dpo" and params.get("dpo_base", "lora") == "lora"
-    )
+    uses_lora = technique in ADAPTERS or trains(technique, params) == "lora"
     if uses_lora and params.get("lora_r", 0) >= HIGH_RANK and train < SMALL_TRAIN:
         out.append(
             f"{RANK_NAMES.get(technique, 'LoRA')} r={params['lora_r']} for {train:,} training "

@@ -18,7 +18,9 @@ from finetune_hub.errors import FieldError, ServiceError, from_pydantic, invalid
 
 # Learning rates from common practice: full fine-tuning 2e-5, LoRA/QLoRA 2e-4 (QLoRA paper),
 # prefix tuning 1e-2 (peft examples), IA3 3e-3 (the (IA)^3 paper, Liu et al. 2022, and
-# peft's IA3 examples), LoHa as LoRA (LyCORIS), DPO 5e-6 with LoRA and 5e-7 full (Zephyr).
+# peft's IA3 examples), LoHa as LoRA (LyCORIS), DPO 5e-6 with LoRA and 5e-7 full (Zephyr);
+# a reward model 1e-4 with LoRA and 1e-5 full (TRL's reward modelling examples), GRPO 1e-5
+# with LoRA and 1e-6 full (GRPOConfig's default, the DeepSeekMath setting).
 DEFAULT_LEARNING_RATE = {
     Technique.FULL: 2e-5,
     Technique.LORA: 2e-4,
@@ -92,6 +94,18 @@ class Hyperparameters(BaseModel):
     # DPO
     beta: float = Field(0.1, gt=0, le=10)
     dpo_base: Literal["lora", "full"] = "lora"
+    # RLHF: the reward model and the GRPO policy train LoRA adapters (r, alpha, target modules
+    # as LoRA's) or all weights.
+    rl_base: Literal["lora", "full"] = "lora"
+    # GRPO: the reward model is a finished reward-model run of the same team (its id); each
+    # prompt gets num_generations sampled completions, scored by it, and each completion's
+    # advantage is its reward against its group's mean. kl_coef (TRL's beta) pulls the policy
+    # towards the base model (0: no reference model is kept).
+    reward_run: int | None = Field(None, ge=1)
+    num_generations: int = Field(4, ge=2, le=64)
+    max_completion_length: int = Field(128, ge=1, le=32_768)
+    temperature: float = Field(1.0, gt=0, le=2)
+    kl_coef: float = Field(0.04, ge=0, le=10)
 
     @model_validator(mode="after")
     def _modules_known(self):
@@ -135,10 +149,69 @@ def ia3_feedforward(targets: list[str], feedforward: list[str] | None) -> list[s
     return list(feedforward)
 
 
-def default_learning_rate(technique: str, dpo_base: str) -> float:
-    if technique == Technique.DPO:
-        return 5e-6 if dpo_base == "lora" else 5e-7
+RL_LEARNING_RATE = {  # (with LoRA, full)
+    Technique.DPO: (5e-6, 5e-7),
+    Technique.REWARD: (1e-4, 1e-5),
+    Technique.GRPO: (1e-5, 1e-6),
+}
+# What a technique trains for the preference and RL techniques: LoRA adapters or all weights.
+BASE_FIELD = {Technique.DPO: "dpo_base", Technique.REWARD: "rl_base", Technique.GRPO: "rl_base"}
+
+
+def trains(technique: str, params: dict) -> str:
+    """ "lora" or "full" for DPO, a reward model and GRPO (by their base field); else the
+    technique itself."""
+    field = BASE_FIELD.get(technique)
+    return params.get(field, "lora") if field else technique
+
+
+def default_learning_rate(technique: str, params: dict) -> float:
+    if technique in RL_LEARNING_RATE:
+        lora, full = RL_LEARNING_RATE[technique]
+        return lora if trains(technique, params) == "lora" else full
     return DEFAULT_LEARNING_RATE[technique]
+
+
+def _field_error(field: str, message: str) -> ServiceError:
+    return ServiceError(
+        detail="Invalid hyperparameters",
+        status=422,
+        errors=[FieldError(field=f"hyperparameters.{field}", message=message)],
+    )
+
+
+def _check_grpo(technique: str, params: Hyperparameters) -> None:
+    """GRPO's settings fit together; other techniques take no reward model."""
+    if technique != Technique.GRPO:
+        if params.reward_run is not None:
+            raise _field_error("reward_run", "only GRPO trains against a reward model")
+        return
+    if params.early_stopping_patience:
+        raise _field_error(
+            "early_stopping_patience",
+            "GRPO's eval loss is not what it learns from (a policy-gradient objective of "
+            "sampled completions): early stopping is off for GRPO; watch eval reward",
+        )
+    if params.reward_run is None:
+        raise _field_error(
+            "reward_run", "GRPO needs a reward model: the id of a finished reward-model run"
+        )
+    if params.max_completion_length >= params.max_length:
+        raise _field_error(
+            "max_completion_length",
+            f"{params.max_completion_length} leaves no room for a prompt in max_length "
+            f"{params.max_length} (the two bound a prompt and its completion together)",
+        )
+    # Each batch holds whole groups of completions of one prompt (TRL's GRPOConfig checks the
+    # same at the start of training; here it is refused before the run is queued).
+    per_batch = params.per_device_train_batch_size * params.gpus
+    if per_batch % params.num_generations:
+        raise _field_error(
+            "num_generations",
+            f"{params.num_generations} completions per prompt must divide the batch of "
+            f"{per_batch} (per_device_train_batch_size {params.per_device_train_batch_size}"
+            f" x gpus {params.gpus}) so that each batch holds whole groups",
+        )
 
 
 def technique_require(technique: str) -> None:
@@ -161,31 +234,16 @@ def validate(technique: str, raw: dict | None, *, context_length: int | None) ->
             errors=from_pydantic(exc, under="hyperparameters"),
         ) from None
     if context_length and params.max_length > context_length:
-        raise ServiceError(
-            detail="Invalid hyperparameters",
-            status=422,
-            errors=[
-                FieldError(
-                    field="hyperparameters.max_length",
-                    message=f"{params.max_length} is over the model's context of {context_length}",
-                )
-            ],
+        raise _field_error(
+            "max_length", f"{params.max_length} is over the model's context of {context_length}"
         )
     if params.early_stopping_patience and params.save_steps % params.eval_steps:
-        raise ServiceError(
-            detail="Invalid hyperparameters",
-            status=422,
-            errors=[
-                FieldError(
-                    field="hyperparameters.early_stopping_patience",
-                    message=(
-                        f"early stopping keeps the best checkpoint, so save_steps "
-                        f"({params.save_steps}) must be a multiple of eval_steps "
-                        f"({params.eval_steps})"
-                    ),
-                )
-            ],
+        raise _field_error(
+            "early_stopping_patience",
+            f"early stopping keeps the best checkpoint, so save_steps ({params.save_steps}) "
+            f"must be a multiple of eval_steps ({params.eval_steps})",
         )
+    _check_grpo(technique, params)
     if params.learning_rate is None:
-        params.learning_rate = default_learning_rate(technique, params.dpo_base)
+        params.learning_rate = default_learning_rate(technique, params.model_dump())
     return params.model_dump()

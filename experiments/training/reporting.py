@@ -34,6 +34,19 @@ KEYS = {
     "rewards/accuracies": "reward_accuracy",
     "rewards/margins": "reward_margin",
     "eval_rewards/accuracies": "eval_reward_accuracy",
+    # Reward model (RewardTrainer): how often the chosen answer outscores the rejected one, on
+    # the training batches and on the held-out pairs, and by how much
+    "accuracy": "pairwise_accuracy",
+    "eval_accuracy": "eval_pairwise_accuracy",
+    "margin": "reward_margin",
+    "eval_margin": "eval_reward_margin",
+    # GRPO (GRPOTrainer): the reward model's mean score of the sampled completions, its spread,
+    # the KL divergence from the base model, and the completions' mean length
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "kl": "kl",
+    "completions/mean_length": "completion_length",
+    "eval_reward": "eval_reward",
 }
 
 

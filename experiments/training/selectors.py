@@ -7,7 +7,14 @@ from django.db.models.functions import Coalesce, NullIf
 
 from datasets_app.models import DatasetVersion
 from experiments import tracking
-from experiments.models import Experiment, MetricPoint, MetricSeries, TrainingRun, Worker
+from experiments.models import (
+    Experiment,
+    MetricPoint,
+    MetricSeries,
+    Technique,
+    TrainingRun,
+    Worker,
+)
 from experiments.training.workers import live_workers
 from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid
@@ -82,6 +89,33 @@ def run_get(*, user, run_id: int) -> TrainingRun:
         team_path="experiment__team",
         what="Run",
         pk=run_id,
+    )
+
+
+def reward_run_for(*, user, run_id: int) -> TrainingRun:
+    """A reward model the user may estimate a GRPO run with: a finished reward-model run in
+    one of the user's teams (checked again against the experiment's team when it is made)."""
+    run = (
+        visible_to(TrainingRun.objects.with_output(), user=user, team_path="experiment__team")
+        .filter(pk=run_id, experiment__technique=Technique.REWARD)
+        .select_related("experiment")
+        .first()
+    )
+    if run is None:
+        raise invalid(
+            f"No finished reward-model run {run_id} in your teams",
+            field="hyperparameters.reward_run",
+        )
+    return run
+
+
+def reward_runs_for(*, user) -> QuerySet[TrainingRun]:
+    """The finished reward models the experiment form offers for GRPO, newest first."""
+    return (
+        visible_to(TrainingRun.objects.with_output(), user=user, team_path="experiment__team")
+        .filter(experiment__technique=Technique.REWARD)
+        .select_related("experiment__team")
+        .order_by("-finished_at", "-pk")[:100]
     )
 
 

@@ -36,24 +36,82 @@ def context_length(config) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def estimates_for(config, technique: str, params: dict) -> dict:
-    """The estimate on each kind of device a worker may have."""
+def estimates_for(config, technique: str, params: dict, reward_run=None) -> dict:
+    """The estimate on each kind of device a worker may have. GRPO's reward model is counted
+    from its own base model's config."""
+    reward_params = None
+    if reward_run is not None:
+        from experiments.training.estimate import count_params
+
+        reward_params = count_params(load_config(reward_run.model_base))
     return {
         device: estimate(
-            config, technique=technique, hyperparameters=params, device=device
+            config,
+            technique=technique,
+            hyperparameters=params,
+            device=device,
+            reward_params=reward_params,
         ).as_dict()
         for device in ("cuda", "cpu")
     }
 
 
+# Techniques that learn from pairs of answers; GRPO takes the prompts of any format that has
+# them (a preference set's too), and the others learn from one answer per prompt.
+PREFERENCE_TECHNIQUES = (Technique.DPO, Technique.REWARD)
+PROMPT_FORMATS = (
+    DataFormat.INSTRUCTION,
+    DataFormat.CHAT,
+    DataFormat.COMPLETION,
+    DataFormat.PREFERENCE,
+)
+
+
 def _check_data(technique: str, version: DatasetVersion) -> None:
     if version.is_draft:
         raise invalid("Train on a published version, not a draft", field="dataset_version")
-    if (technique == Technique.DPO) != (version.format == DataFormat.PREFERENCE):
-        need = "a preference dataset" if technique == Technique.DPO else "a non-preference dataset"
-        raise invalid(f"{Technique(technique).label} needs {need}", field="dataset_version")
+    label = Technique(technique).label
+    if technique == Technique.GRPO:
+        if version.format not in PROMPT_FORMATS:
+            raise invalid(
+                f"{label} samples answers to prompts: it needs an instruction, chat, "
+                f"completion or preference dataset, not {version.format}",
+                field="dataset_version",
+            )
+    elif (technique in PREFERENCE_TECHNIQUES) != (version.format == DataFormat.PREFERENCE):
+        need = (
+            "a preference dataset"
+            if technique in PREFERENCE_TECHNIQUES
+            else "a non-preference dataset"
+        )
+        raise invalid(f"{label} needs {need}", field="dataset_version")
     if not version.counts.get("train"):
         raise invalid("The version has no train examples", field="dataset_version")
+
+
+def reward_run_check(*, team: Team, run_id: int | None) -> TrainingRun | None:
+    """The reward model a GRPO experiment names: a finished reward-model run of the same
+    team (another team's run is not found)."""
+    if run_id is None:
+        return None
+    field = "hyperparameters.reward_run"
+    run = (
+        TrainingRun.objects.filter(pk=run_id, experiment__team=team)
+        .select_related("experiment")
+        .first()
+    )
+    if run is None:
+        raise invalid(f"No run {run_id} in this team", field=field)
+    if run.experiment.technique != Technique.REWARD:
+        trained = Technique(run.experiment.technique).label if run.experiment.technique else ""
+        raise invalid(
+            f"Run {run_id} is not a reward model ({trained or 'a tracked run'}); train one "
+            "with the reward-model technique on a preference dataset",
+            field=field,
+        )
+    if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
+        raise invalid(f"Run {run_id} has no trained reward model ({run.status})", field=field)
+    return run
 
 
 @transaction.atomic
@@ -75,6 +133,7 @@ def experiment_create(
     _check_data(technique, dataset_version)
     config = load_config(base_model)
     params = hp.validate(technique, hyperparameters, context_length=context_length(config))
+    reward_run = reward_run_check(team=team, run_id=params["reward_run"])
     experiment = Experiment(
         team=team,
         name=(name or "").strip(),
@@ -82,7 +141,7 @@ def experiment_create(
         base_model=base_model.strip(),
         technique=technique,
         hyperparameters=params,
-        estimate=estimates_for(config, technique, params),
+        estimate=estimates_for(config, technique, params, reward_run),
         notes=notes,
         created_by=by,
     )

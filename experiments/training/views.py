@@ -45,7 +45,16 @@ def _form_context(request, error=None):
         "teams": teams_for_user(user=request.user),
         "versions": published_versions_for(user=request.user),
         "techniques": Technique.choices,
-        "fields": forms.form_fields(request.POST, by_field),
+        "fields": forms.form_fields(
+            request.POST,
+            by_field,
+            {
+                "reward_run": [
+                    (run.pk, f"run {run.pk} · {run.experiment.team.name} / {run.experiment.name}")
+                    for run in selectors.reward_runs_for(user=request.user)
+                ]
+            },
+        ),
         "field_errors": {k: v for k, v in by_field.items() if k and "." not in k},
         "technique_groups": forms.TECHNIQUE_GROUPS,
         "error": error,

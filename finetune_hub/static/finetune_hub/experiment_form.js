@@ -19,6 +19,10 @@
       }
       else hp[name] = isNaN(Number(v)) ? v : Number(v);
     });
+    // Choice fields (GRPO's reward model): a run id picked from a list.
+    form.querySelectorAll(".hp select.choice").forEach((select) => {
+      if (select.value) hp[select.name.slice(3)] = Number(select.value);
+    });
     return hp;
   }
 
