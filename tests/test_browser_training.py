@@ -170,3 +170,57 @@ def test_compare_any_metric_smoothed_on_a_log_scale_with_the_params_that_differ(
         "markers",
         "markers",
     ]
+
+
+def test_rlhf_pick_a_reward_model_for_grpo_and_see_reward_and_kl_curves(
+    page, team, owner, outsider, tiny_model
+):
+    """The form offers the team's finished reward models for GRPO (another team's never), the
+    experiment page links the one chosen, and a GRPO run's page draws reward and KL while a
+    reward model's draws its held-out pairwise accuracy."""
+    from experiments import tracking
+    from finetune_hub.models import Team
+    from tests.test_rlhf import finished_reward_model
+
+    reward = finished_reward_model(team, owner, tiny_model)
+    theirs = finished_reward_model(Team.objects.get(name="Other"), outsider, tiny_model)
+    make_version(team, owner)
+    log_in(page, "owner", "owner-pass-123")
+    page.goto("/experiments/new/")
+    page.fill("#name", "browser-grpo")
+    page.fill("#base_model", tiny_model)
+    page.select_option("#technique", "grpo")
+    assert page.is_visible("#hp_reward_run") and page.is_hidden("#hp_beta")
+    offered = page.eval_on_selector_all("#hp_reward_run option", "o => o.map(x => x.value)")
+    assert str(reward.pk) in offered and str(theirs.pk) not in offered
+    page.wait_for_selector("#estimate >> text=reward_run")  # GRPO needs one: named at once
+    page.select_option("#hp_reward_run", str(reward.pk))
+    page.fill("#hp_max_length", "128")
+    page.fill("#hp_max_completion_length", "16")
+    page.wait_for_selector("#estimate table")
+    page.click("button:has-text('Create experiment')")
+    page.wait_for_selector("h1:has-text('browser-grpo')")
+    assert page.inner_text("#reward-run") == f"run #{reward.pk}"
+    experiment = Experiment.objects.get(name="browser-grpo")
+    assert experiment.hyperparameters["reward_run"] == reward.pk
+
+    run = TrainingRun.objects.create(
+        experiment=experiment, created_by=owner, status=TrainingRun.Status.SUCCEEDED
+    )
+    keys = ("loss", "reward", "eval_reward", "kl", "completion_length")
+    now = 1_700_000_000_000
+    tracking.points_ingest(
+        [(run.pk, s, k, 1.0 + s / 10, now + s) for s in range(1, 6) for k in keys]
+    )
+    tracking.points_ingest(
+        [(reward.pk, s, "eval_pairwise_accuracy", 0.5 + s / 20, now + s) for s in range(6)]
+    )
+    page.goto(f"/runs/{run.pk}/")
+    page.wait_for_selector("#chart-reward .scatterlayer .trace")
+    names = page.eval_on_selector("#chart-reward", "c => c.data.map(t => t.name)")
+    assert set(names) == {"reward (train)", "reward (held-out prompts)", "KL from base"}
+    assert page.is_hidden("#chart-preference")
+    shot(page, "grpo-run")
+    page.goto(f"/runs/{reward.pk}/")
+    page.wait_for_selector("#chart-preference .scatterlayer .trace")
+    assert "scores answers" in page.inner_text("#reward-model-use")

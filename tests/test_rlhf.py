@@ -28,12 +28,12 @@ from tests.training_helpers import FAST, make_experiment, make_version
 REWARD = {**FAST, "max_steps": 12, "eval_steps": 6, "save_steps": 6, "learning_rate": 2e-3}
 GRPO = {
     **FAST,
-    "max_steps": 3,
+    "max_steps": 2,
     "per_device_train_batch_size": 4,
     "num_generations": 2,
     "max_completion_length": 8,
-    "eval_steps": 3,
-    "save_steps": 3,
+    "eval_steps": 2,
+    "save_steps": 2,
     "learning_rate": 1e-3,
 }
 
@@ -52,20 +52,49 @@ def trained(experiment, owner) -> TrainingRun:
     return run
 
 
-@pytest.fixture
-def reward_run(team, owner, tiny_model, cpu_worker):
-    return trained(
-        make_experiment(team, owner, tiny_model, "reward", "preference", **REWARD), owner
+def finished_reward_model(team, owner, tiny_model) -> TrainingRun:
+    """A finished reward-model run without the training: the tiny model with a fresh score
+    head saved as its output (the settings checks and the lineage need only the rows)."""
+    from transformers import AutoModelForSequenceClassification
+
+    version = make_version(team, owner, "preference", n=20)
+    experiment = experiment_create(
+        team=team,
+        name=f"reward-{version.pk}",
+        dataset_version=version,
+        base_model=tiny_model,
+        technique="reward",
+        hyperparameters=FAST | {"rl_base": "full"},
+        by=owner,
     )
+    run = TrainingRun.objects.create(
+        experiment=experiment, created_by=owner, status=TrainingRun.Status.SUCCEEDED
+    )
+    output = f"{run.folder}/final"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    model.save_pretrained(artifact_path(output))
+    TrainingRun.objects.filter(pk=run.pk).update(output_path=output)
+    run.refresh_from_db()
+    return run
+
+
+@pytest.fixture
+def reward_run(team, owner, tiny_model):
+    return finished_reward_model(team, owner, tiny_model)
 
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_reward_model_learns_the_preferences_and_reports_pairwise_accuracy(reward_run, tiny_model):
+def test_reward_model_learns_the_preferences_then_grpo_trains_against_it(
+    team, owner, tiny_model, cpu_worker
+):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    reward_run = trained(
+        make_experiment(team, owner, tiny_model, "reward", "preference", **REWARD), owner
+    )
     final = artifact_path(reward_run.output_path)
     assert_no_pickles(final)
     adapter = json.loads((final / "adapter_config.json").read_text())
@@ -95,50 +124,55 @@ def test_reward_model_learns_the_preferences_and_reports_pairwise_accuracy(rewar
     prompt = "Describe item 7"
     assert score(prompt + "A clear answer 7") > score(prompt + "meh 7")
 
+    # GRPO against it: the adapters and the score head are merged into the base to score.
+    policy = grpo_trained(team, owner, tiny_model, reward_run, "lora")
+    assert (artifact_path(policy.output_path) / "adapter_model.safetensors").exists()
 
-def test_full_reward_model_saves_every_weight(team, owner, tiny_model, cpu_worker):
+    # GRPO against it: the adapters and the score head are merged into the base to score.
+    policy = grpo_trained(team, owner, tiny_model, reward_run, "lora")
+    assert (artifact_path(policy.output_path) / "adapter_model.safetensors").exists()
+
+
+def grpo_trained(team, owner, tiny_model, reward_run, rl_base: str) -> TrainingRun:
+    experiment = experiment_create(
+        team=team,
+        name=f"grpo-{rl_base}",
+        dataset_version=make_version(team, owner, "instruction", n=40),
+        base_model=tiny_model,
+        technique="grpo",
+        hyperparameters=GRPO | {"reward_run": reward_run.pk, "rl_base": rl_base},
+        by=owner,
+    )
+    run = trained(experiment, owner)
+    assert run.step == 2
+    assert f"Reward model: run {reward_run.pk}" in run.log_tail
+    for key in ("reward", "kl", "completion_length", "loss"):
+        assert len(series(run, key)) == 2, key
+    assert all(k >= 0 for k in series(run, "kl"))
+    # The base policy's held-out reward, then after training (evaluations at 0 and 2).
+    assert len(series(run, "eval_reward")) == 2
+    assert_no_pickles(artifact_path(run.output_path))
+    # The policy writes answers: it is evaluated and registered like any fine-tuned model.
+    assert Subject(Kind.RUN, run=run.pk).for_team(team).base_model == tiny_model
+    model = RegisteredModel.objects.create(team=team, name=f"policy-{run.pk}", created_by=owner)
+    assert version_register(model=model, run=run, by=owner).source_run == run
+    return run
+
+
+def test_full_reward_model_and_full_grpo(team, owner, tiny_model, cpu_worker):
     from transformers import AutoModelForSequenceClassification
 
-    params = {**REWARD, "max_steps": 3, "eval_steps": 3, "save_steps": 3, "rl_base": "full"}
+    params = {**REWARD, "max_steps": 2, "eval_steps": 2, "save_steps": 2, "rl_base": "full"}
     experiment = make_experiment(team, owner, tiny_model, "reward", "preference", **params)
     assert experiment.hyperparameters["learning_rate"] == 2e-3
-    run = trained(experiment, owner)
-    final = artifact_path(run.output_path)
+    reward_run = trained(experiment, owner)
+    final = artifact_path(reward_run.output_path)
     assert not (final / "adapter_config.json").exists()
     model = AutoModelForSequenceClassification.from_pretrained(final)
     assert model.config.num_labels == 1 and model.score.weight.shape[0] == 1
-
-
-@pytest.mark.parametrize("rl_base", ["lora", "full"])
-def test_grpo_trains_against_the_reward_model_with_reward_and_kl_curves(
-    team, owner, tiny_model, reward_run, rl_base
-):
-    experiment = make_experiment(
-        team,
-        owner,
-        tiny_model,
-        "grpo",
-        "instruction",
-        reward_run=reward_run.pk,
-        rl_base=rl_base,
-        **GRPO,
-    )
-    run = trained(experiment, owner)
-    assert run.step == 3
-    assert "Reward model: run" in run.log_tail
-    for key in ("reward", "kl", "completion_length", "loss"):
-        assert len(series(run, key)) >= 2, key
-    assert all(k >= 0 for k in series(run, "kl"))
-    # The base policy's held-out reward, then after training (evaluations at 0 and 3).
-    assert len(series(run, "eval_reward")) == 2
-    final = artifact_path(run.output_path)
-    assert_no_pickles(final)
-    weights = "adapter_model.safetensors" if rl_base == "lora" else "model.safetensors"
-    assert run.output_files[weights]
-    # The policy writes answers: it is evaluated and registered like any fine-tuned model.
-    assert Subject(Kind.RUN, run=run.pk).for_team(team).base_model == tiny_model
-    model = RegisteredModel.objects.create(team=team, name=f"policy-{rl_base}", created_by=owner)
-    assert version_register(model=model, run=run, by=owner).source_run == run
+    # A full policy keeps a reference copy for the KL term (kl_coef 0.04 by default).
+    policy = grpo_trained(team, owner, tiny_model, reward_run, "full")
+    assert (artifact_path(policy.output_path) / "model.safetensors").exists()
 
 
 def test_a_reward_model_is_not_a_generator(team, owner, reward_run):
@@ -195,12 +229,7 @@ def test_grpo_reward_run_must_be_a_finished_reward_model_of_the_team(
 
     # Another team's reward model is not found (its existence is not revealed).
     other = Team.objects.get(name="Other")
-    theirs = trained(
-        make_experiment(
-            other, outsider, tiny_model, "reward", "preference", **REWARD | {"max_steps": 1}
-        ),
-        outsider,
-    )
+    theirs = finished_reward_model(other, outsider, tiny_model)
     [(field, message)] = grpo_errors(team, owner, tiny_model, reward_run=theirs.pk)
     assert field == "hyperparameters.reward_run" and message == f"No run {theirs.pk} in this team"
     # A run of another technique, and an unfinished reward model, are refused by name.
@@ -222,7 +251,9 @@ def test_reward_model_needs_preference_data(team, owner, tiny_model):
         make_experiment(team, owner, tiny_model, "reward", "instruction")
 
 
-def test_grpo_fails_clearly_when_the_reward_model_is_gone(team, owner, tiny_model, reward_run):
+def test_grpo_fails_clearly_when_the_reward_model_is_gone(
+    team, owner, tiny_model, reward_run, cpu_worker
+):
     import shutil
 
     experiment = make_experiment(

@@ -109,6 +109,18 @@ def reward_run_for(*, user, run_id: int) -> TrainingRun:
     return run
 
 
+def reward_run_of(experiment: Experiment) -> TrainingRun | None:
+    """The reward model a GRPO experiment trains against (its lineage), in its own team."""
+    run_id = (experiment.hyperparameters or {}).get("reward_run")
+    if not run_id:
+        return None
+    return (
+        TrainingRun.objects.filter(pk=run_id, experiment__team=experiment.team_id)
+        .select_related("experiment")
+        .first()
+    )
+
+
 def reward_runs_for(*, user) -> QuerySet[TrainingRun]:
     """The finished reward models the experiment form offers for GRPO, newest first."""
     return (

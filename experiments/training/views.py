@@ -104,6 +104,7 @@ def experiment_detail(request, experiment_id: int):
                 experiment.hyperparameters, Hyperparameters.model_fields
             ),
             "runs": paginate(request, selectors.runs_of(experiment=experiment)),
+            "reward_run": selectors.reward_run_of(experiment),
             "warnings": (
                 guards.warnings(
                     experiment.technique,

@@ -22,8 +22,16 @@
     {id: "chart-grad", title: "Gradient norm", y: "norm", has: (k) => k === "grad_norm"},
     {id: "chart-speed", title: "Throughput", y: "tokens/s, MFU", has: (k) => k === "tokens_per_second" || k === "mfu"},
     {id: "chart-memory", title: "Memory and system", y: "GiB, %", has: (k) => memory(k) || k.startsWith("system/")},
+    // Preference learning (a reward model, DPO): how often the chosen answer wins, held out too.
+    {id: "chart-preference", title: "Preference accuracy", y: "chosen outscores rejected",
+      has: (k) => /(^|_)(pairwise|reward)_accuracy$/.test(k)},
+    // RLHF (GRPO): the reward model's score of the sampled completions, and the KL from the base.
+    {id: "chart-reward", title: "Reward and KL", y: "reward, KL, margin",
+      has: (k) => ["reward", "eval_reward", "reward_std", "kl", "reward_margin", "eval_reward_margin"].includes(k)},
   ];
-  const names = {loss: "train loss", eval_loss: "eval loss", learning_rate: "learning rate"};
+  const names = {loss: "train loss", eval_loss: "eval loss", learning_rate: "learning rate",
+    pairwise_accuracy: "train pairs", eval_pairwise_accuracy: "held-out pairs",
+    reward: "reward (train)", eval_reward: "reward (held-out prompts)", kl: "KL from base"};
 
   function draw(metrics) {
     const placed = new Set();
