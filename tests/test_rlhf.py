@@ -240,6 +240,9 @@ def test_grpo_reward_run_must_be_a_finished_reward_model_of_the_team(
     queued = run_enqueue(experiment=reward_run.experiment, by=owner, dispatch=False)
     [(field, message)] = grpo_errors(team, owner, tiny_model, reward_run=queued.pk)
     assert message == f"Run {queued.pk} has no trained reward model (queued)"
+    # An id past what the database holds is refused by its field, not by the driver.
+    [(field, message)] = grpo_errors(team, owner, tiny_model, reward_run=2**70)
+    assert field == "hyperparameters.reward_run"
     # Only GRPO takes a reward model.
     with pytest.raises(ServiceError) as caught:
         hp.validate("lora", {"reward_run": reward_run.pk}, context_length=None)

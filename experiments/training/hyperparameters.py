@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from experiments.models import Technique
+from finetune_hub.bounds import INT64_MAX
 from finetune_hub.errors import FieldError, ServiceError, from_pydantic, invalid
 
 # Learning rates from common practice: full fine-tuning 2e-5, LoRA/QLoRA 2e-4 (QLoRA paper),
@@ -101,7 +102,7 @@ class Hyperparameters(BaseModel):
     # prompt gets num_generations sampled completions, scored by it, and each completion's
     # advantage is its reward against its group's mean. kl_coef (TRL's beta) pulls the policy
     # towards the base model (0: no reference model is kept).
-    reward_run: int | None = Field(None, ge=1)
+    reward_run: int | None = Field(None, ge=1, le=INT64_MAX)  # an id the database can hold
     num_generations: int = Field(4, ge=2, le=64)
     max_completion_length: int = Field(128, ge=1, le=32_768)
     temperature: float = Field(1.0, gt=0, le=2)
