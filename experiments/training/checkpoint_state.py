@@ -204,13 +204,16 @@ def _load_cuda_rng(states: list[torch.Tensor]) -> None:
 
 
 def assert_no_pickles(folder: Folder) -> None:
+    """Raises ValueError naming the pickle files by their place in the folder (the message
+    reaches users: it names no server path)."""
+    root = Path(folder)
     pickles = sorted(
-        str(path)
-        for path in Path(folder).rglob("*")
+        str(path.relative_to(root))
+        for path in root.rglob("*")
         if path.suffix in PICKLE_SUFFIXES and path.is_file()
     )
     if pickles:
-        raise ValueError(f"pickle files under {folder}: {', '.join(pickles)}")
+        raise ValueError(f"pickle files in the model folder: {', '.join(pickles)}")
 
 
 class SafetensorsCheckpointMixin:
