@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 
 from datasets_app.selectors import published_versions_for
 from evaluation import metrics
+from evaluation.general.services import general_version
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun
 from experiments.models import TrainingRun
 from finetune_hub.errors import invalid
@@ -31,7 +32,8 @@ def form_choices(*, user) -> dict:
         "versions": published_versions_for(user=user),
         "runs": runs.select_related("experiment").order_by("-finished_at", "-pk")[:RUN_CHOICES],
         "metric_names": [*metrics.available(), "loss"],
-        "teams": teams_for_user(user=user),
+        # Each team with its version of the general set, or None until it is added.
+        "general_sets": [(t, general_version(team=t)) for t in teams_for_user(user=user)],
     }
 
 

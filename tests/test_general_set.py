@@ -158,6 +158,10 @@ def test_the_evaluations_page_offers_the_button_and_it_adds_the_set(browser_clie
     version = general_version(team=team)
     assert version is not None and version.counts["eval"] == 313
     assert "general-capability v1 (313 questions) is in team Acme" in r.content.decode()
+    # Once added, the page links the version instead of offering the button again.
+    page = browser_client.get("/evaluations/").content.decode()
+    assert "Add the general-capability set to Acme" not in page
+    assert f"/datasets/{version.dataset_id}/v/{version.number}/" in page
     browser_client.post(f"/evaluations/general-set/{team.pk}/")
     assert DatasetVersion.objects.filter(dataset__team=team).count() == 1
 
