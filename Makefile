@@ -64,8 +64,8 @@ test-sqlite: install
 	$(PY) -m pytest
 
 # PostgreSQL + RedisHuey when they answer; under CI=true their absence is a failure. The
-# end-to-end SmolLM2 training (marked slow: minutes of CPU) runs in the SQLite pass only: it
-# checks that the embedded model learns, which does not depend on the database.
+# end-to-end SmolLM2 trainings and the RLHF chains (marked slow: minutes of CPU) run in the
+# SQLite pass only: they check that models learn, which does not depend on the database.
 test-postgres: install
 	@if $(PY) -c "import socket; [socket.create_connection(('127.0.0.1', p), 2).close() for p in (5432, 6379)]" 2>/dev/null; then \
 	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not slow"; \

@@ -86,6 +86,7 @@ def reward_run(team, owner, tiny_model):
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.mark.slow  # two trainings; the database's part is run by the tests below on both
 def test_reward_model_learns_the_preferences_then_grpo_trains_against_it(
     team, owner, tiny_model, cpu_worker
 ):
@@ -159,6 +160,7 @@ def grpo_trained(team, owner, tiny_model, reward_run, rl_base: str) -> TrainingR
     return run
 
 
+@pytest.mark.slow
 def test_full_reward_model_and_full_grpo(team, owner, tiny_model, cpu_worker):
     from transformers import AutoModelForSequenceClassification
 
