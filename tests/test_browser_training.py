@@ -224,3 +224,4 @@ def test_rlhf_pick_a_reward_model_for_grpo_and_see_reward_and_kl_curves(
     page.goto(f"/runs/{reward.pk}/")
     page.wait_for_selector("#chart-preference .scatterlayer .trace")
     assert "scores answers" in page.inner_text("#reward-model-use")
+    assert page.inner_text("#headline") == "0.750"  # the last held-out pairwise accuracy

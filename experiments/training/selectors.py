@@ -453,6 +453,22 @@ def latest_values(runs: list[TrainingRun], keys: list[str]) -> dict[int, dict[st
     return out
 
 
+# The figure a technique is judged by, shown at the top of its run's page: (key, label).
+HEADLINES = {
+    Technique.REWARD: ("eval_pairwise_accuracy", "Held-out pairwise accuracy"),
+    Technique.GRPO: ("eval_reward", "Held-out reward"),
+}
+
+
+def run_headline(run: TrainingRun) -> dict | None:
+    """{"label", "value"} of the last logged headline figure of a reward model or GRPO run."""
+    key, label = HEADLINES.get(run.experiment.technique, (None, None))
+    if key is None:
+        return None
+    value = latest_values([run], [key])[run.pk].get(key)
+    return {"label": label, "value": value} if value is not None else None
+
+
 def run_params(run: TrainingRun) -> dict:
     """What a run was trained with: technique, base model, the experiment's hyperparameters
     and a tracked run's own parameters."""

@@ -142,6 +142,7 @@ def run_detail(request, run_id: int):
             "active": run.status not in TrainingRun.FINISHED,
             # Every metric the run logged is charted, the defaults too before the first.
             "metric_keys": ",".join(selectors.run_metric_keys(run)),
+            "headline": selectors.run_headline(run),
         },
     )
 
