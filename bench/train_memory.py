@@ -86,21 +86,53 @@ def build_model(shape: str, tokenizer_dir: Path, out: Path, prequantized: bool =
     return out
 
 
-def synthetic_jsonl(n: int, words: int) -> bytes:
+def synthetic_records(n: int, words: int) -> list[dict]:
     rng = random.Random(0)
-    lines = []
+    records = []
     for i in range(n):
         text = " ".join(rng.choice(WORDS) for _ in range(words))
-        lines.append(
-            json.dumps(
-                {
-                    "instruction": f"Summarise ticket {i}.",
-                    "input": text,
-                    "output": " ".join(text.split()[: words // 4]),
-                }
-            )
+        records.append(
+            {
+                "instruction": f"Summarise ticket {i}.",
+                "input": text,
+                "output": " ".join(text.split()[: words // 4]),
+            }
         )
-    return ("\n".join(lines) + "\n").encode()
+    return records
+
+
+def synthetic_jsonl(n: int, words: int) -> bytes:
+    return ("\n".join(json.dumps(r) for r in synthetic_records(n, words)) + "\n").encode()
+
+
+def tokens_of(tokenizer, record: dict) -> int:
+    """An example's length as training sees it: the chat template over its messages."""
+    from datasets_app import formats
+
+    messages = formats.to_messages("instruction", record)
+    return len(
+        tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    )
+
+
+def filling_words(tokenizer_dir: Path, max_length: int, fill: float = 0.95) -> tuple[int, int]:
+    """Words per example so that the longest of a sample is about `fill` x max_length tokens
+    (a packed row then holds one example with little room left, as the estimate assumes):
+    (words, tokens of the longest). Measured with the model's tokenizer, not guessed."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    target, words = int(fill * max_length), max(4, max_length // 3)
+    for _ in range(6):
+        longest = max(tokens_of(tokenizer, r) for r in synthetic_records(20, words))
+        if abs(longest - target) <= max(2, target // 100):
+            break
+        words = max(4, int(words * target / longest))
+    longest = max(tokens_of(tokenizer, r) for r in synthetic_records(400, words))
+    while longest > max_length and words > 4:
+        words -= max(1, words // 50)
+        longest = max(tokens_of(tokenizer, r) for r in synthetic_records(400, words))
+    return words, longest
 
 
 def folder_bytes(folder: Path) -> int:
@@ -283,13 +315,14 @@ def run_technique(technique: str, model_dir: Path, args) -> dict:
     dataset = Dataset.objects.create(
         team=team, name=f"d-{technique}-{time.time()}", task="instruction", created_by=user
     )
-    # Examples near max_length, so activations match the estimate's assumption.
-    log("upload the data set (tokenized with the model's tokenizer)")
+    # Examples near max_length, so activations match the estimate's assumption (full rows).
+    words, longest = filling_words(model_dir, args.max_length)
+    log(f"upload the data set: {words} words an example, the longest {longest} tokens")
     version = dataset_version_upload(
         dataset=dataset,
         filename="b.jsonl",
         by=user,
-        data=synthetic_jsonl(400, int(args.max_length * 0.35)),
+        data=synthetic_jsonl(400, words),
         max_length=args.max_length,
         base_model=str(model_dir),
     )

@@ -334,3 +334,31 @@ def test_api_estimate_and_create_name_the_reward_run_field(
     )
     assert r.status_code == 201, r.json()
     assert r.json()["hyperparameters"]["reward_run"] == reward_run.pk
+
+
+def test_grpo_leaves_out_prompts_with_no_room_for_a_completion(tiny_model):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from experiments.training.engine import prompts_that_fit
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    short, long = "Name a colour.", " ".join(["word"] * 200)
+    chat = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": text}]} for text in (short, long, short)]
+    )
+    params = {"max_length": 64, "max_completion_length": 16}  # 48 tokens for a prompt
+    kept = prompts_that_fit(chat, tokenizer, params)
+    assert [row["prompt"][0]["content"] for row in kept] == [short, short]
+    plain = Dataset.from_list([{"prompt": long}, {"prompt": short}])
+    assert [row["prompt"] for row in prompts_that_fit(plain, tokenizer, params)] == [short]
+    # A prompt of exactly the room left fits; one token more does not.
+    room = len(
+        tokenizer.apply_chat_template(
+            chat[0]["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+    )
+    exact = {"max_length": room + 16, "max_completion_length": 16}
+    assert len(prompts_that_fit(chat.select([0]), tokenizer, exact)) == 1
+    tight = {"max_length": room + 15, "max_completion_length": 16}
+    assert len(prompts_that_fit(chat.select([0]), tokenizer, tight)) == 0

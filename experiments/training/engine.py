@@ -312,8 +312,10 @@ def prompts_that_fit(dataset, tokenizer, params: dict):
         prompt = row["prompt"]
         if isinstance(prompt, str):
             return len(tokenizer(prompt)["input_ids"]) <= room
-        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        return len(ids["input_ids"] if isinstance(ids, dict) else ids) <= room
+        encoded = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return len(encoded["input_ids"]) <= room
 
     kept = dataset.filter(fits)
     if len(kept) < len(dataset):
