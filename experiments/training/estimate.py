@@ -30,6 +30,12 @@ Models"): 34·s·b·h bytes per layer in 16-bit plus 5·a·s²·b for the attent
 SDPA / flash attention, which never stores the s×s scores, so that term is dropped. With
 gradient checkpointing only each layer's input (2·s·b·h) is kept, plus one layer recomputed in
 full. The logits for the loss add b·s·vocab·4 B in fp32, twice (logits and their gradient).
+LoRA's dropout (lora_dropout > 0, peft's default 0.05) adds to that per targeted module: peft
+applies each module's own dropout to the layer input before lora_A, so the dropped-out copy
+(16-bit on CUDA, fp32 on CPU) and its mask (1 byte) are kept for the backward pass: for the
+four attention projections, 12·s·b·h bytes a layer, a third more than the formula. Measured on
+one H200 (bench/RESULTS.md, issue 15): 13B LoRA at 8 x 512 without checkpointing peaked 6 %
+over the estimate that left this out.
 Overhead: 1 GB for the CUDA context and framework slack, 0.3 GB on CPU.
 
 The usual table (LLaMA-Factory README, "Hardware Requirement") for 7B: full bf16 120 GB,
@@ -102,6 +108,7 @@ ESTIMATED = (
     "ia3_feedforward_modules",
     "dpo_base",
     "rl_base",
+    "lora_dropout",
     "max_completion_length",
     "kl_coef",
     "gpus",
@@ -218,12 +225,15 @@ def activation_bytes(
     checkpointing: bool,
     bf16: bool,
     logit_tokens: int | None = None,
+    dropout_inputs: int = 0,
 ) -> int:
     """Activations of `sequences` x `max_length` tokens; the fp32 logits (and their gradient)
-    of `logit_tokens` per sequence, every token unless given (0: a score head, no logits)."""
+    of `logit_tokens` per sequence, every token unless given (0: a score head, no logits);
+    `dropout_inputs`: the input features a layer's LoRA dropouts copy (each with its mask)."""
     tokens = sequences * max_length
     h, layers = config.hidden_size, config.num_hidden_layers
     one_layer = 34 * tokens * h  # Korthikanti et al., 16-bit, without the s² attention term
+    one_layer += dropout_inputs * tokens * 3  # a 16-bit dropped-out copy + a 1-byte mask
     body = 2 * tokens * h * layers + one_layer if checkpointing else one_layer * layers
     body = body if bf16 else body * 2  # the formula counts 2-byte activations
     per_sequence = max_length if logit_tokens is None else logit_tokens
@@ -299,6 +309,10 @@ def estimate(
     if technique == "grpo":
         weights += (total if reward_params is None else reward_params) * weight  # reward model
 
+    dropout_inputs = 0
+    if method in ("lora", "qlora") and float(hp["lora_dropout"]) > 0:
+        shapes = linear_shapes(config)
+        dropout_inputs = sum(shapes[name][0] for name in _targets(hp["lora_target_modules"]))
     pairs = technique in ("dpo", "reward")  # a chosen and a rejected sequence per example
     logit_tokens = None
     if technique == "reward":
@@ -312,6 +326,7 @@ def estimate(
         checkpointing=checkpointing,
         bf16=bf16,
         logit_tokens=logit_tokens,
+        dropout_inputs=dropout_inputs,
     )
     if technique == "grpo":
         activations = max(
