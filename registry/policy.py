@@ -187,9 +187,10 @@ def _general_drop(version, policy: Policy) -> tuple[list[FieldError], dict | Non
         FieldError(
             field="require_no_general_drop",
             message=f"{version} scores {policy.general_metric} {row['subject_score']:.4g} on "
-            f"the general set against {row['base_score']:.4g} for its base model: a "
-            f"significant drop of {-test['difference']:.4g} (95% interval "
-            f"{test['ci_low']:.4g} to {test['ci_high']:.4g}, p {test['p_value']:.3g})",
+            f"the general set against {row['base_score']:.4g} for its base model: "
+            f"significantly worse by {abs(test['difference']):.4g} (difference "
+            f"{test['difference']:.4g}, 95% interval {test['ci_low']:.4g} to "
+            f"{test['ci_high']:.4g}, p {test['p_value']:.3g})",
         )
     ], evidence
 

@@ -215,8 +215,9 @@ def test_a_significant_general_drop_refuses_the_promotion(
         {
             "field": "require_no_general_drop",
             "message": f"{version} scores exact_match {157 / N:.4g} on the general set against "
-            f"1 for its base model: a significant drop of {-test['difference']:.4g} (95% "
-            f"interval {test['ci_low']:.4g} to {test['ci_high']:.4g}, p {test['p_value']:.3g})",
+            f"1 for its base model: significantly worse by {-test['difference']:.4g} "
+            f"(difference {test['difference']:.4g}, 95% interval {test['ci_low']:.4g} to "
+            f"{test['ci_high']:.4g}, p {test['p_value']:.3g})",
         }
     ]
     assert not model.aliases.filter(name="production").exists()
@@ -284,3 +285,31 @@ def test_the_rule_is_off_by_default(api, model, owner, team, general, versions):
     evaluated(team, owner, general, version_base(versions[0]), always)
     services.policy_set(model=model, by=owner, policy={})
     assert promote(api, 1).status_code == 200
+
+
+def test_a_general_drop_on_a_lower_is_better_metric_reads_as_worse_not_negative(
+    monkeypatch, general, versions
+):
+    """The refusal names how much worse the version is whatever the metric's direction: on
+    loss (lower is better) a worse version's difference is positive, and it once read "a
+    significant drop of -7.08"."""
+    from types import SimpleNamespace
+
+    import registry.policy as policy
+
+    test = {"difference": 7.08, "ci_low": 6.81, "ci_high": 7.34, "p_value": 0.001}
+    row = {
+        "test": test,
+        "drop": True,
+        "subject_score": 12.26,
+        "base_score": 5.18,
+        "metric": "loss",
+        "missing": [],
+        "subject_evaluation": SimpleNamespace(pk=1),
+        "base_evaluation": SimpleNamespace(pk=2),
+    }
+    monkeypatch.setattr(policy, "paired", lambda *args, **kwargs: row)
+    [failure], _ = policy._general_drop(versions[0], policy.Policy(general_metric="loss"))
+    assert failure.message.endswith(
+        "significantly worse by 7.08 (difference 7.08, 95% interval 6.81 to 7.34, p 0.001)"
+    )
