@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 
 from datasets_app.selectors import published_versions_for
 from evaluation import metrics
+from evaluation.general.services import METRIC as GENERAL_METRIC
 from evaluation.general.services import general_version
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun
 from experiments.models import TrainingRun
@@ -34,6 +35,7 @@ def form_choices(*, user) -> dict:
         "metric_names": [*metrics.available(), "loss"],
         # Each team with its version of the general set, or None until it is added.
         "general_sets": [(t, general_version(team=t)) for t in teams_for_user(user=user)],
+        "general_metric": GENERAL_METRIC,
     }
 
 

@@ -76,6 +76,10 @@ class TrainingRunQuerySet(models.QuerySet):
         model scores text instead; it is a GRPO experiment's reward_run."""
         return self.with_output().exclude(experiment__technique=Technique.REWARD)
 
+    def reward_models(self) -> "TrainingRunQuerySet":
+        """Trained reward models: what a GRPO experiment may name as its reward_run."""
+        return self.with_output().filter(experiment__technique=Technique.REWARD)
+
 
 class TrainingRun(models.Model):
     class Status(models.TextChoices):

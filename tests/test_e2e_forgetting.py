@@ -5,11 +5,11 @@ finds a significant drop for the full fine-tune and none for LoRA (its interval 
 the full fine-tune's); the promotion rule require_no_general_drop refuses the full
 fine-tune's version and passes the LoRA run's.
 
-Scored by chrF (the policy's general_metric), not by exact match, the set's default: the
-bare SmolLM2-135M answers in sentences ("The capital of France is Paris."), so it scores 0
-by exact match and no drop below that can be seen. chrF gives it credit for the answer
-inside the sentence. Eight new tokens, greedy, batches of 64: about 35 s an evaluation of
-the 313 questions on an idle 2-core CPU."""
+Scored by chrF (the general row's metric and the policy's general_metric default), not by
+exact match: the bare SmolLM2-135M answers in sentences ("The capital of France is
+Paris."), so it scores 0 by exact match and no drop below that can be seen. chrF gives it
+credit for the answer inside the sentence. Eight new tokens, greedy, batches of 64: about
+35 s an evaluation of the 313 questions on an idle 2-core CPU."""
 
 import json
 

@@ -153,6 +153,7 @@ def test_the_api_refuses_outsiders_anonymous_callers_and_viewers(
 def test_the_evaluations_page_offers_the_button_and_it_adds_the_set(browser_client, team):
     page = browser_client.get("/evaluations/").content.decode()
     assert "Add the general-capability set to Acme" in page
+    assert "scored by chrf in the forgetting check" in page  # the card's metric, no other
     assert f'action="/evaluations/general-set/{team.pk}/"' in page
     r = browser_client.post(f"/evaluations/general-set/{team.pk}/", follow=True)
     version = general_version(team=team)

@@ -5,11 +5,13 @@ require_no_general_drop rule reads the same row."""
 
 from evaluation.comparisons import evaluations_paired
 from evaluation.general.generate import SPLIT
-from evaluation.general.services import general_version
+from evaluation.general.services import METRIC, general_version
 from evaluation.models import EvaluationRun
 from evaluation.subjects import Kind, Subject
 
-METRIC = "exact_match"
+# The task row's preference: the task set's own answers are what the subject was trained to
+# give, so exact match is read there when scored. The general row is on METRIC (chrF).
+TASK_METRIC = "exact_match"
 
 
 def base_of(subject: Subject) -> Subject | None:
@@ -58,8 +60,8 @@ def task_metric(evaluation: EvaluationRun | None) -> str | None:
     first metric with an interval."""
     if evaluation is None:
         return None
-    if METRIC in evaluation.results:
-        return METRIC
+    if TASK_METRIC in evaluation.results:
+        return TASK_METRIC
     return next(
         (m for m, r in evaluation.results.items() if "ci_low" in r and m != "perplexity"), None
     )
@@ -67,8 +69,9 @@ def task_metric(evaluation: EvaluationRun | None) -> str | None:
 
 def forgetting_check(*, team, subject: Subject, task=None, metric: str = METRIC) -> dict | None:
     """The card for a fine-tuned subject (None for a bare base model): the general set row
-    (None until the team adds the set) and the task row on `task`, a (dataset version,
-    split) pair, when given (on `metric` until the subject is evaluated there)."""
+    on `metric` (None until the team adds the set) and the task row on `task`, a (dataset
+    version, split) pair, when given (on TASK_METRIC until the subject is evaluated
+    there)."""
     base = base_of(subject)
     if base is None:
         return None
@@ -83,7 +86,7 @@ def forgetting_check(*, team, subject: Subject, task=None, metric: str = METRIC)
     }
     if task is not None:
         version, split = task
-        name = task_metric(latest_scored(team, subject, version, split, None)) or metric
+        name = task_metric(latest_scored(team, subject, version, split, None)) or TASK_METRIC
         card["task"] = paired(team, subject, base, version, split, name)
     return card
 

@@ -1,7 +1,7 @@
 """Writes general.jsonl, the general-capability set shipped with the project: short questions
-with one canonical answer each, checked by exact match, in three categories (common
-knowledge written by hand, arithmetic and instruction following generated from a fixed
-seed). Run it to write the file again; the same file comes out every time:
+with one canonical answer each (the forgetting check scores them by chrF), in three
+categories (common knowledge written by hand, arithmetic and instruction following generated
+from a fixed seed). Run it to write the file again; the same file comes out every time:
 
     .venv/bin/python -m evaluation.general.generate
 """

@@ -15,6 +15,12 @@ from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 
 NAME = "general-capability"
+# The metric the general set is scored on by the forgetting check (its general row, the
+# button that queues a missing evaluation) and by the promotion policy's general_metric
+# default. A graded one: a base model that answers in sentences ("The capital of France is
+# Paris.") scores 0 by exact match, and a drop below 0 cannot be seen; chrF gives credit for
+# the answer inside the sentence and falls when fine-tuning garbles it.
+METRIC = "chrf"
 
 
 @cache

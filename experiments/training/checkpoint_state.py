@@ -112,23 +112,50 @@ def _load_state(folder: Folder, name: str) -> dict[str, Any]:
 
 
 def save_optimizer(optimizer: Optimizer, folder: Folder) -> None:
-    state_dict = optimizer.state_dict()
-    # Optimizer state is keyed by int param index; JSON object keys must be strings.
-    state = {str(index): values for index, values in state_dict["state"].items()}
+    save_optimizer_state(optimizer.state_dict(), folder)
+
+
+def save_optimizer_state(state_dict: dict[str, Any], folder: Folder) -> None:
+    """An optimizer state dict keyed by parameter index (one process, DDP) or by parameter
+    name (the full state dict FSDP gathers): the key kind is recorded, so loading rebuilds
+    the same keys."""
+    by_name = any(isinstance(key, str) for key in state_dict["state"])
+    # JSON object keys must be strings.
+    state = {str(key): values for key, values in state_dict["state"].items()}
     tensors: dict[str, torch.Tensor] = {}
     payload = _encode({"state": state, "param_groups": state_dict["param_groups"]}, "", tensors)
+    payload["keys"] = "name" if by_name else "index"
     _write_tensors(Path(folder, OPTIMIZER_TENSORS), tensors)
     _write_json(Path(folder, OPTIMIZER_JSON), payload)
 
 
-def load_optimizer(optimizer: Optimizer, folder: Folder) -> None:
-    # Loaded on CPU like Trainer does for one process: load_state_dict moves each state tensor
-    # to its param's device and dtype (keeping `step` on CPU unless capturable/fused).
+def read_optimizer_state(folder: Folder) -> dict[str, Any]:
+    # On CPU like Trainer does for one process: load_state_dict moves each state tensor to
+    # its param's device and dtype (keeping `step` on CPU unless capturable/fused).
     tensors = load_file(Path(folder, OPTIMIZER_TENSORS), device="cpu")
     payload = json.loads(Path(folder, OPTIMIZER_JSON).read_text(encoding="utf-8"))
+    by_name = payload.pop("keys", "index") == "name"
     state_dict = _decode(payload, tensors)
-    state = {int(index): values for index, values in state_dict["state"].items()}
-    optimizer.load_state_dict({"state": state, "param_groups": state_dict["param_groups"]})
+    state = {(key if by_name else int(key)): values for key, values in state_dict["state"].items()}
+    return {"state": state, "param_groups": state_dict["param_groups"]}
+
+
+def load_optimizer(optimizer: Optimizer, folder: Folder) -> None:
+    optimizer.load_state_dict(read_optimizer_state(folder))
+
+
+def read_model_weights(folder: Folder) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights as save_pretrained wrote them (one file or shards)."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    else:
+        shards = ["model.safetensors"]
+    weights: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        weights.update(load_file(folder / Path(shard).name, device="cpu"))
+    return weights
 
 
 def save_scheduler(scheduler: LRScheduler, folder: Folder) -> None:
@@ -225,12 +252,21 @@ class SafetensorsCheckpointMixin:
     """
 
     def _check_supported(self) -> None:
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+        if self.is_deepspeed_enabled:
             # Sharded optimizer state would need gathering before it is written.
             raise NotImplementedError(
-                "SafetensorsCheckpointMixin supports one process or data parallel (DDP) "
-                f"training (deepspeed={self.is_deepspeed_enabled}, fsdp={self.is_fsdp_enabled})"
+                "SafetensorsCheckpointMixin supports one process, data parallel (DDP) and FSDP "
+                "with full state dicts, not DeepSpeed"
             )
+        if self.is_fsdp_enabled:
+            kind = str(self.accelerator.state.fsdp_plugin.state_dict_type)
+            if "FULL_STATE_DICT" not in kind:
+                raise NotImplementedError(f"FSDP checkpoints here are full state dicts, not {kind}")
+
+    def _full_state_options(self, **options):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, **options)
 
     def _rng_names(self) -> tuple[str, str]:
         """Each rank's RNG files under data parallel (ranks draw different dropout masks),
@@ -242,6 +278,18 @@ class SafetensorsCheckpointMixin:
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         self._check_supported()
+        if self.is_fsdp_enabled:
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            # A collective: each rank gives its shard, rank 0 gets the whole state on CPU,
+            # keyed by parameter name (it resumes on any number of GPUs).
+            state = get_optimizer_state_dict(
+                self.model, self.optimizer, options=self._full_state_options(cpu_offload=True)
+            )
+            if self.args.should_save:
+                save_optimizer_state(state, output_dir)
+                save_scheduler(self.lr_scheduler, output_dir)
+            return
         if self.args.should_save:
             save_optimizer(self.optimizer, output_dir)
             save_scheduler(self.lr_scheduler, output_dir)
@@ -268,7 +316,19 @@ class SafetensorsCheckpointMixin:
                 "No safetensors optimizer/scheduler state in %s, not restoring it", checkpoint
             )
             return
-        load_optimizer(self.optimizer, checkpoint)
+        if self.is_fsdp_enabled:
+            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+            # Rank 0 reads the whole state and sends each rank its shard.
+            state = read_optimizer_state(checkpoint) if self.args.process_index == 0 else {}
+            set_optimizer_state_dict(
+                self.model,
+                self.optimizer,
+                optim_state_dict=state,
+                options=self._full_state_options(broadcast_from_rank0=True),
+            )
+        else:
+            load_optimizer(self.optimizer, checkpoint)
         load_scheduler(self.lr_scheduler, checkpoint)
 
     def _load_scaler(self, checkpoint: str | None) -> None:
@@ -288,6 +348,33 @@ class SafetensorsCheckpointMixin:
             logger.info("No RNG state %s in %s, replay is not exact", names[0], checkpoint)
             return
         load_rng(checkpoint, names=names)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if not self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # Trainer would read FSDP's pickled pytorch_model_fsdp.bin; the checkpoint holds the
+        # full weights as safetensors (save_pretrained's files), which rank 0 reads and sends
+        # each rank its shard of.
+        self._check_supported()
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        model = model if model is not None else self.model
+        weights = read_model_weights(resume_from_checkpoint) if self.args.process_index == 0 else {}
+        options = self._full_state_options(broadcast_from_rank0=True, strict=False)
+        result = set_model_state_dict(model, weights, options=options)
+        tied = getattr(self.accelerator.unwrap_model(model), "_tied_weights_keys", None) or ()
+        missing = [key for key in result.missing_keys if key not in tied]
+        if missing or result.unexpected_keys:
+            raise ValueError(
+                f"checkpoint {Path(resume_from_checkpoint).name} does not match the model: "
+                f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+            )
+
+    def _load_best_model(self) -> None:
+        if not self.is_fsdp_enabled:
+            return super()._load_best_model()
+        logger.info("Loading the best checkpoint %s", self.state.best_model_checkpoint)
+        self._load_from_checkpoint(self.state.best_model_checkpoint, self.model)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)

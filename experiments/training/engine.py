@@ -79,10 +79,14 @@ def build_datasets(run: TrainingRun):
     )
 
 
+def cuda_require(what: str) -> None:
+    if device() != "cuda":
+        raise ServiceError(f"{what} needs a CUDA GPU; this worker has CPU only", status=409)
+
+
 def quantized_load(params: dict) -> dict:
     """from_pretrained's arguments for QLoRA's 4-bit NF4 base, on the worker's GPU."""
-    if device() != "cuda":
-        raise ServiceError("QLoRA needs a CUDA GPU; this worker has CPU only", status=409)
+    cuda_require("QLoRA")
     from transformers import BitsAndBytesConfig
 
     config = BitsAndBytesConfig(
@@ -132,6 +136,8 @@ def load_model(run: TrainingRun, fast: dict):
     if fast["attention"] == speed.VARLEN:
         speed.register_varlen_attention()
     kwargs = model_kwargs(fast)
+    if params.get("fsdp"):
+        cuda_require("FSDP")  # before the weights load: a CPU worker refuses at once
     if experiment.technique == Technique.QLORA:
         kwargs.update(quantized_load(params))
     tokenizer = with_pad_token(AutoTokenizer.from_pretrained(path))
@@ -199,9 +205,28 @@ def early_stopping(run: TrainingRun, has_eval: bool) -> int:
     )
 
 
+def fsdp_args(params: dict) -> dict:
+    """FSDP2 (PyTorch's fully_shard, through accelerate) over the run's GPUs: every decoder
+    layer (the model's _no_split_modules) sharded on its own, FSDP's activation checkpointing
+    in place of the Trainer's (no second all-gather in the backward), and full state dicts:
+    rank 0 gathers the weights and the optimizer state and writes them as safetensors
+    (checkpoint_state.py), so a checkpoint resumes on any number of GPUs."""
+    return dict(
+        fsdp="full_shard auto_wrap",
+        fsdp_config={
+            "version": 2,
+            "reshard_after_forward": True,
+            "activation_checkpointing": params["gradient_checkpointing"],
+            "state_dict_type": "FULL_STATE_DICT",
+        },
+    )
+
+
 def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) -> dict:
     params = run.experiment.hyperparameters
     on_cuda = device() == "cuda"
+    sharded = bool(params.get("fsdp"))
+    checkpointing = params["gradient_checkpointing"] and not sharded  # FSDP checkpoints itself
     stopping = (
         # The best checkpoint by eval loss is loaded at the end and saved as the output
         # (saves fall on evaluations: hyperparameters.validate checks it).
@@ -225,12 +250,10 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) 
             per_device_train_batch_size=params["per_device_train_batch_size"],
             per_device_eval_batch_size=params["per_device_train_batch_size"],
             gradient_accumulation_steps=params["gradient_accumulation_steps"],
-            gradient_checkpointing=params["gradient_checkpointing"],
+            gradient_checkpointing=checkpointing,
             # Reentrant checkpointing needs an input that requires grad and replays RNG twice; the
             # non-reentrant kind is what PyTorch recommends and what peft's adapters work with.
-            gradient_checkpointing_kwargs=(
-                {"use_reentrant": False} if params["gradient_checkpointing"] else None
-            ),
+            gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
             optim=fast["optim"],
             use_liger_kernel=fast["liger_kernel"],
             seed=params["seed"],
@@ -242,7 +265,10 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) 
             eval_strategy="steps" if has_eval else "no",
             eval_on_start=has_eval,  # the base model's eval loss: the point the curve improves on
             eval_steps=params["eval_steps"],
-            bf16=on_cuda,
+            # bf16 autocast over bf16 weights; under FSDP "no" mixed precision, as accelerate
+            # would otherwise keep float32 master weights (and float32 AdamW moments): twice
+            # the memory and checkpoint of the one-GPU run, which trains bf16 weights too.
+            bf16=on_cuda and not sharded,
             use_cpu=not on_cuda,
             report_to=[],
             # Data parallel over several processes: every adapter or weight gets a gradient each
@@ -254,6 +280,7 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) 
             dataloader_num_workers=0,
         )
         | stopping
+        | (fsdp_args(params) if sharded else {})
     )
 
 
@@ -262,17 +289,10 @@ def reward_model(run: TrainingRun, fast: dict):
     its adapters merged into its base, or its full weights; frozen, in evaluation mode."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from experiments.training.selectors import reward_run_of
+
     experiment = run.experiment
-    reward = (
-        TrainingRun.objects.with_output()
-        .filter(
-            pk=experiment.hyperparameters["reward_run"],
-            experiment__team=experiment.team_id,
-            experiment__technique=Technique.REWARD,
-        )
-        .select_related("experiment")
-        .first()
-    )
+    reward = reward_run_of(experiment, trained=True)
     folder = artifact_path(reward.output_path) if reward else None
     if folder is None or not folder.is_dir():
         raise ServiceError(
@@ -479,7 +499,8 @@ def train(run: TrainingRun, log_path: Path) -> None:
         import torch.distributed as dist
 
         log.info(
-            "Data parallel over %d processes (%s); global batch %d",
+            "%s over %d processes (%s); global batch %d",
+            "FSDP full shard" if trainer.is_fsdp_enabled else "Data parallel",
             trainer.args.world_size,
             dist.get_backend() if dist.is_initialized() else "not initialised",
             trainer.args.world_size
@@ -495,17 +516,30 @@ def train(run: TrainingRun, log_path: Path) -> None:
     finally:
         reporter.flush_points()  # a cancel or a crash keeps what was logged before it
     if reporting.STOP.is_set():
-        return  # cancelled (every rank agrees): no final output; the checkpoints are kept
+        # cancelled (every rank agrees): no final output; the checkpoints are kept
+        leave_process_group()
+        return
     final = folder / "final"
     trainer.save_model(str(final))  # rank 0 writes it
-    if not main:
-        return
-    assert_no_pickles(final)
-    peak = torch.cuda.max_memory_allocated() if device() == "cuda" else None
-    TrainingRun.objects.filter(pk=run.pk).update(
-        stop_reason=stop_reason(run, trainer.state, trainer.args),
-        output_path=str(final.relative_to(artifact_path(""))),
-        output_files=files_sha256(final),
-        peak_memory_bytes=peak,
-        step=trainer.state.global_step,
-    )
+    if main:
+        assert_no_pickles(final)
+        peak = torch.cuda.max_memory_allocated() if device() == "cuda" else None
+        TrainingRun.objects.filter(pk=run.pk).update(
+            stop_reason=stop_reason(run, trainer.state, trainer.args),
+            output_path=str(final.relative_to(artifact_path(""))),
+            output_files=files_sha256(final),
+            peak_memory_bytes=peak,
+            step=trainer.state.global_step,
+        )
+    leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Of several processes, each waits here until rank 0 has written the output, then the
+    process group is torn down in order. Under FSDP on two H200s a rank that exited while
+    rank 0 still wrote died in a segmentation fault at exit, which failed the attempt."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -112,6 +112,7 @@ ESTIMATED = (
     "max_completion_length",
     "kl_coef",
     "gpus",
+    "fsdp",
 )
 
 
@@ -350,7 +351,7 @@ def estimate(
         activations_bytes=activations,
         overhead_bytes=overhead,
         total_bytes=weights + gradients + optimizer + activations + overhead,
-        needs_cuda=technique == "qlora",
+        needs_cuda=technique == "qlora" or sharded,  # bitsandbytes; FSDP2 on NCCL
         gpus=gpus,
         sharded=sharded,
     )

@@ -42,6 +42,7 @@ FIELDS = [
     ("seed", "Seed", int, "all"),
     ("gradient_checkpointing", "Gradient checkpointing", _bool, "all"),
     ("gpus", "GPUs for one run, data parallel (CPU worker: processes)", int, "all"),
+    ("fsdp", "FSDP: shard weights, gradients and optimizer across the GPUs", _bool, "fsdp"),
     (
         "early_stopping_patience",
         "Early stopping patience (blank: on under 1,000 examples)",
@@ -88,7 +89,7 @@ CHECKBOXES = {name for name, _, parser, _ in FIELDS if parser is _bool}
 SWITCHES = {name for name, _, parser, _ in FIELDS if parser is _switch}
 # The field groups each technique uses: the form shows these and hides the rest.
 TECHNIQUE_GROUPS = {
-    Technique.FULL: ["all", "sft"],
+    Technique.FULL: ["all", "sft", "fsdp"],
     Technique.LORA: ["all", "sft", "rank", "lora"],
     Technique.QLORA: ["all", "sft", "rank", "lora", "qlora"],
     Technique.PREFIX: ["all", "sft", "prefix"],

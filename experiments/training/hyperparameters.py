@@ -63,6 +63,10 @@ class Hyperparameters(BaseModel):
     # batch is gpus x per-device batch x accumulation. On a CPU worker, `gpus` processes
     # train together over gloo.
     gpus: int = Field(1, ge=1, le=8)
+    # Full fine-tuning across those GPUs with FSDP (PyTorch's fully_shard, through accelerate):
+    # each GPU holds 1/gpus of the weights, gradients and optimizer state, so a model whose
+    # full fine-tune does not fit one GPU trains on several. CUDA workers only.
+    fsdp: bool = False
     # Early stopping on eval loss (guards.py): evaluations without an improvement larger than
     # the minimum delta before training stops, the best checkpoint kept as the output. Blank:
     # on (3) when the training split is under 1,000 examples; 0: off.
@@ -215,6 +219,20 @@ def _check_grpo(technique: str, params: Hyperparameters) -> None:
         )
 
 
+def _check_fsdp(technique: str, params: Hyperparameters) -> None:
+    """FSDP shards what a full fine-tune trains; adapters are small enough for data parallel."""
+    if not params.fsdp:
+        return
+    if technique != Technique.FULL:
+        raise _field_error(
+            "fsdp",
+            f"FSDP shards a full fine-tune (technique full); {technique} trains adapters or a "
+            "reference pair that data parallel (gpus > 1 without fsdp) already spreads",
+        )
+    if params.gpus < 2:
+        raise _field_error("fsdp", "FSDP shards the model across GPUs: set gpus to 2 or more")
+
+
 def technique_require(technique: str) -> None:
     if technique not in Technique.values:
         raise invalid(
@@ -245,6 +263,7 @@ def validate(technique: str, raw: dict | None, *, context_length: int | None) ->
             f"must be a multiple of eval_steps ({params.eval_steps})",
         )
     _check_grpo(technique, params)
+    _check_fsdp(technique, params)
     if params.learning_rate is None:
         params.learning_rate = default_learning_rate(technique, params.model_dump())
     return params.model_dump()

@@ -70,6 +70,10 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def stop_everywhere() -> bool:
     """Whether training stops after this step, agreed by every rank: a cancel's SIGTERM
     reaches the ranks at different moments, and a rank that stopped alone would leave the
@@ -108,8 +112,10 @@ class RunReporter(TrainerCallback):
         if not self.main:
             return
         if torch.cuda.is_available() and model is not None:
-            unique = {p.data_ptr(): p.numel() for p in model.parameters()}
-            self.n_params, self.gpu = sum(unique.values()), torch.cuda.get_device_name()
+            # parameters() yields a tied weight once; numel() of an FSDP-sharded parameter
+            # (a DTensor) is the whole tensor's.
+            self.n_params = sum(p.numel() for p in model.parameters())
+            self.gpu = torch.cuda.get_device_name()
         # A resumed attempt re-runs the steps after its checkpoint: drop their old points.
         if MetricPoint.objects.filter(run=self.run, step__gt=state.global_step).delete()[0]:
             tracking.series_rebuild(self.run.pk)
@@ -136,7 +142,9 @@ class RunReporter(TrainerCallback):
             rate = (seen - before) / (now - then)  # real tokens: pads are not counted
             self._point(state.global_step, "tokens_per_second", rate)
             if self.gpu:
-                if (mfu := speed.mfu(self.n_params, rate, self.gpu)) is not None:
+                # the rate counts every rank's tokens (Trainer gathers them): over all GPUs
+                mfu = speed.mfu(self.n_params, rate, self.gpu, gpus=world_size())
+                if mfu is not None:
                     self._point(state.global_step, "mfu", mfu)
                 peak = torch.cuda.max_memory_allocated() / 2**30
                 self._point(state.global_step, "peak_memory_gib", peak)

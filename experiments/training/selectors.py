@@ -95,12 +95,7 @@ def run_get(*, user, run_id: int) -> TrainingRun:
 def reward_run_for(*, user, run_id: int) -> TrainingRun:
     """A reward model the user may estimate a GRPO run with: a finished reward-model run in
     one of the user's teams (checked again against the experiment's team when it is made)."""
-    run = (
-        visible_to(TrainingRun.objects.with_output(), user=user, team_path="experiment__team")
-        .filter(pk=run_id, experiment__technique=Technique.REWARD)
-        .select_related("experiment")
-        .first()
-    )
+    run = _reward_models_visible(user).filter(pk=run_id).select_related("experiment").first()
     if run is None:
         raise invalid(
             f"No finished reward-model run {run_id} in your teams",
@@ -109,23 +104,30 @@ def reward_run_for(*, user, run_id: int) -> TrainingRun:
     return run
 
 
-def reward_run_of(experiment: Experiment) -> TrainingRun | None:
+def reward_run_in(*, team_id: int, run_id: int, trained: bool = False) -> TrainingRun | None:
+    """Run `run_id` of the team, with its experiment (None in another team: never revealed);
+    with `trained`, only a reward model with its output. The one team-scoped lookup of a GRPO
+    experiment's reward model: its check, its lineage and its training."""
+    runs = TrainingRun.objects.reward_models() if trained else TrainingRun.objects.all()
+    return runs.filter(pk=run_id, experiment__team=team_id).select_related("experiment").first()
+
+
+def reward_run_of(experiment: Experiment, *, trained: bool = False) -> TrainingRun | None:
     """The reward model a GRPO experiment trains against (its lineage), in its own team."""
     run_id = (experiment.hyperparameters or {}).get("reward_run")
     if not run_id:
         return None
-    return (
-        TrainingRun.objects.filter(pk=run_id, experiment__team=experiment.team_id)
-        .select_related("experiment")
-        .first()
-    )
+    return reward_run_in(team_id=experiment.team_id, run_id=run_id, trained=trained)
+
+
+def _reward_models_visible(user) -> QuerySet[TrainingRun]:
+    return visible_to(TrainingRun.objects.reward_models(), user=user, team_path="experiment__team")
 
 
 def reward_runs_for(*, user) -> QuerySet[TrainingRun]:
     """The finished reward models the experiment form offers for GRPO, newest first."""
     return (
-        visible_to(TrainingRun.objects.with_output(), user=user, team_path="experiment__team")
-        .filter(experiment__technique=Technique.REWARD)
+        _reward_models_visible(user)
         .select_related("experiment__team")
         .order_by("-finished_at", "-pk")[:100]
     )

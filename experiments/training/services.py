@@ -95,11 +95,9 @@ def reward_run_check(*, team: Team, run_id: int | None) -> TrainingRun | None:
     if run_id is None:
         return None
     field = "hyperparameters.reward_run"
-    run = (
-        TrainingRun.objects.filter(pk=run_id, experiment__team=team)
-        .select_related("experiment")
-        .first()
-    )
+    from experiments.training.selectors import reward_run_in
+
+    run = reward_run_in(team_id=team.pk, run_id=run_id)
     if run is None:
         raise invalid(f"No run {run_id} in this team", field=field)
     if run.experiment.technique != Technique.REWARD:

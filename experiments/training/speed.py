@@ -246,8 +246,9 @@ def peak_flops(device_name: str) -> float | None:
     return None
 
 
-def mfu(n_params: int, tokens_per_second: float, device_name: str) -> float | None:
-    """Model FLOP utilisation by the usual 6N FLOPs per trained token, against the GPU's
-    dense bf16 peak; None on a GPU not in the table."""
+def mfu(n_params: int, tokens_per_second: float, device_name: str, gpus: int = 1) -> float | None:
+    """Model FLOP utilisation by the usual 6N FLOPs per trained token, against the dense bf16
+    peak of the `gpus` GPUs the tokens were trained on (tokens/s is the run's, all ranks
+    together); None on a GPU not in the table."""
     peak = peak_flops(device_name)
-    return 6 * n_params * tokens_per_second / peak if peak else None
+    return 6 * n_params * tokens_per_second / (peak * gpus) if peak else None
