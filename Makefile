@@ -60,20 +60,27 @@ browser-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium missing: browser tests will be skipped (apt-get install chromium)"; fi; }
 
+# Each pass keeps its state (SQLite files, Huey queue, built test models) in its own folder,
+# so the two can run at once.
 test-sqlite: install
-	$(PY) -m pytest
+	FINETUNE_HUB_VAR=$(CURDIR)/var/test-sqlite $(PY) -m pytest
 
 # PostgreSQL + RedisHuey when they answer; under CI=true their absence is a failure. The
 # end-to-end SmolLM2 trainings and the RLHF chains (marked slow: minutes of CPU) run in the
-# SQLite pass only: they check that models learn, which does not depend on the database.
+# SQLite pass only: they check that models learn, which does not depend on the database; so
+# do the tests marked single_db (training numerics, multi-process training, checkpoints).
 test-postgres: install
 	@if $(PY) -c "import socket; [socket.create_connection(('127.0.0.1', p), 2).close() for p in (5432, 6379)]" 2>/dev/null; then \
-	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not slow"; \
+	  FINETUNE_HUB_VAR=$(CURDIR)/var/test-postgres DATABASE_URL=$(TEST_DATABASE_URL) \
+	    REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not slow and not single_db"; \
 	elif [ "$$CI" = "true" ]; then \
 	  echo "PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not answering"; exit 1; \
 	else echo "SKIPPED: PostgreSQL + Redis suite (nothing on 127.0.0.1:5432 / :6379)"; fi
 
-test: install browser-deps lint test-sqlite test-postgres
+# The two passes at once: most tests use one core, and together they fill both of a 2-core
+# machine. Each pass's output is printed whole when it ends (--output-sync).
+test: install browser-deps lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 # CPU benchmarks (results and the H200 runs: bench/RESULTS.md).
 bench: install

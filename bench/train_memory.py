@@ -170,7 +170,16 @@ def main() -> None:
     parser.add_argument(
         "--cleanup", action="store_true", help="delete the built model folder at the end"
     )
+    parser.add_argument(
+        "--refresh-estimates",
+        metavar="JSON",
+        help="recompute estimate_gib and peak_over_estimate of every row of this file with "
+        "the engine's current estimate (no GPU, no training), and exit",
+    )
     args = parser.parse_args()
+    if args.refresh_estimates:
+        refresh_estimates(Path(args.refresh_estimates))
+        return
     prequantized = args.prequantized or args.shape in ALWAYS_PREQUANTIZED
     techniques = args.techniques.split(",")
     if prequantized and set(techniques) != {"qlora"}:
@@ -246,6 +255,47 @@ def main() -> None:
         shutil.rmtree(model_dir, ignore_errors=True)
         log(f"deleted {model_dir} ({model_bytes / 1e9:.1f} GB)")
     log(f"done in {time.monotonic() - started:.0f} s")
+
+
+def row_estimate_bytes(row: dict) -> int:
+    """The engine's estimate for a row's run: its shape's config and the hyperparameters the
+    run was queued with (run_technique's, over the technique's defaults)."""
+    from transformers import LlamaConfig
+
+    from experiments.training import hyperparameters as hp
+    from experiments.training.estimate import estimate
+
+    params = hp.validate(
+        row["technique"],
+        {
+            "per_device_train_batch_size": row["batch"],
+            "max_length": row["max_length"],
+            "gradient_checkpointing": row["gradient_checkpointing"],
+        },
+        context_length=None,
+    )
+    config = LlamaConfig(**SHAPES[row["shape"]])
+    return estimate(config, technique=row["technique"], hyperparameters=params).total_bytes
+
+
+def refresh_estimates(path: Path) -> None:
+    """Each row's estimate_gib from the current estimate; the figure the run was queued with
+    stays in estimate_gib_at_run (set here once, from the old estimate_gib, if missing)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_hub.settings")
+    import django
+
+    django.setup()
+    data = json.loads(path.read_text())
+    for row in data["rows"]:
+        row.setdefault("estimate_gib_at_run", row["estimate_gib"])
+        now = row_estimate_bytes(row)
+        row["estimate_gib"] = round(now / GIB, 2)
+        if row.get("peak_memory_gib"):
+            row["peak_over_estimate"] = round(row["peak_memory_gib"] * GIB / now, 3)
+        log(f"{row['shape']} {row['technique']}: estimate {row['estimate_gib']} GiB")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def markdown_row(row: dict) -> list:

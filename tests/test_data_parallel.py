@@ -31,6 +31,7 @@ def ranks(run: TrainingRun) -> list[psutil.Process]:
         return []
 
 
+@pytest.mark.single_db
 def test_a_two_process_run_trains_cancels_resumes_and_equals_an_uninterrupted_one(
     team, owner, tiny_model, cpu_worker
 ):

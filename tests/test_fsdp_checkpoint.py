@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
 SCRIPT = settings.BASE_DIR / "tests" / "fsdp_checkpoint_script.py"
@@ -33,6 +34,7 @@ def torchrun(processes: int, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.single_db
 def test_fsdp_checkpoint_resumes_exactly_on_any_number_of_processes(tmp_path):
     """Saved on 2 processes; loaded on 2 (rank 0 reads, rank 1 gets its shard over the
     wire) and on 1: the weights and every optimizer moment and step count are the saved

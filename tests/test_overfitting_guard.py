@@ -142,6 +142,7 @@ def test_patience_needs_checkpoints_saved_at_evaluations(api, team, owner, tiny_
     ]
 
 
+@pytest.mark.single_db
 @pytest.mark.django_db(transaction=True)
 def test_early_stopping_ends_the_run_and_keeps_the_best_checkpoint_as_the_output(
     team, owner, tiny_model, cpu_worker, browser_client

@@ -297,6 +297,7 @@ def test_it_validates_ownership(outsider_api, api, model, versions, owner):
     assert AliasEvent.objects.count() == 1 and ModelVersion.objects.count() == 2
 
 
+@pytest.mark.single_db
 @ADAPTER_KINDS
 def test_exported_adapter_loads_with_plain_peft_and_matches_serving(
     api, model, versions, owner, tmp_path, tiny_model, adapter_kind

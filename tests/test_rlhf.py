@@ -173,6 +173,59 @@ def test_full_reward_model_and_full_grpo(team, owner, tiny_model, cpu_worker):
     assert (artifact_path(policy.output_path) / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # six trainings; the checkpoint code is the one every technique uses
+@pytest.mark.parametrize("technique", ["reward", "grpo"])
+def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
+    team, owner, tiny_model, cpu_worker, reward_run, technique
+):
+    """A reward model (pairs through RewardTrainer) and a GRPO policy (completions sampled
+    from the policy each step) cancelled after a checkpoint and resumed end with the weights
+    an uninterrupted run ends with: the optimizer, the scheduler and every RNG that drives
+    dropout and sampling come back from the safetensors checkpoint."""
+    from experiments.training import services
+
+    if technique == "reward":
+        version = make_version(team, owner, "preference", n=40)
+        params = {**REWARD, "max_steps": 40, "save_steps": 4, "eval_steps": 1000}
+    else:
+        version = make_version(team, owner, "instruction", n=40)
+        params = {**GRPO, "reward_run": reward_run.pk, "max_steps": 24, "eval_steps": 1000}
+
+    def queued(name):
+        experiment = experiment_create(
+            team=team,
+            name=f"{technique}-{name}",
+            dataset_version=version,
+            base_model=tiny_model,
+            technique=technique,
+            hyperparameters=params | {"logging_steps": 2},
+            by=owner,
+        )
+        return run_enqueue(experiment=experiment, by=owner, dispatch=False)
+
+    reference = train_next_run(run_id=queued("reference").pk)
+
+    def cancel(current):
+        if current.checkpoints.exists() and not current.cancel_requested:
+            services.run_cancel(run=current, by=owner)
+
+    run = train_next_run(run_id=queued("cancelled").pk, on_poll=cancel)
+    assert run.status == "cancelled" and run.step < params["max_steps"], run.log_tail
+    services.run_resume(run=run, by=owner)
+    run = train_next_run(run_id=run.pk)
+    assert (run.status, run.step, reference.status) == (
+        "succeeded",
+        params["max_steps"],
+        "succeeded",
+    )
+    assert "Resuming from" in run.log_tail or run.attempt == 2
+    a = load_file(artifact_path(reference.output_path) / "adapter_model.safetensors")
+    b = load_file(artifact_path(run.output_path) / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+
+
 def test_a_reward_model_is_not_a_generator(team, owner, reward_run):
     with pytest.raises(Conflict, match="reward model"):
         Subject(Kind.RUN, run=reward_run.pk).for_team(team)

@@ -24,6 +24,7 @@ def load_output(base: str, folder, adapter: bool):
     return AutoModelForCausalLM.from_pretrained(folder)
 
 
+@pytest.mark.single_db
 @pytest.mark.parametrize(
     "technique, task, weights",
     [

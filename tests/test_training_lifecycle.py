@@ -145,6 +145,7 @@ def test_worker_sigkill_reaper_and_resume_match_an_uninterrupted_run(
     assert steps == sorted(set(steps)), "a resumed run logs each step once"
 
 
+@pytest.mark.single_db
 def test_resumed_runs_after_a_process_kill_or_a_cancel_equal_an_uninterrupted_one(
     team, owner, tiny_model, cpu_worker, browser_client
 ):

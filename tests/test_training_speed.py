@@ -141,6 +141,7 @@ def test_packed_row_attends_within_each_example_only(tiny_model, monkeypatch):
     assert error < 5e-3 < leak
 
 
+@pytest.mark.single_db
 @pytest.mark.django_db(transaction=True)
 def test_tokens_per_second_counts_real_tokens_only(team, owner, tiny_model, cpu_worker):
     """One epoch over padded batches: the tokens the run counts are the examples' tokens,
@@ -155,6 +156,7 @@ def test_tokens_per_second_counts_real_tokens_only(team, owner, tiny_model, cpu_
     assert trainer.state.num_input_tokens_seen == real
 
 
+@pytest.mark.single_db
 @pytest.mark.django_db(transaction=True)
 def test_a_cpu_run_trains_with_the_speed_settings_it_reports(team, owner, tiny_model, cpu_worker):
     experiment = make_experiment(team, owner, tiny_model, packing=True, liger_kernel=True)
