@@ -60,8 +60,8 @@ browser-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium missing: browser tests will be skipped (apt-get install chromium)"; fi; }
 
-# Each pass keeps its state (SQLite files, Huey queue, built test models) in its own folder,
-# so the two can run at once.
+# Each pass keeps its state (SQLite files, Huey queue, built test models, screenshots) in its
+# own folder under var/.
 test-sqlite: install
 	FINETUNE_HUB_VAR=$(CURDIR)/var/test-sqlite $(PY) -m pytest
 
@@ -77,10 +77,7 @@ test-postgres: install
 	  echo "PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not answering"; exit 1; \
 	else echo "SKIPPED: PostgreSQL + Redis suite (nothing on 127.0.0.1:5432 / :6379)"; fi
 
-# The two passes at once: most tests use one core, and together they fill both of a 2-core
-# machine. Each pass's output is printed whole when it ends (--output-sync).
-test: install browser-deps lint
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
+test: install browser-deps lint test-sqlite test-postgres
 
 # CPU benchmarks (results and the H200 runs: bench/RESULTS.md).
 bench: install

@@ -53,12 +53,13 @@ def log_in(page, username: str, password: str) -> None:
     page.wait_for_url("**/")
 
 
-SHOTS = Path("var/screenshots")
-
-
 def shot(page, name: str) -> Path:
-    """A full-page screenshot under var/screenshots/, for a reviewer to look at."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
+    """A full-page screenshot under the pass's state folder (var/test-sqlite/screenshots/
+    under `make test`), for a reviewer to look at."""
+    from django.conf import settings
+
+    shots = settings.VAR_DIR / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    path = shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path

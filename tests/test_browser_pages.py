@@ -1,6 +1,6 @@
 """Every dashboard page opened in Chromium with a team's worth of data: each answers 200,
 runs its scripts without an error, draws its charts, and is saved as a screenshot under
-var/screenshots/ (one per page) for a reviewer to look at."""
+the screenshots folder of the pass's state (one per page) for a reviewer to look at."""
 
 import pytest
 

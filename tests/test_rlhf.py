@@ -174,7 +174,22 @@ def test_full_reward_model_and_full_grpo(team, owner, tiny_model, cpu_worker):
 
 
 @pytest.mark.slow  # six trainings; the checkpoint code is the one every technique uses
-@pytest.mark.parametrize("technique", ["reward", "grpo"])
+@pytest.mark.parametrize(
+    "technique",
+    [
+        # Found by this test: a LoRA reward model (peft SEQ_CLS, the score head in
+        # modules_to_save) resumed after a cancel ends with other adapter weights than an
+        # uninterrupted run (every element of lora_A off, by up to 0.1). Open in issue 15;
+        # strict, so the fix turns it into a failure until this mark goes.
+        pytest.param(
+            "reward",
+            marks=pytest.mark.xfail(
+                strict=True, reason="a resumed LoRA reward model diverges (issue 15, open)"
+            ),
+        ),
+        "grpo",
+    ],
+)
 def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
     team, owner, tiny_model, cpu_worker, reward_run, technique
 ):
@@ -186,7 +201,9 @@ def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
 
     if technique == "reward":
         version = make_version(team, owner, "preference", n=40)
-        params = {**REWARD, "max_steps": 40, "save_steps": 4, "eval_steps": 1000}
+        # about 30 steps a second here: the cancel, polled each second after the first
+        # checkpoint, lands well before the end
+        params = {**REWARD, "max_steps": 300, "save_steps": 20, "eval_steps": 1000}
     else:
         version = make_version(team, owner, "instruction", n=40)
         params = {**GRPO, "reward_run": reward_run.pk, "max_steps": 24, "eval_steps": 1000}
@@ -210,7 +227,7 @@ def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
             services.run_cancel(run=current, by=owner)
 
     run = train_next_run(run_id=queued("cancelled").pk, on_poll=cancel)
-    assert run.status == "cancelled" and run.step < params["max_steps"], run.log_tail
+    assert run.status == "cancelled" and run.step < params["max_steps"], run.log_tail[-2000:]
     services.run_resume(run=run, by=owner)
     run = train_next_run(run_id=run.pk)
     assert (run.status, run.step, reference.status) == (
