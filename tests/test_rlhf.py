@@ -174,22 +174,9 @@ def test_full_reward_model_and_full_grpo(team, owner, tiny_model, cpu_worker):
 
 
 @pytest.mark.slow  # six trainings; the checkpoint code is the one every technique uses
-@pytest.mark.parametrize(
-    "technique",
-    [
-        # Found by this test: a LoRA reward model (peft SEQ_CLS, the score head in
-        # modules_to_save) resumed after a cancel ends with other adapter weights than an
-        # uninterrupted run (every element of lora_A off, by up to 0.1). Open in issue 15;
-        # strict, so the fix turns it into a failure until this mark goes.
-        pytest.param(
-            "reward",
-            marks=pytest.mark.xfail(
-                strict=True, reason="a resumed LoRA reward model diverges (issue 15, open)"
-            ),
-        ),
-        "grpo",
-    ],
-)
+# The reward case found that a reward model's new score head was drawn from the process's
+# unseeded RNG (engine.load_model now seeds it from the run's seed).
+@pytest.mark.parametrize("technique", ["reward", "grpo"])
 def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
     team, owner, tiny_model, cpu_worker, reward_run, technique
 ):
@@ -241,6 +228,29 @@ def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
     assert a.keys() == b.keys() and a
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+
+
+def test_a_reward_models_new_score_head_is_drawn_from_the_runs_seed(team, owner, tiny_model):
+    """The score head is the one part of a reward model the base has not got: two loads for
+    one run draw the same head (a resumed attempt and an uninterrupted run start alike), and
+    another seed draws another."""
+    from types import SimpleNamespace
+
+    from experiments.training import engine, speed
+
+    def head(seed: int, process_rng: int):
+        params = hp.validate("reward", {"seed": seed}, context_length=None)
+        experiment = SimpleNamespace(
+            hyperparameters=params, technique="reward", base_model=tiny_model
+        )
+        torch.manual_seed(process_rng)  # whatever the process's RNG was before
+        model, _ = engine.load_model(
+            SimpleNamespace(experiment=experiment), speed.effective({}, technique_is_sft=False)
+        )
+        return model.score.weight.detach().clone()
+
+    assert torch.equal(head(42, process_rng=1), head(42, process_rng=2))
+    assert not torch.equal(head(42, process_rng=1), head(43, process_rng=1))
 
 
 def test_a_reward_model_is_not_a_generator(team, owner, reward_run):

@@ -141,6 +141,12 @@ def load_model(run: TrainingRun, fast: dict):
     if experiment.technique == Technique.QLORA:
         kwargs.update(quantized_load(params))
     tokenizer = with_pad_token(AutoTokenizer.from_pretrained(path))
+    # Weights the base has not got (a reward model's score head) are drawn here, before the
+    # Trainer seeds: from the run's seed, so a run and its resumed attempt, or two runs of one
+    # experiment, start from the same weights.
+    from transformers import set_seed
+
+    set_seed(params["seed"])
     if experiment.technique == Technique.REWARD:
         # A reward model: the base with a one-output score head (TRL's RewardTrainer), which
         # reads the last non-pad token of each sequence.
