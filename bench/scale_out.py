@@ -36,7 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.shapes import SHAPES  # noqa: E402 (after the path is set)
-from bench.train_memory import build_model, describe_machine, log, versions  # noqa: E402
+from bench.train_memory import (  # noqa: E402
+    bench_team,
+    build_model,
+    describe_machine,
+    log,
+    setup_django,
+    versions,
+)  # noqa: E402
 from bench.train_throughput import LEARNING_RATE, MODULES, dataset_jsonl  # noqa: E402
 
 GIB = 2**30
@@ -86,17 +93,6 @@ def mean_after(run, key: str, after_step: int, restarts: tuple[int, ...] = ()) -
         if step > after_step and not any(before_step <= r < step for r in restarts)
     ]
     return sum(values) / len(values) if values else None
-
-
-def setup_team():
-    from django.contrib.auth import get_user_model
-
-    from finetune_hub.models import Membership, Team
-
-    user, _ = get_user_model().objects.get_or_create(username="bench")
-    team, _ = Team.objects.get_or_create(name="bench")
-    Membership.objects.get_or_create(team=team, user=user, defaults={"role": "admin"})
-    return team, user
 
 
 def upload(team, user, model_dir: Path, args):
@@ -272,20 +268,8 @@ def main() -> None:
     started = time.monotonic()
     model_dir = build_model(args.shape, Path(args.tokenizer), work / "models" / args.shape)
     log(f"model {args.shape} ready in {time.monotonic() - started:.0f} s")
-    os.environ.update(
-        FINETUNE_HUB_VAR=str(work / "var"),
-        ARTIFACT_ROOT=str(work / "artifacts"),
-        BASE_MODEL_DIRS=str(work / "models"),
-        DEFAULT_BASE_MODEL=str(model_dir),
-        DJANGO_SETTINGS_MODULE="finetune_hub.settings",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    team, user = setup_team()
+    setup_django(work, model_dir)
+    team, user = bench_team()
     version = upload(team, user, model_dir, args)
     log(f"data set: {version.counts}")
 

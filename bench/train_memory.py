@@ -204,19 +204,7 @@ def main() -> None:
         f"{rate / 1e9:.2f} GB/s, so the run's base-model record hashes it in about "
         f"{model_bytes / rate:.0f} s"
     )
-    os.environ.update(
-        FINETUNE_HUB_VAR=str(work / "var"),
-        ARTIFACT_ROOT=str(work / "artifacts"),
-        BASE_MODEL_DIRS=str(work / "models"),
-        DEFAULT_BASE_MODEL=str(model_dir),
-        DJANGO_SETTINGS_MODULE="finetune_hub.settings",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    setup_django(work, model_dir)
     rows = []
     for technique in techniques:
         log(f"run {technique} on {name}")
@@ -298,6 +286,36 @@ def refresh_estimates(path: Path) -> None:
     tmp.replace(path)
 
 
+def setup_django(work: Path, model_dir: Path) -> None:
+    """The project in this process, as a worker: its state, artifacts and allowed base models
+    under `work`, the database migrated."""
+    os.environ.update(
+        FINETUNE_HUB_VAR=str(work / "var"),
+        ARTIFACT_ROOT=str(work / "artifacts"),
+        BASE_MODEL_DIRS=str(work / "models"),
+        DEFAULT_BASE_MODEL=str(model_dir),
+        DJANGO_SETTINGS_MODULE="finetune_hub.settings",
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def bench_team():
+    """The bench user and its team (an admin of it): (team, user)."""
+    from django.contrib.auth import get_user_model
+
+    from finetune_hub.models import Membership, Team
+
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    team, _ = Team.objects.get_or_create(name="bench")
+    Membership.objects.get_or_create(team=team, user=user, defaults={"role": "admin"})
+    return team, user
+
+
 def markdown_row(row: dict) -> list:
     estimate, peak = row["estimate_gib"] * GIB / 1e9, (row["peak_memory_gib"] or 0) * GIB / 1e9
     technique = row["technique"]
@@ -349,19 +367,15 @@ def real_tokens_per_second(run) -> tuple[float | None, float | None]:
 
 
 def run_technique(technique: str, model_dir: Path, args) -> dict:
-    from django.contrib.auth import get_user_model
 
     from datasets_app.models import Dataset
     from datasets_app.services import dataset_version_upload
     from experiments.models import TrainingRun
     from experiments.training.runner import train_next_run
     from experiments.training.services import experiment_create, run_enqueue
-    from finetune_hub.models import Membership, Team
     from finetune_hub.storage import artifact_path
 
-    user, _ = get_user_model().objects.get_or_create(username="bench")
-    team, _ = Team.objects.get_or_create(name="bench")
-    Membership.objects.get_or_create(team=team, user=user, defaults={"role": "admin"})
+    team, user = bench_team()
     dataset = Dataset.objects.create(
         team=team, name=f"d-{technique}-{time.time()}", task="instruction", created_by=user
     )
