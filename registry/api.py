@@ -27,7 +27,7 @@ from registry.schemas import (
     PolicyOut,
     PromoteIn,
     PromotionRequestOut,
-    ReasonIn,
+    RollbackIn,
     ScheduleIn,
     ScheduleOut,
     VersionIn,
@@ -216,9 +216,13 @@ def promote(request, name: str, alias: str, payload: PromoteIn, team: int | None
 @router.post(
     "/registry/models/{name}/aliases/{alias}/rollback", response={200: AliasEventOut, **errors(409)}
 )
-def rollback(request, name: str, alias: str, payload: ReasonIn, team: int | None = None):
+def rollback(request, name: str, alias: str, payload: RollbackIn, team: int | None = None):
     event = services.alias_rollback(
-        model=_model(request, name, team), alias=alias, by=request.auth, reason=payload.reason
+        model=_model(request, name, team),
+        alias=alias,
+        by=request.auth,
+        reason=payload.reason,
+        from_version=payload.from_version,
     )
     return event_out(event)
 

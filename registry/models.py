@@ -110,7 +110,12 @@ class AliasEvent(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["registered_model", "alias", "sequence"], name="alias_event_sequence_unique"
-            )
+            ),
+            # A self-move would make the next rollback a no-op (it returns to from_version).
+            models.CheckConstraint(
+                condition=~models.Q(from_version=models.F("to_version")),
+                name="alias_event_moves",
+            ),
         ]
 
     def __str__(self):

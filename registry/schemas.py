@@ -25,8 +25,10 @@ class PromoteIn(Schema):
     reason: str
 
 
-class ReasonIn(Schema):
+class RollbackIn(Schema):
     reason: str
+    # The holder the caller saw: a 409 instead of a second move when the alias moved since.
+    from_version: int | None = None
 
 
 class ScheduleIn(Schema):

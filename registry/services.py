@@ -105,43 +105,63 @@ def _holder(model: RegisteredModel, alias: str) -> ModelVersion | None:
     return current.version if current else None
 
 
+def _locked(model: RegisteredModel, alias: str) -> tuple[AliasEvent | None, ModelVersion | None]:
+    """Takes the model's row lock (inside the caller's transaction) and reads the alias's last
+    event and holder under it. Every decision about a move is made on what this returns: read
+    before the lock, two requests at once both saw the old holder, and a double-clicked
+    promotion wrote a self-move after which every rollback went nowhere."""
+    RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    last = (
+        AliasEvent.objects.filter(registered_model=model, alias=alias).order_by("-sequence").first()
+    )
+    return last, _holder(model, alias)
+
+
+def _refuse_self_move(alias: str, holder: ModelVersion | None, version: ModelVersion) -> None:
+    if holder == version:
+        raise Conflict(f"{alias} already points at {version}")
+
+
+def _refuse_second_request(model: RegisteredModel, alias: str, version: ModelVersion) -> None:
+    waiting = PromotionRequest.objects.filter(
+        registered_model=model, alias=alias, version=version, status=PromotionRequest.Status.PENDING
+    ).first()
+    if waiting:
+        raise Conflict(f"A request to move {alias} to {version} waits for an approver already")
+
+
 def _move(
     *,
     model: RegisteredModel,
     alias: str,
     version: ModelVersion,
+    locked: tuple[AliasEvent | None, ModelVersion | None],
     action: str,
     actor,
     reason: str,
     evidence: dict,
     approved_by=None,
 ) -> AliasEvent:
-    """The one place an alias moves: under the model's row lock, so two moves at the same
-    moment serialise and the events chain (each from_version is the previous to_version)."""
-    with transaction.atomic():
-        RegisteredModel.objects.select_for_update().get(pk=model.pk)
-        last = (
-            AliasEvent.objects.filter(registered_model=model, alias=alias)
-            .order_by("-sequence")
-            .first()
-        )
-        holder = _holder(model, alias)
-        event = AliasEvent.objects.create(
-            registered_model=model,
-            alias=alias,
-            sequence=(last.sequence + 1) if last else 1,
-            action=action,
-            from_version=holder,
-            to_version=version,
-            actor=actor,
-            approved_by=approved_by,
-            reason=reason,
-            evidence=evidence,
-        )
-        Alias.objects.update_or_create(
-            registered_model=model, name=alias, defaults={"version": version}
-        )
-        return event
+    """The one place an alias moves, on the state `_locked` read in the same transaction, so
+    the events chain (each from_version is the previous to_version) and none is a self-move."""
+    last, holder = locked
+    _refuse_self_move(alias, holder, version)
+    event = AliasEvent.objects.create(
+        registered_model=model,
+        alias=alias,
+        sequence=(last.sequence + 1) if last else 1,
+        action=action,
+        from_version=holder,
+        to_version=version,
+        actor=actor,
+        approved_by=approved_by,
+        reason=reason,
+        evidence=evidence,
+    )
+    Alias.objects.update_or_create(
+        registered_model=model, name=alias, defaults={"version": version}
+    )
+    return event
 
 
 def _validate_alias(alias: str) -> str:
@@ -149,6 +169,16 @@ def _validate_alias(alias: str) -> str:
     if not alias or not alias.replace("-", "").replace("_", "").isalnum() or len(alias) > 50:
         raise invalid("An alias is letters, digits, - and _", field="alias")
     return alias
+
+
+def _policy_evidence(version: ModelVersion, alias: str, holder: ModelVersion | None) -> dict:
+    failures, evidence = policies.check(version, alias, holder)
+    if failures:
+        raise PolicyRefused(
+            f"The policy refuses {version} for {alias}: " + "; ".join(f.message for f in failures),
+            errors=failures,
+        )
+    return evidence
 
 
 def alias_promote(
@@ -162,34 +192,38 @@ def alias_promote(
         raise invalid("Say why (reason)", field="reason")
     if version.registered_model_id != model.pk:
         raise invalid("The version belongs to another model", field="version")
+    # The policy is checked before the lock (a check may store a comparison's results, which
+    # a refusal must not roll back) on the holder read here; under the lock the holder is read
+    # again, and checked against once more when another move came in between.
     holder = _holder(model, alias)
-    if holder == version:
-        raise Conflict(f"{alias} already points at {version}")
-    failures, evidence = policies.check(version, alias, holder)
-    if failures:
-        raise PolicyRefused(
-            f"The policy refuses {version} for {alias}: " + "; ".join(f.message for f in failures),
-            errors=failures,
-        )
-    policy = policies.parse(model.policy)
-    if alias in policy.gated_aliases and policy.require_approval:
-        return PromotionRequest.objects.create(
-            registered_model=model,
+    _refuse_self_move(alias, holder, version)
+    evidence = _policy_evidence(version, alias, holder)
+    with transaction.atomic():
+        locked = _locked(model, alias)
+        _refuse_self_move(alias, locked[1], version)
+        if locked[1] != holder:
+            evidence = _policy_evidence(version, alias, locked[1])
+        policy = policies.parse(model.policy)
+        if alias in policy.gated_aliases and policy.require_approval:
+            _refuse_second_request(model, alias, version)
+            return PromotionRequest.objects.create(
+                registered_model=model,
+                alias=alias,
+                version=version,
+                reason=reason,
+                evidence=evidence,
+                requested_by=by,
+            )
+        return _move(
+            model=model,
             alias=alias,
             version=version,
+            locked=locked,
+            action=AliasEvent.Action.PROMOTE,
+            actor=by,
             reason=reason,
             evidence=evidence,
-            requested_by=by,
         )
-    return _move(
-        model=model,
-        alias=alias,
-        version=version,
-        action=AliasEvent.Action.PROMOTE,
-        actor=by,
-        reason=reason,
-        evidence=evidence,
-    )
 
 
 @transaction.atomic
@@ -209,9 +243,9 @@ def promotion_decide(*, request: PromotionRequest, by, approve: bool) -> Promoti
         )
     if approve:
         # The evidence may have changed since the request (a new holder): check again.
-        failures, evidence = policies.check(
-            request.version, request.alias, _holder(model, request.alias)
-        )
+        locked = _locked(model, request.alias)
+        _refuse_self_move(request.alias, locked[1], request.version)
+        failures, evidence = policies.check(request.version, request.alias, locked[1])
         if failures:
             raise PolicyRefused(
                 "The policy now refuses it: " + "; ".join(f.message for f in failures),
@@ -221,6 +255,7 @@ def promotion_decide(*, request: PromotionRequest, by, approve: bool) -> Promoti
             model=model,
             alias=request.alias,
             version=request.version,
+            locked=locked,
             action=AliasEvent.Action.PROMOTE,
             actor=request.requested_by,
             approved_by=by,
@@ -235,8 +270,18 @@ def promotion_decide(*, request: PromotionRequest, by, approve: bool) -> Promoti
     return request
 
 
-def alias_rollback(*, model: RegisteredModel, alias: str, by, reason: str) -> AliasEvent:
-    """Back to the version that held the alias before the current one, in one step."""
+def alias_rollback(
+    *,
+    model: RegisteredModel,
+    alias: str,
+    by,
+    reason: str,
+    from_version: int | None = None,
+) -> AliasEvent:
+    """Back to the version that held the alias before the current one, in one step; a
+    rollback of a rollback goes forward again (as `kubectl rollout undo` does). A caller
+    that names the holder it saw (from_version, a version number) gets a 409 when the alias
+    moved since: two rollbacks sent at once then move it once."""
     policy = policies.parse(model.policy)
     needed = (
         Role.APPROVER if alias in policy.gated_aliases and policy.require_approval else Role.MEMBER
@@ -244,20 +289,26 @@ def alias_rollback(*, model: RegisteredModel, alias: str, by, reason: str) -> Al
     membership_require(user=by, team=model.team, role=needed)
     if not (reason or "").strip():
         raise invalid("Say why (reason)", field="reason")
-    last = (
-        AliasEvent.objects.filter(registered_model=model, alias=alias).order_by("-sequence").first()
-    )
-    if last is None or last.from_version is None:
-        raise Conflict(f"{alias} has no previous holder to roll back to")
-    return _move(
-        model=model,
-        alias=alias,
-        version=last.from_version,
-        action=AliasEvent.Action.ROLLBACK,
-        actor=by,
-        reason=reason,
-        evidence={"rolled_back_event": last.sequence},
-    )
+    with transaction.atomic():
+        locked = _locked(model, alias)
+        last, holder = locked
+        if last is None or last.from_version is None:
+            raise Conflict(f"{alias} has no previous holder to roll back to")
+        if from_version is not None and holder.number != from_version:
+            raise Conflict(
+                f"{alias} points at v{holder.number}, not v{from_version}: it moved since "
+                f"(event #{last.sequence}); nothing was rolled back"
+            )
+        return _move(
+            model=model,
+            alias=alias,
+            version=last.from_version,
+            locked=locked,
+            action=AliasEvent.Action.ROLLBACK,
+            actor=by,
+            reason=reason,
+            evidence={"rolled_back_event": last.sequence},
+        )
 
 
 @transaction.atomic

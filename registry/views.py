@@ -128,7 +128,11 @@ def promote(request, model, post):
 @model_action
 def rollback(request, model, post):
     event = services.alias_rollback(
-        model=model, alias=post.get("alias", ""), reason=post.get("reason", ""), by=request.user
+        model=model,
+        alias=post.get("alias", ""),
+        reason=post.get("reason", ""),
+        by=request.user,
+        from_version=form_int(post, "from_version", 0) or None,
     )
     messages.success(request, f"Rolled {event.alias} back to v{event.to_version.number}")
 
