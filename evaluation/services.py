@@ -113,11 +113,16 @@ def _enqueue(evaluation: EvaluationRun) -> None:
 def evaluation_retry(*, evaluation: EvaluationRun, by) -> EvaluationRun:
     membership_require(user=by, team=evaluation.team, role=Role.MEMBER)
     evaluation = EvaluationRun.objects.select_for_update().get(pk=evaluation.pk)
+    if evaluation.status == EvaluationRun.Status.QUEUED:
+        # Its token may be lost (a Redis restart); one more is harmless, as the claim is a
+        # conditional update that one execution wins.
+        _enqueue(evaluation)
+        return evaluation
     dead = _abandoned(stale_after=workers.LIVE_WITHIN).filter(pk=evaluation.pk).exists()
     if evaluation.status != EvaluationRun.Status.FAILED and not dead:
         raise Conflict(
-            "Only a failed evaluation, or a running one whose worker died, is retried; "
-            f"this one is {evaluation.status}"
+            "Only a failed or queued evaluation, or a running one whose worker died, is "
+            f"retried; this one is {evaluation.status}"
         )
     quotas.queue_room_require(team=evaluation.team, kind="evaluations")
     EvaluationRun.objects.filter(pk=evaluation.pk).update(
@@ -175,7 +180,10 @@ def evaluation_execute(*, evaluation_id: int) -> EvaluationRun | None:
             finished_at=timezone.now(),
         )
         raise
-    _held(evaluation).update(status=EvaluationRun.Status.SUCCEEDED, finished_at=timezone.now())
+    # An earlier attempt's "worker died?" is no longer the news.
+    _held(evaluation).update(
+        status=EvaluationRun.Status.SUCCEEDED, error="", finished_at=timezone.now()
+    )
     evaluation.refresh_from_db()
     from evaluation.comparisons import comparisons_score_ready  # it builds on this module
 
@@ -217,6 +225,27 @@ def _reap(evaluation: EvaluationRun) -> bool:
         return False
     _enqueue(evaluation)
     return True
+
+
+def evaluations_redispatch() -> list[int]:
+    """The database is the queue's truth: a queued evaluation whose token is gone (Redis
+    restarted without persistence, a dispatch failed during an outage) gets one again.
+    Returns their ids."""
+    from evaluation.tasks import evaluate
+
+    pending = {
+        task.args[0] if task.args else task.kwargs.get("evaluation_id")
+        for task in evaluate.huey.pending()
+        if isinstance(task, evaluate.task_class)
+    }
+    lost = list(
+        EvaluationRun.objects.filter(status=EvaluationRun.Status.QUEUED)
+        .exclude(pk__in=pending)
+        .values_list("pk", flat=True)
+    )
+    for evaluation_id in lost:
+        evaluate(evaluation_id)
+    return lost
 
 
 def _generate_missing(evaluation: EvaluationRun) -> None:

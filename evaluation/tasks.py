@@ -1,5 +1,5 @@
 from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, db_task
+from huey.contrib.djhuey import db_periodic_task, db_task, on_startup
 
 
 @db_task()
@@ -13,7 +13,19 @@ def evaluate(evaluation_id: int):
 def reap_stale_evaluations():
     """The training reaper's twin (same period, same window); it lives here because
     experiments does not import evaluation."""
-    from evaluation.services import evaluations_reap_stale
+    from evaluation.services import evaluations_reap_stale, evaluations_redispatch
     from experiments.tasks import STALE_AFTER
 
-    return evaluations_reap_stale(stale_after=STALE_AFTER)
+    reaped = evaluations_reap_stale(stale_after=STALE_AFTER)
+    evaluations_redispatch()  # a token lost with Redis, or in an outage
+    return reaped
+
+
+@on_startup()
+def recover_lost_evaluation_tokens():
+    from django.db import close_old_connections
+
+    from evaluation.services import evaluations_redispatch
+
+    evaluations_redispatch()
+    close_old_connections()

@@ -22,13 +22,10 @@ def train_next():
 
 @db_periodic_task(crontab(minute="*"))
 def reap_stale_runs():
-    from experiments.training.queue import dispatch_if_waiting, runs_reap_stale
+    from experiments.training.queue import runs_reap_stale, runs_redispatch
 
     reaped = runs_reap_stale(stale_after=STALE_AFTER)
-    # A run that waited for GPUs while every token was taken gets one, once a minute at
-    # most and only when no token is pending: the queue stays bounded.
-    if not train_next.huey.pending_count():
-        dispatch_if_waiting()
+    runs_redispatch()  # a token lost with Redis, or spent while the run waited for GPUs
     return reaped
 
 
@@ -42,6 +39,18 @@ def _beat_forever():
         close_old_connections()
         worker_heartbeat(devices)
         time.sleep(HEARTBEAT_S)
+
+
+@on_startup()
+def recover_lost_training_tokens():
+    """A worker that starts after a Redis restart finds the queued runs at once, not at the
+    next minute."""
+    from django.db import close_old_connections
+
+    from experiments.training.queue import runs_redispatch
+
+    runs_redispatch()
+    close_old_connections()
 
 
 @on_startup()

@@ -49,8 +49,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",  # the API docs page served from its own static files, not a CDN
-    "huey.contrib.djhuey",
+    # Before djhuey: its run_huey is wrapped by finetune_hub's (the earlier app's command wins).
     "finetune_hub",
+    "huey.contrib.djhuey",
     "datasets_app",
     "inference",
     "experiments",
@@ -207,6 +208,13 @@ FILE_UPLOAD_HANDLERS = [
 ]
 # Form fields and JSON bodies (everything but files), checked against Content-Length first.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# The temporary files of uploads go to a folder of our own, not the system's: a web process
+# killed mid-body leaves its file where finetune_hub/sweep.py finds it.
+FILE_UPLOAD_TEMP_DIR = VAR_DIR / "uploads"
+FILE_UPLOAD_TEMP_DIR.mkdir(exist_ok=True)
+# Upload files and interrupted artifact writes untouched for this long belong to a killed
+# process (a live upload writes to its file as the bytes arrive): the worker removes them.
+LEFTOVER_MAX_AGE_S = int(os.environ.get("LEFTOVER_MAX_AGE_S", 3600))
 
 # Where the embedded SmolLM2 is converted to safetensors once (see experiments.models_hub).
 MODEL_CACHE_DIR = Path(os.environ.get("MODEL_CACHE_DIR", VAR_DIR / "models")).resolve()

@@ -78,6 +78,23 @@ def dispatch_if_waiting() -> None:
         dispatch_on_commit()
 
 
+def runs_redispatch() -> int:
+    """The database is the queue's truth; Huey only carries tokens that wake a worker. A
+    token is lost when Redis restarts without persistence, when a dispatch fails during an
+    outage, or when it was spent on a run that waited for GPUs: so every queued run gets a
+    token of its own, counting those pending (a token claims whichever run is on top, so
+    the count is what matters). Returns how many were sent."""
+    from experiments.tasks import train_next
+
+    queued = TrainingRun.objects.filter(
+        status=TrainingRun.Status.QUEUED, source=TrainingRun.Source.QUEUED
+    ).count()
+    pending = sum(isinstance(t, train_next.task_class) for t in train_next.huey.pending())
+    for _ in range(queued - pending):
+        train_next()
+    return max(queued - pending, 0)
+
+
 def run_finish(*, run: TrainingRun, status: str, error: str = "") -> TrainingRun:
     TrainingRun.objects.filter(pk=run.pk).update(
         status=status, error=error, finished_at=timezone.now(), pid=None, eta_seconds=None
