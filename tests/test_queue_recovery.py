@@ -17,7 +17,7 @@ from huey.contrib.djhuey import HUEY
 
 from evaluation import tasks as evaluation_tasks
 from evaluation.models import EvaluationRun
-from evaluation.services import evaluation_create, evaluations_redispatch
+from evaluation.services import evaluation_create, evaluation_execute, evaluations_redispatch
 from experiments import tasks as experiment_tasks
 from experiments.models import TrainingRun
 from experiments.training import services
@@ -104,6 +104,14 @@ def test_a_stuck_queued_evaluation_can_be_retried(
     r = api.post(f"/api/evaluations/{evaluation.pk}/retry")
     assert r.status_code == 200 and r.json()["status"] == "queued"
     assert [t.args for t in tokens(evaluation_tasks.evaluate)] == [(evaluation.pk,)]
+
+
+def test_a_succeeded_evaluation_keeps_no_error_of_an_earlier_attempt(team, owner, tiny_model):
+    evaluation = lost_evaluation(team, owner, tiny_model)
+    reaped = "No heartbeat since 10:00:00 UTC (worker died?)"
+    EvaluationRun.objects.filter(pk=evaluation.pk).update(error=reaped, attempt=1)
+    evaluation = evaluation_execute(evaluation_id=evaluation.pk)
+    assert (evaluation.status, evaluation.error, evaluation.attempt) == ("succeeded", "", 2)
 
 
 def free_port() -> int:
