@@ -20,7 +20,7 @@ from datasets_app.validation import (
 from finetune_hub.errors import Conflict, full_clean, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
-from finetune_hub.storage import remove_artifact, write_artifact
+from finetune_hub.storage import incoming, move_into_place, remove_artifact
 from inference import base_models
 
 
@@ -143,45 +143,73 @@ def _store_version(
     *, dataset, fmt, rows: list[Row], splits, report, by, message, display_name, data, extension
 ) -> DatasetVersion:
     """The file is stored under its own SHA-256 and the extension of the syntax it was read
-    as; the client's filename is display text only and never part of a path."""
+    as; the client's filename is display text only and never part of a path. The version's
+    folder is written whole before the row lock is taken and renamed into place before the
+    commit: a crash leaves a partial in the incoming area or a folder with no row, never a
+    row without its file."""
     sha256 = version_sha256((s, r.content_hash) for s, r in zip(splits, rows, strict=True))
     stored_name = f"{hashlib.sha256(data).hexdigest()}.{extension}"
-    relative = None
-    try:
-        with transaction.atomic():
-            _refuse_same_content(dataset, sha256)
-            number = _next_number(dataset)
-            relative = f"datasets/{dataset.pk}/v{number}/{stored_name}"
-            version = DatasetVersion.objects.create(
-                dataset=dataset,
-                number=number,
-                format=fmt,
-                sha256=sha256,
-                counts=_counts(splits),
-                validation_report=report,
-                source_filename=display_name,
-                source_path=relative,
-                message=message,
-                created_by=by,
-                published_by=by,
-                published_at=timezone.now(),
-            )
-            Example.objects.bulk_create(
-                Example(
-                    version=version,
-                    position=i,
-                    source_line=row.line,
-                    split=split,
-                    fields=row.fields,
-                    content_hash=row.content_hash,
+    folder = None
+    with incoming() as partial:
+        partial.mkdir()
+        (partial / stored_name).write_bytes(data)
+        try:
+            with transaction.atomic():
+                _refuse_same_content(dataset, sha256)
+                number = _next_number(dataset)
+                folder = f"datasets/{dataset.pk}/v{number}"
+                version = _version_create(
+                    dataset=dataset,
+                    number=number,
+                    fmt=fmt,
+                    sha256=sha256,
+                    rows=rows,
+                    splits=splits,
+                    report=report,
+                    by=by,
+                    message=message,
+                    display_name=display_name,
+                    source_path=f"{folder}/{stored_name}",
                 )
-                for i, (row, split) in enumerate(zip(rows, splits, strict=True))
-            )
-            write_artifact(relative, data)
-    except BaseException:
-        if relative:
-            remove_artifact(relative)
-        raise
+                # No row has this number yet (the dataset is locked): a folder there was
+                # renamed into place by an upload that crashed before its commit.
+                remove_artifact(folder)
+                move_into_place(partial, folder)
+        except BaseException:
+            if folder:
+                remove_artifact(folder)
+            raise
+    return version
+
+
+def _version_create(
+    *, dataset, number, fmt, sha256, rows, splits, report, by, message, display_name, source_path
+) -> DatasetVersion:
+    version = DatasetVersion.objects.create(
+        dataset=dataset,
+        number=number,
+        format=fmt,
+        sha256=sha256,
+        counts=_counts(splits),
+        validation_report=report,
+        source_filename=display_name,
+        source_path=source_path,
+        message=message,
+        created_by=by,
+        published_by=by,
+        published_at=timezone.now(),
+    )
+    Example.objects.bulk_create(
+        Example(
+            version=version,
+            position=i,
+            source_line=row.line,
+            split=split,
+            fields=row.fields,
+            content_hash=row.content_hash,
+        )
+        for i, (row, split) in enumerate(zip(rows, splits, strict=True))
+    )
     return version
 
 

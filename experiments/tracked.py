@@ -23,7 +23,7 @@ from finetune_hub.bounds import INT64_MAX, json_loads
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
-from finetune_hub.storage import artifact_path
+from finetune_hub.storage import incoming, move_into_place
 
 KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,49}$")
 PARAM_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,249}$")
@@ -375,16 +375,12 @@ def artifact_put(*, run: TrainingRun, name: str, chunks: Iterator[bytes], by) ->
     _writable(run, by)
     name = file_name_checked(name)
     folder_rel = f"{run.folder}/output"
-    folder = artifact_path(folder_rel)
-    target = artifact_path(f"{folder_rel}/{name}")
-    if name in run.output_files or target.exists():
+    if name in run.output_files:
         raise Conflict(f"{name} was uploaded already; a run's files are written once")
     if len(run.output_files) >= MAX_RUN_FILES:
         raise Conflict(f"A run holds at most {MAX_RUN_FILES} files")
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{name}.{timezone.now().timestamp():.6f}.partial")
     limit, size, digest = settings.ARTIFACT_MAX_UPLOAD_BYTES, 0, hashlib.sha256()
-    try:
+    with incoming() as partial:
         with open(partial, "wb") as fh:
             for chunk in chunks:
                 size += len(chunk)
@@ -401,12 +397,12 @@ def artifact_put(*, run: TrainingRun, name: str, chunks: Iterator[bytes], by) ->
         _verify(partial, name)
         with transaction.atomic():
             locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-            if name in locked.output_files or target.exists():
+            if name in locked.output_files:
                 raise Conflict(f"{name} was uploaded already; a run's files are written once")
-            partial.replace(target)
+            # A file there that the run does not list was moved into place by an upload
+            # that crashed before its commit: this one replaces it.
+            move_into_place(partial, f"{folder_rel}/{name}")
             locked.output_path = folder_rel
             locked.output_files = {**locked.output_files, name: digest.hexdigest()}
             locked.save(update_fields=["output_path", "output_files"])
             return locked
-    finally:
-        partial.unlink(missing_ok=True)

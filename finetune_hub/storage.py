@@ -1,8 +1,16 @@
 """The artifact root: every file the application writes or serves lives under it, and
-every path is resolved (symlinks and '..' included) and checked to stay there."""
+every path is resolved (symlinks and '..' included) and checked to stay there.
+
+A file or folder becomes visible only whole: every writer builds it in the incoming area,
+one folder under the root (so on the same filesystem: the last step is one atomic rename),
+and moves it into place. A write cut short by a killed process is left there, not beside
+the files it was meant to join, and finetune_hub/sweep.py removes it by its age."""
 
 import hashlib
 import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -20,21 +28,38 @@ def artifact_path(relative: str | Path) -> Path:
     return resolve_under(settings.ARTIFACT_ROOT, relative)
 
 
-def write_artifact(relative: str | Path, data: bytes) -> Path:
-    path = artifact_path(relative)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
+INCOMING = ".incoming"
 
 
-def remove_artifact(relative: str | Path) -> None:
-    path = artifact_path(relative)
+@contextmanager
+def incoming() -> Iterator[Path]:
+    """A fresh path in the incoming area for one write (a file or a folder). Whatever is
+    still at it on the way out (the write failed, or was never moved into place) is removed."""
+    area = artifact_path(INCOMING)
+    area.mkdir(parents=True, exist_ok=True)
+    path = area / uuid.uuid4().hex
+    try:
+        yield path
+    finally:
+        remove_path(path)
+
+
+def move_into_place(partial: Path, relative: str | Path) -> Path:
+    target = artifact_path(relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial.replace(target)
+    return target
+
+
+def remove_path(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def remove_artifact(relative: str | Path) -> None:
+    remove_path(artifact_path(relative))
 
 
 def file_sha256(path: Path) -> str:

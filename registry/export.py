@@ -9,7 +9,7 @@ from pathlib import Path
 
 from experiments.training.checkpoint_state import assert_no_pickles
 from finetune_hub.errors import Conflict, invalid
-from finetune_hub.storage import artifact_path, file_sha256
+from finetune_hub.storage import artifact_path, file_sha256, incoming, move_into_place
 from registry.models import ModelVersion
 
 KINDS = ("adapter", "merged")
@@ -33,7 +33,8 @@ def verified_folder(version: ModelVersion) -> Path:
 
 
 def _merged_folder(version: ModelVersion) -> Path:
-    target = artifact_path(f"registry/{version.registered_model_id}/v{version.number}/merged")
+    relative = f"registry/{version.registered_model_id}/v{version.number}/merged"
+    target = artifact_path(relative)
     if (target / "model.safetensors").exists() or (
         target / "model.safetensors.index.json"
     ).exists():
@@ -45,12 +46,11 @@ def _merged_folder(version: ModelVersion) -> Path:
     model, _ = generation.load(version.base_model, version.artifact_path)
     if version.kind == "adapter":
         model = model.merge_and_unload()
-    tmp = target.with_name("merged.partial")
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(verified_folder(version)).save_pretrained(tmp)
-    safetensors_only(tmp)
-    tmp.rename(target)
-    return target
+    with incoming() as partial:
+        model.save_pretrained(partial, safe_serialization=True)
+        AutoTokenizer.from_pretrained(verified_folder(version)).save_pretrained(partial)
+        safetensors_only(partial)
+        return move_into_place(partial, relative)
 
 
 def archive(version: ModelVersion, kind: str) -> Path:
@@ -68,13 +68,12 @@ def archive(version: ModelVersion, kind: str) -> Path:
         "base_model_info": version.base_model_info,
         "files": {p.name: file_sha256(p) for p in files},
     }
-    target = artifact_path(f"registry/{version.registered_model_id}/v{version.number}/{kind}.zip")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".partial")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        root = f"{version.registered_model.name}-v{version.number}-{kind}"
-        for path in files:
-            zf.write(path, f"{root}/{path.name}")
-        zf.writestr(f"{root}/manifest.json", json.dumps(manifest, indent=2))
-    tmp.replace(target)
-    return target
+    with incoming() as partial:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as zf:
+            root = f"{version.registered_model.name}-v{version.number}-{kind}"
+            for path in files:
+                zf.write(path, f"{root}/{path.name}")
+            zf.writestr(f"{root}/manifest.json", json.dumps(manifest, indent=2))
+        return move_into_place(
+            partial, f"registry/{version.registered_model_id}/v{version.number}/{kind}.zip"
+        )
