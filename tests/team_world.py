@@ -1,0 +1,243 @@
+"""A team with one of everything (a dataset and its versions, an experiment, trained, queued
+and tracked runs with metrics, an evaluation, a human comparison with a vote, a registered
+model with versions, an alias, a pending promotion, a served answer with feedback, a token),
+each named with words found nowhere in the code or the templates: a page that shows another
+team's data is caught by a word search of its body (tests/test_outsider_pages.py)."""
+
+import re
+from dataclasses import dataclass
+
+from datasets_app.models import Dataset, DatasetVersion
+from datasets_app.services import dataset_version_upload
+from evaluation import comparisons
+from evaluation.models import Comparison, EvaluationRun, SampleResult
+from evaluation.services import _score
+from experiments import tracked, tracking
+from experiments.models import Experiment, TrainingRun
+from experiments.training.services import experiment_create, run_enqueue
+from finetune_hub.auth import token_create
+from finetune_hub.models import ApiToken, Membership, Role, Team
+from registry import services as registry
+from registry.models import ModelVersion, PromotionRequest, RegisteredModel
+from tests.conftest import make_user
+from tests.data import phrase
+from tests.registry_helpers import trained_run
+from tests.test_comparisons import scored
+from tests.training_helpers import FAST, jsonl
+
+# Every name team A gives: each word of each is found nowhere in the code or the templates.
+TEAM = "Tangerine Ostrich"
+OWNER = "quillbert"
+DATASET, DESCRIPTION, FILENAME = "Marzipan Lighthouse", "Quetzal feathers", "albatross.jsonl"
+VERSION_MESSAGE = "Narwhal refresh"
+EXPERIMENT, EXPERIMENT_NOTES = "Pomegranate Sextant", "Chinchilla notes"
+RUN_TAG, RUN_METRIC = ("gondola", "lagoon"), "gazpacho"
+PROJECT, TRACKED_RUN, TRACKED_NOTES = "Ocelot Pavilion", "Wombat Semaphore", "Walrus notebook"
+PARAM, TAG, TRACKED_METRIC = ("marimba", "0.5"), ("kestrel", "fjord"), "accordion"
+COMPARISON, SUBJECTS, VOTE_COMMENT = "Bergamot Trebuchet", ("gorgonzola", "halibut"), "Persimmon"
+PREDICTION = "chutney"
+MODEL, MODEL_DESCRIPTION, VERSION_DESCRIPTION = "kumquat-sundial", "Periwinkle", "Flamingo"
+ALIAS, ALIAS_REASON = "zeppelin", "Harpsichord launch"
+GATED, REQUEST_REASON = "mandolin", "Calliope request"
+PROMPT, FEEDBACK = "Capybara question", "Gherkin remark"
+TOKEN = "Cormorant key"
+# In the examples themselves (instructions and outputs), so samples and diffs carry them.
+EXAMPLE_WORDS = ("xylograph", "tamarillo")
+NAMES = [
+    TEAM,
+    OWNER,
+    DATASET,
+    DESCRIPTION,
+    FILENAME.removesuffix(".jsonl"),
+    VERSION_MESSAGE,
+    EXPERIMENT,
+    EXPERIMENT_NOTES,
+    *RUN_TAG,
+    RUN_METRIC,
+    PROJECT,
+    TRACKED_RUN,
+    TRACKED_NOTES,
+    *PARAM[:1],
+    *TAG,
+    TRACKED_METRIC,
+    COMPARISON,
+    *SUBJECTS,
+    VOTE_COMMENT,
+    PREDICTION,
+    MODEL,
+    MODEL_DESCRIPTION,
+    VERSION_DESCRIPTION,
+    ALIAS,
+    ALIAS_REASON,
+    GATED,
+    REQUEST_REASON,
+    PROMPT,
+    FEEDBACK,
+    TOKEN,
+    *EXAMPLE_WORDS,
+]
+COMMON = {"launch", "request", "remark", "question", "notes", "notebook", "refresh", "feathers"}
+SECRETS = sorted({w.lower() for name in NAMES for w in re.findall(r"[A-Za-z]{4,}", name)} - COMMON)
+
+# Stored, and shown on no page today (a version's description, a vote's or a feedback's
+# comment, a served prompt): still looked for in every answer to the outsider.
+STORED_ONLY = {"flamingo", "persimmon", "gherkin", "capybara"}
+
+
+def _records(n: int, salt: str) -> list[dict]:
+    return [
+        {
+            "instruction": f"Summarise the {EXAMPLE_WORDS[0]} {salt}: {phrase(i)}",
+            "input": "",
+            "output": f"{EXAMPLE_WORDS[1].title()} {i}: {phrase(i)[:12]}",
+        }
+        for i in range(n)
+    ]
+
+
+@dataclass
+class World:
+    team: Team
+    owner: object
+    dataset: Dataset
+    version: DatasetVersion
+    experiment: Experiment
+    run: TrainingRun
+    queued: TrainingRun
+    tracked_run: TrainingRun
+    evaluation: EvaluationRun
+    comparison: Comparison
+    model: RegisteredModel
+    model_version: ModelVersion
+    request: PromotionRequest
+    token: ApiToken
+
+
+def _data(team, owner, tiny_model):
+    dataset = Dataset.objects.create(
+        team=team, name=DATASET, description=DESCRIPTION, task="instruction", created_by=owner
+    )
+    dataset_version_upload(
+        dataset=dataset, filename=FILENAME, data=jsonl(_records(60, "one")).encode(), by=owner
+    )
+    version = dataset_version_upload(
+        dataset=dataset,
+        filename=FILENAME,
+        data=jsonl(_records(70, "two")).encode(),
+        by=owner,
+        message=VERSION_MESSAGE,
+    )
+    experiment = experiment_create(
+        team=team,
+        name=EXPERIMENT,
+        dataset_version=version,
+        base_model=tiny_model,
+        technique="lora",
+        hyperparameters=FAST,
+        by=owner,
+    )
+    Experiment.objects.filter(pk=experiment.pk).update(notes=EXPERIMENT_NOTES)
+    return dataset, version, experiment
+
+
+def _runs(team, owner, tiny_model, experiment):
+    runs = [trained_run(team, owner, tiny_model, seed, experiment=experiment) for seed in (1, 2)]
+    tracking.points_ingest([(runs[0].pk, step, RUN_METRIC, 1.0 / step) for step in (1, 2, 3)])
+    tracked.tags_set(run=runs[0], tags=dict([RUN_TAG]), by=owner)
+    queued = run_enqueue(experiment=experiment, by=owner, dispatch=False)
+    project = tracked.project_for(team=team, name=PROJECT, by=owner)
+    elsewhere = tracked.run_start(
+        experiment=project, by=owner, name=TRACKED_RUN, params=dict([PARAM]), tags=dict([TAG])
+    )
+    tracked.points_log(
+        run=elsewhere, points=[{"step": 1, "key": TRACKED_METRIC, "value": 0.5}], by=owner
+    )
+    tracked.notes_set(run=elsewhere, notes=TRACKED_NOTES, by=owner)
+    return runs, queued, elsewhere
+
+
+def _evaluations(team, owner, version, run):
+    evaluation = EvaluationRun.objects.create(
+        team=team,
+        subject_kind="run",
+        training_run=run,
+        base_model=run.model_base,
+        dataset_version=version,
+        metrics=["chrf"],
+        generation={},
+        status="succeeded",
+        created_by=owner,
+    )
+    SampleResult.objects.bulk_create(
+        SampleResult(
+            evaluation=evaluation,
+            example=e,
+            position=e.position,
+            prompt="p",
+            reference=e.fields["output"],
+            prediction=f"{PREDICTION} {e.position}",
+        )
+        for e in version.examples.filter(split="eval")
+    )
+    _score(evaluation)
+    for label in SUBJECTS:
+        scored(team, owner, version, label, lambda e: e.fields["output"])
+    comparison = comparisons.comparison_create(
+        team=team,
+        subjects=[{"base_model": label} for label in SUBJECTS],
+        dataset_version=version,
+        mode="human",
+        name=COMPARISON,
+        by=owner,
+    )
+    vote = comparisons.next_pair(comparison=comparison, reviewer=owner)
+    comparisons.vote_cast(
+        comparison=comparison, vote_id=vote.pk, reviewer=owner, choice="left", comment=VOTE_COMMENT
+    )
+    return evaluation, comparison
+
+
+def _registry(team, owner, runs):
+    model = registry.model_create(
+        team=team,
+        name=MODEL,
+        description=MODEL_DESCRIPTION,
+        policy={"gated_aliases": [GATED], "require_approval": True},
+        by=owner,
+    )
+    versions = [
+        registry.version_register(model=model, run=run, by=owner, description=VERSION_DESCRIPTION)
+        for run in runs
+    ]
+    registry.alias_promote(
+        model=model, alias=ALIAS, version=versions[0], by=owner, reason=ALIAS_REASON
+    )
+    request = registry.alias_promote(
+        model=model, alias=GATED, version=versions[1], by=owner, reason=REQUEST_REASON
+    )
+    served = registry.generate(
+        model=model,
+        alias=ALIAS,
+        messages=[{"role": "user", "content": PROMPT}],
+        max_new_tokens=2,
+        by=owner,
+    )
+    registry.feedback_add(
+        model=model, generation_id=served.pk, rating=1, by=owner, comment=FEEDBACK
+    )
+    return model, versions[0], request
+
+
+def team_world(tiny_model) -> World:
+    team = Team.objects.create(name=TEAM)
+    owner = make_user(OWNER)
+    Membership.objects.create(team=team, user=owner, role=Role.ADMIN)
+    dataset, version, experiment = _data(team, owner, tiny_model)
+    runs, queued, elsewhere = _runs(team, owner, tiny_model, experiment)
+    evaluation, comparison = _evaluations(team, owner, version, runs[0])
+    model, model_version, request = _registry(team, owner, runs)
+    token = token_create(user=owner, name=TOKEN)[0]
+    return World(
+        team, owner, dataset, version, experiment, runs[0], queued, elsewhere, evaluation,
+        comparison, model, model_version, request, token,
+    )  # fmt: skip
