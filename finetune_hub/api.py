@@ -8,7 +8,7 @@ from ninja import Field, NinjaAPI, Router, Schema, Status
 from ninja.errors import ConfigError
 from ninja.operation import Operation
 
-from finetune_hub import api_errors
+from finetune_hub import api_errors, idempotency
 from finetune_hub.auth import api_auth, token_create, token_revoke, token_user
 from finetune_hub.bounds import BoundedJSONParser, Id
 from finetune_hub.errors import FieldError, ServiceError
@@ -36,7 +36,8 @@ class HubAPI(NinjaAPI):
     def get_openapi_schema(self, *args, **kwargs):
         # ninja documents what a route returns; the errors come from the handlers, so they
         # are added here, for every operation, from its shape (finetune_hub.api_errors).
-        return api_errors.document(super().get_openapi_schema(*args, **kwargs))
+        schema = api_errors.document(super().get_openapi_schema(*args, **kwargs))
+        return idempotency.document(schema)
 
 
 api = HubAPI(

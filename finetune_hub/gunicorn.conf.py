@@ -56,9 +56,12 @@ def on_starting(server):
     get_resolver().url_patterns  # noqa: B018 (imports every view module)
     # transformers imports its classes on first use, and that import is not thread-safe:
     # three threads uploading at once answered 500 "cannot import name 'AutoTokenizer'".
-    import transformers
+    from inference.warmup import import_model_stack
 
-    for name in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM"):
-        getattr(transformers, name)
+    import_model_stack()
+    # A web-only host has no worker to sweep its own upload folder (finetune_hub/sweep.py).
+    from finetune_hub.sweep import leftovers_remove
+
+    leftovers_remove()
     # Loading opens no connection; were one opened, no child may inherit its socket.
     connections.close_all()

@@ -49,14 +49,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",  # the API docs page served from its own static files, not a CDN
-    # Before djhuey: its run_huey is wrapped by finetune_hub's (the earlier app's command wins).
     "finetune_hub",
-    "huey.contrib.djhuey",
     "datasets_app",
     "inference",
     "experiments",
     "evaluation",
     "registry",
+    # Last: its run_huey is wrapped by experiments' (the earlier app's command wins).
+    "huey.contrib.djhuey",
 ]
 
 MIDDLEWARE = [
@@ -70,6 +70,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "finetune_hub.middleware.LoginRequiredMiddleware",
+    # After authentication (it keys on the caller) and CSRF (a form's key is read from a
+    # checked POST).
+    "finetune_hub.idempotency.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "finetune_hub.urls"
@@ -81,6 +84,8 @@ TEMPLATES = [
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
+            # {% idempotency_key %} in every form that creates (finetune_hub/idempotency.py).
+            "builtins": ["finetune_hub.idempotency"],
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",

@@ -22,6 +22,10 @@ ALLOWED_UPWARD = {
     # The demo loads datasets and an experiment: a management command at the top of the stack.
     ("finetune_hub.management.commands.demo_data", "datasets_app"),
     ("finetune_hub.management.commands.demo_data", "experiments"),
+    # The web process's entry point imports the model stack before its threads start
+    # (inference/warmup.py).
+    ("finetune_hub.wsgi", "inference"),
+    ("finetune_hub.gunicorn.conf", "inference"),
     # The home page (the Overview) lists the user's datasets, runs queued or training, and
     # registered models.
     ("finetune_hub.views", "datasets_app"),

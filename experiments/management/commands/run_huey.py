@@ -1,5 +1,5 @@
 """`manage.py run_huey`: Huey's own consumer command, after the model stack is imported in
-the main thread (inference/warmup.py says why)."""
+the main thread (inference/warmup.py says why). The worker's command, so it lives here."""
 
 from huey.contrib.djhuey.management.commands.run_huey import Command as HueyCommand
 
