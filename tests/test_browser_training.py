@@ -225,3 +225,38 @@ def test_rlhf_pick_a_reward_model_for_grpo_and_see_reward_and_kl_curves(
     page.wait_for_selector("#chart-preference .scatterlayer .trace")
     assert "scores answers" in page.inner_text("#reward-model-use")
     assert page.inner_text("#headline") == "0.750"  # the last held-out pairwise accuracy
+
+
+def test_a_queue_button_clicked_again_while_waiting_queues_one_run(
+    page, team, owner, tiny_model, monkeypatch
+):
+    """A slow answer, a second click: the browser sends the form again while the first is
+    in flight. The second request carries the form's idempotency key, waits for the first
+    one's answer and gets it: the browser shows that run, and no second run is queued."""
+    import time
+
+    from experiments.training import views
+    from tests.training_helpers import make_experiment
+
+    enqueue = views.services.run_enqueue
+
+    def slow_enqueue(**kwargs):
+        time.sleep(1.5)
+        return enqueue(**kwargs)
+
+    monkeypatch.setattr(views.services, "run_enqueue", slow_enqueue)
+    experiment = make_experiment(team, owner, tiny_model)
+    log_in(page, "owner", "owner-pass-123")
+    page.goto(f"/experiments/{experiment.pk}/")
+    # Both clicks in the page's own script: Playwright's would wait for the navigation.
+    page.evaluate(
+        """() => {
+            const button = [...document.querySelectorAll("button")]
+                .find(b => b.textContent.includes("Queue a run"));
+            button.click();
+            setTimeout(() => button.click(), 300);
+        }"""
+    )
+    page.wait_for_selector("#status")  # the run page (the first navigation was cancelled)
+    [run] = TrainingRun.objects.filter(experiment=experiment)
+    assert page.url.endswith(f"/runs/{run.pk}/")
