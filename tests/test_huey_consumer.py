@@ -19,6 +19,7 @@ from experiments.models import TrainingRun
 from experiments.training import services
 from experiments.training.supervisor import child_env
 from finetune_hub.storage import artifact_path
+from tests.test_training_lifecycle import assert_each_step_logged_once
 from tests.training_helpers import make_experiment, wait_for
 
 LONG = {"max_steps": 80, "save_steps": 10, "eval_steps": 1000, "logging_steps": 10}
@@ -29,8 +30,8 @@ def consumers():
     """Starts `manage.py run_huey` processes against the test database; kills them after."""
     started = []
 
-    def start(workers: int = 2):
-        env = dict(child_env(), STALE_AFTER_S="3", HUEY_WORKERS=str(workers))
+    def start(workers: int = 2, **environment):
+        env = dict(child_env(), STALE_AFTER_S="3", HUEY_WORKERS=str(workers), **environment)
         process = subprocess.Popen(
             [sys.executable, "manage.py", "run_huey", "--worker-type", "thread"],
             cwd=settings.BASE_DIR,
@@ -110,5 +111,6 @@ def test_a_consumer_trains_evaluates_and_its_reaper_resumes_a_killed_run(
     assert victim.status == "succeeded", victim.error
     # Only the reaper could queue it again: its consumer and its process were dead.
     assert victim.attempt == 2 and victim.step == LONG["max_steps"]
+    assert_each_step_logged_once(victim)
     log = (artifact_path(victim.folder) / "train.log").read_text()
     assert "--- attempt 2 at" in log

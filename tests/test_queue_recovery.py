@@ -8,11 +8,9 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
-from django.conf import settings
 from huey.contrib.djhuey import HUEY
 
 from evaluation import tasks as evaluation_tasks
@@ -22,8 +20,8 @@ from experiments import tasks as experiment_tasks
 from experiments.models import TrainingRun
 from experiments.training import services
 from experiments.training.queue import runs_redispatch
-from experiments.training.supervisor import child_env
 from tests.registry_helpers import trained_run
+from tests.test_huey_consumer import consumers  # noqa: F401 (the worker-process fixture)
 from tests.training_helpers import make_experiment, wait_for
 
 
@@ -156,21 +154,18 @@ class RedisServer:
 )
 @pytest.mark.single_db
 @pytest.mark.django_db(transaction=True)
-def test_a_redis_restart_loses_no_queued_run_or_evaluation(team, owner, tiny_model):
+def test_a_redis_restart_loses_no_queued_run_or_evaluation(
+    team,
+    owner,
+    tiny_model,
+    consumers,  # noqa: F811 (the imported fixture)
+):
     """Both queued while the consumer's Redis is down, their tokens lost with it (the
     tokens go to this process's queue, not the consumer's): after the restart the minute
     tick finds them in the database and both finish."""
     redis = RedisServer()
     redis.start()
-    env = dict(child_env(), REDIS_URL=redis.url, HUEY_WORKERS="2", STALE_AFTER_S="30")
-    consumer = subprocess.Popen(
-        [sys.executable, "manage.py", "run_huey", "--worker-type", "thread"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    consumers(workers=2, REDIS_URL=redis.url)
     try:
         time.sleep(3)  # started, its startup recovery done on an empty database
         redis.kill()
@@ -187,6 +182,4 @@ def test_a_redis_restart_loses_no_queued_run_or_evaluation(team, owner, tiny_mod
             evaluation.error,
         )
     finally:
-        os.killpg(consumer.pid, signal.SIGKILL)
-        consumer.wait()
         redis.kill()
