@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 from safetensors.torch import load_file
 
-from experiments.models import Checkpoint, MetricPoint
+from experiments.models import Checkpoint, MetricPoint, MetricSeries
 from experiments.training import queue, services
 from experiments.training.runner import train_next_run
 from experiments.training.services import experiment_create
@@ -35,6 +36,26 @@ LONG = {
 
 def adapter(run):
     return load_file(artifact_path(run.output_path) / "adapter_model.safetensors")
+
+
+def assert_each_step_logged_once(run) -> None:
+    """What a finished run logged, resumed or not: one point a (key, step), the training
+    log's keys at every logging step up to max_steps (none missing: a resumed attempt keeps
+    its checkpoint's step and those before it, and logs from the next), the epoch at each
+    step that logged anything, and each curve made of the points there are."""
+    params = run.experiment.hyperparameters
+    rows = list(MetricPoint.objects.filter(run=run).values_list("key", "step"))
+    assert [pair for pair, n in Counter(rows).items() if n > 1] == [], "logged twice"
+    steps = defaultdict(set)
+    for key, step in rows:
+        steps[key].add(step)
+    every = params["logging_steps"]
+    logging_steps = set(range(every, params["max_steps"] + 1, every))
+    for key in ("loss", "learning_rate", "grad_norm"):
+        assert steps[key] == logging_steps, (key, sorted(logging_steps ^ steps[key]))
+    assert steps["epoch"] == steps["loss"] | steps["eval_loss"]
+    series = dict(MetricSeries.objects.filter(run=run).values_list("key", "count"))
+    assert series == Counter(key for key, _ in rows)
 
 
 def test_cancel_stops_the_process_and_keeps_the_last_checkpoint(
@@ -141,8 +162,8 @@ def test_worker_sigkill_reaper_and_resume_match_an_uninterrupted_run(
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
-    steps = list(MetricPoint.objects.filter(run=run, key="loss").values_list("step", flat=True))
-    assert steps == sorted(set(steps)), "a resumed run logs each step once"
+    assert_each_step_logged_once(reference)
+    assert_each_step_logged_once(run)
 
 
 @pytest.mark.single_db
@@ -184,6 +205,7 @@ def test_resumed_runs_after_a_process_kill_or_a_cancel_equal_an_uninterrupted_on
 
     for run in (killed, cancelled):
         assert (run.status, run.step, run.attempt) == ("succeeded", short["max_steps"], 2)
+        assert_each_step_logged_once(run)
         a, b = adapter(reference), adapter(run)
         assert a.keys() == b.keys()
         for name in a:

@@ -269,7 +269,9 @@ def common_args(run: TrainingRun, output_dir: Path, has_eval: bool, fast: dict) 
             save_steps=params["save_steps"],
             save_total_limit=3,
             eval_strategy="steps" if has_eval else "no",
-            eval_on_start=has_eval,  # the base model's eval loss: the point the curve improves on
+            # The base model's eval loss, the point the curve improves on: on the first attempt
+            # only (a resumed one would evaluate its checkpoint again, at a reported step).
+            eval_on_start=has_eval and latest_checkpoint(run) is None,
             eval_steps=params["eval_steps"],
             # bf16 autocast over bf16 weights; under FSDP "no" mixed precision, as accelerate
             # would otherwise keep float32 master weights (and float32 AdamW moments): twice

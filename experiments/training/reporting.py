@@ -100,6 +100,10 @@ class RunReporter(TrainerCallback):
         self.run = run
         self.log_path = log_path
         self.points: list[tuple[int, int, str, float, int]] = []
+        # One point a (key, step): the last step each key was reported at, and the step up
+        # to which the attempt before this one reported (-1: none did).
+        self.reported: dict[str, int] = {}
+        self.reported_before = -1
         self.last_flush = 0.0
         self.started = time.monotonic()
         self.first_step: int | None = None
@@ -116,9 +120,12 @@ class RunReporter(TrainerCallback):
             # (a DTensor) is the whole tensor's.
             self.n_params = sum(p.numel() for p in model.parameters())
             self.gpu = torch.cuda.get_device_name()
-        # A resumed attempt re-runs the steps after its checkpoint: drop their old points.
+        # A resumed attempt re-runs the steps after its checkpoint: drop their old points,
+        # and keep those up to the checkpoint's step as the earlier attempt reported them.
         if MetricPoint.objects.filter(run=self.run, step__gt=state.global_step).delete()[0]:
             tracking.series_rebuild(self.run.pk)
+        if state.global_step:
+            self.reported_before = state.global_step
         TrainingRun.objects.filter(pk=self.run.pk).update(
             total_steps=state.max_steps, step=state.global_step
         )
@@ -151,6 +158,11 @@ class RunReporter(TrainerCallback):
         self.tokens = (now, seen)
 
     def _point(self, step: int, key: str, value: float) -> None:
+        # The trainer puts the epoch in every log of a step (the training log, an evaluation,
+        # the end-of-training summary): the first is the point, the others say the same.
+        if step <= self.reported.get(key, self.reported_before):
+            return
+        self.reported[key] = step
         self.points.append((self.run.pk, step, key, value, int(time.time() * 1000)))
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -170,6 +182,9 @@ class RunReporter(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not self.main:
             return
+        # The points up to this step are written before the checkpoint's row: an attempt
+        # resumed from it keeps them, and would not log them again.
+        self._flush(state)
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         relative = folder.resolve().relative_to(artifact_path(""))
         Checkpoint.objects.update_or_create(
@@ -179,7 +194,6 @@ class RunReporter(TrainerCallback):
         for checkpoint in Checkpoint.objects.filter(run=self.run):
             if not artifact_path(checkpoint.path).exists():
                 checkpoint.delete()
-        self._flush(state)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.main:
