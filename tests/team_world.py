@@ -76,7 +76,8 @@ NAMES = [
     TOKEN,
     *EXAMPLE_WORDS,
 ]
-COMMON = {"launch", "request", "remark", "question", "notes", "notebook", "refresh", "feathers"}
+# The plain words of those names, which a page may use for its own purposes ("Notes").
+COMMON = {"launch", "request", "remark", "question", "notes", "refresh"}
 SECRETS = sorted({w.lower() for name in NAMES for w in re.findall(r"[A-Za-z]{4,}", name)} - COMMON)
 
 # Stored, and shown on no page today (a version's description, a vote's or a feedback's
