@@ -4,6 +4,7 @@ killed, cancelled and resumed). The trainer puts the epoch in every log of a ste
 resumed attempt evaluated its checkpoint again on start: the epoch was written two or three
 times at those steps (issue 27)."""
 
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -82,7 +83,9 @@ def test_a_checkpoints_points_are_written_before_its_row(run, monkeypatch):
     """A process killed between the two leaves a checkpoint whose resumed attempt would not
     log its steps again: the points go first."""
     reporter, state = reporter_at(run, 0)
+    reporter.last_flush = time.monotonic()  # the periodic flush is not due
     log(reporter, state, 5, **TRAINING_LOG, epoch=0.5)
+    assert points(run) == Counter()
 
     def killed(**kwargs):
         raise SystemExit("killed")
