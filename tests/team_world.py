@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datasets_app.models import Dataset, DatasetVersion
 from datasets_app.services import dataset_version_upload
 from evaluation import comparisons
-from evaluation.models import Comparison, EvaluationRun, SampleResult
+from evaluation.models import Comparison, EvaluationRun
 from evaluation.services import _score
 from experiments import tracked, tracking
 from experiments.models import Experiment, TrainingRun
@@ -22,7 +22,7 @@ from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 from tests.conftest import make_user
 from tests.data import phrase
 from tests.registry_helpers import trained_run
-from tests.test_comparisons import scored
+from tests.test_comparisons import answered, scored
 from tests.training_helpers import FAST, jsonl
 
 # Every name team A gives: each word of each is found nowhere in the code or the templates.
@@ -158,27 +158,11 @@ def _runs(team, owner, tiny_model, experiment):
 
 
 def _evaluations(team, owner, version, run):
-    evaluation = EvaluationRun.objects.create(
-        team=team,
-        subject_kind="run",
-        training_run=run,
-        base_model=run.model_base,
-        dataset_version=version,
-        metrics=["chrf"],
-        generation={},
-        status="succeeded",
-        created_by=owner,
+    evaluation = answered(
+        team, owner, version, "", lambda e: f"{PREDICTION} {e.position}", metrics=["chrf"]
     )
-    SampleResult.objects.bulk_create(
-        SampleResult(
-            evaluation=evaluation,
-            example=e,
-            position=e.position,
-            prompt="p",
-            reference=e.fields["output"],
-            prediction=f"{PREDICTION} {e.position}",
-        )
-        for e in version.examples.filter(split="eval")
+    EvaluationRun.objects.filter(pk=evaluation.pk).update(
+        subject_kind="run", training_run=run, base_model=run.model_base
     )
     _score(evaluation)
     for label in SUBJECTS:

@@ -61,10 +61,16 @@ def test_base_model_evaluation_scores_every_sample_with_intervals(team, owner, t
     assert all("bleu" in s.scores and s.loss > 0 for s in evaluation.samples.all())
 
 
+def instruction_version(team, owner, name: str, rows: list[dict]):
+    dataset = Dataset.objects.create(team=team, name=name, task="instruction", created_by=owner)
+    return dataset_version_upload(
+        dataset=dataset, filename="d.jsonl", data=jsonl(rows).encode(), by=owner
+    )
+
+
 def distinct_answers_version(team, owner, n=40):
     """Each answer is 12 words of its own, drawn from 1,000 (so two answers share about one
     word in ten); the first half of the examples is the eval split."""
-    dataset = Dataset.objects.create(team=team, name="bleu", task="instruction", created_by=owner)
     rows = [
         {
             "instruction": f"Describe item {i}: {phrase(i)}",
@@ -73,9 +79,7 @@ def distinct_answers_version(team, owner, n=40):
         }
         for i in range(n)
     ]
-    return dataset_version_upload(
-        dataset=dataset, filename="d.jsonl", data=jsonl(rows).encode(), by=owner
-    )
+    return instruction_version(team, owner, "bleu", rows)
 
 
 def test_bleu_is_sacrebleus_corpus_bleu_of_each_answer_with_its_own_reference(
@@ -141,13 +145,10 @@ def test_retry_fills_in_without_duplicating(team, owner, tiny_model):
 
 def fixed_answer_version(team, owner, n=80):
     """Every answer is the same word: a run that learnt it answers it; the base model does not."""
-    dataset = Dataset.objects.create(team=team, name="fixed", task="instruction", created_by=owner)
     rows = [
         {"instruction": f"Classify ticket {i}: {phrase(i)}", "output": "ZEBRA"} for i in range(n)
     ]
-    return dataset_version_upload(
-        dataset=dataset, filename="d.jsonl", data=jsonl(rows).encode(), by=owner
-    )
+    return instruction_version(team, owner, "fixed", rows)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -219,9 +220,6 @@ def peaked_model(tiny_model, root) -> str:
 
 def short_and_long_version(team, owner):
     """Answers of one word and of about 300: in the eval split, three of each."""
-    dataset = Dataset.objects.create(
-        team=team, name="lengths", task="instruction", created_by=owner
-    )
     rows = [
         {
             "instruction": f"Answer question {i}: {phrase(i)}",
@@ -230,9 +228,7 @@ def short_and_long_version(team, owner):
         }
         for i in range(20)
     ]
-    return dataset_version_upload(
-        dataset=dataset, filename="d.jsonl", data=jsonl(rows).encode(), by=owner
-    )
+    return instruction_version(team, owner, "lengths", rows)
 
 
 def test_a_lora_run_and_its_version_are_scored_with_the_adapter_by_transformers_loss(
