@@ -117,7 +117,7 @@ def prepare(env: dict) -> dict:
     from datasets_app.models import Dataset
     from datasets_app.services import dataset_create, dataset_version_upload
     from experiments.models import TrainingRun
-    from experiments.training.services import experiment_create
+    from experiments.services import experiment_create
     from finetune_hub.auth import token_create
     from finetune_hub.models import Membership, Role, Team
     from tests.tiny_model import tiny_model_dir

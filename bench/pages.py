@@ -57,7 +57,7 @@ def populate(n_runs: int, steps: int) -> dict:
     list or chart runs get the load of a team that has used the hub for a while."""
     from django.contrib.auth import get_user_model
 
-    from experiments import tracked, tracking
+    from experiments import metric_store, tracked
     from experiments.models import Experiment, TrainingRun
     from finetune_hub.models import Team
 
@@ -88,9 +88,9 @@ def populate(n_runs: int, steps: int) -> dict:
                 (run.pk, s, key, 2.0 + 1.0 / (1 + s) + (run.pk % 7) * 0.01) for s in range(steps)
             ]
         if len(batch) >= 50_000:
-            tracking.points_ingest(batch)
+            metric_store.points_ingest(batch)
             batch = []
-    tracking.points_ingest(batch)
+    metric_store.points_ingest(batch)
     demo = Experiment.objects.get(name="triage-lora-demo")
     version = demo.dataset_version
     return {

@@ -116,14 +116,14 @@ def train(team, user, version, model_dir: Path, technique: str, gpus: int, args,
     """A queued run on `gpus` GPUs with the global batch of --global-rows packed rows; with
     `cancel_after` it is cancelled once its checkpoint at that step exists, then resumed."""
     from experiments.models import TrainingRun
-    from experiments.training.runner import train_next_run
-    from experiments.training.services import (
+    from experiments.services import (
         experiment_create,
         run_cancel,
         run_enqueue,
         run_resume,
     )
-    from experiments.training.workers import worker_heartbeat
+    from experiments.training.runner import train_next_run
+    from experiments.workers import worker_heartbeat
 
     cancel_after = extra.pop("cancel_after", None)
     per_step = ROW * gpus

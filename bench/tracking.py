@@ -263,7 +263,7 @@ def bench_finetune_hub(args) -> dict:
     from django.db import close_old_connections
     from django.test import Client
 
-    from experiments import tracking
+    from experiments import metric_store
 
     # A served request keeps its connection (CONN_MAX_AGE) and so does this process.
     request_finished.disconnect(close_old_connections)
@@ -283,14 +283,14 @@ def bench_finetune_hub(args) -> dict:
         batches += [points[i : i + 1000] for i in range(0, len(points), 1000)]
     start = time.perf_counter()
     for batch in batches:
-        tracking.points_ingest(batch)
+        metric_store.points_ingest(batch)
     elapsed = time.perf_counter() - start
     results["ingest"] = sum(len(b) for b in batches) / elapsed
 
     # A comparison of 500 runs x 4 keys x 500 steps, every page of it.
     compared = make_runs(experiments, user, args.compare_runs)
     for run in compared:
-        tracking.points_ingest([p for key in KEYS for p in walk(run.pk, args.steps, key)])
+        metric_store.points_ingest([p for key in KEYS for p in walk(run.pk, args.steps, key)])
 
     first = client.get("/api/runs/compare", {"ids": compared[0].pk, "keys": ",".join(KEYS)})
     assert len(first.json()[0]["metrics"]) == len(KEYS)  # the shape, checked once
@@ -323,7 +323,7 @@ def bench_finetune_hub(args) -> dict:
 
     # A 10,000-run table: sorted by a metric, filtered by a hyperparameter, page 3 of 50.
     more = make_runs(experiments, user, args.table_runs - len(compared) - len(runs))
-    tracking.points_ingest([(r.pk, 10, "loss", 1.0 + (r.pk % 97) / 97) for r in more])
+    metric_store.points_ingest([(r.pk, 10, "loss", 1.0 + (r.pk % 97) / 97) for r in more])
     query = {"sort": "-metrics.loss", "filter": "params.lora_r >= 8", "page": 3, "limit": 50}
 
     def table():

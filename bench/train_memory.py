@@ -371,8 +371,8 @@ def run_technique(technique: str, model_dir: Path, args) -> dict:
     from datasets_app.models import Dataset
     from datasets_app.services import dataset_version_upload
     from experiments.models import TrainingRun
+    from experiments.services import experiment_create, run_enqueue
     from experiments.training.runner import train_next_run
-    from experiments.training.services import experiment_create, run_enqueue
     from finetune_hub.storage import artifact_path
 
     team, user = bench_team()
@@ -408,7 +408,7 @@ def run_technique(technique: str, model_dir: Path, args) -> dict:
         hyperparameters=params,
         by=user,
     )
-    from experiments.training.workers import worker_heartbeat
+    from experiments.workers import worker_heartbeat
 
     worker = worker_heartbeat()
     device = "cuda" if worker.cuda else "cpu"

@@ -316,10 +316,10 @@ def train_engine(
 ) -> dict:
     import torch
 
+    from experiments.services import experiment_create, run_enqueue
     from experiments.training import engine
     from experiments.training.reporting import RunReporter
-    from experiments.training.services import experiment_create, run_enqueue
-    from experiments.training.workers import worker_heartbeat
+    from experiments.workers import worker_heartbeat
 
     free_memory()
     if torch.cuda.is_available():
@@ -371,10 +371,10 @@ def train_engine(
 
 def engine_examples(run_version, team, user, model_dir: Path, args):
     """The engine's tokenised training examples (what A and B train on too)."""
+    from experiments.services import experiment_create, run_enqueue
     from experiments.training import engine
     from experiments.training.reporting import RunReporter
-    from experiments.training.services import experiment_create, run_enqueue
-    from experiments.training.workers import worker_heartbeat
+    from experiments.workers import worker_heartbeat
 
     experiment = experiment_create(
         team=team,

@@ -17,7 +17,7 @@ from evaluation.schemas import (
     VoteIn,
     VoteOut,
 )
-from experiments.training.selectors import dataset_version_for
+from experiments.selectors import dataset_version_for
 from finetune_hub.api_errors import errors
 from finetune_hub.bounds import Id
 from finetune_hub.pagination import PageIn, api_page

@@ -15,8 +15,8 @@ from datasets_app.models import DataFormat, DatasetVersion
 from evaluation import metrics, statistics
 from evaluation.models import EvaluationRun, SampleResult
 from evaluation.subjects import Subject
+from experiments import workers
 from experiments.models import Worker
-from experiments.training import workers
 from finetune_hub import quotas
 from finetune_hub.errors import Conflict, ServiceError, from_pydantic, invalid
 from finetune_hub.models import Role, Team

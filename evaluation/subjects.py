@@ -116,7 +116,7 @@ class Subject:
             if version is None:
                 raise invalid("No such model version in this team", field="subject.model_version")
             return replace(self, base_model=version.base_model)
-        from experiments.training.services import load_config
+        from experiments.services import load_config
 
         load_config(self.base_model)  # refuses a model that cannot be found
         return self

@@ -9,7 +9,7 @@ from evaluation.general.services import general_set_version
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.services import Generation
 from evaluation.subjects import Subject
-from experiments.training.selectors import dataset_version_for
+from experiments.selectors import dataset_version_for
 from finetune_hub.display import in_field_order, model_info_rows
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate

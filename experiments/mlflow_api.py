@@ -21,9 +21,8 @@ from django.db import transaction
 from django.http import FileResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from experiments import tracked
+from experiments import selectors, tracked
 from experiments.models import Experiment, MetricPoint, MetricSeries, TrainingRun
-from experiments.training import selectors
 from finetune_hub.auth import token_user
 from finetune_hub.bounds import json_loads
 from finetune_hub.errors import ServiceError

@@ -191,7 +191,7 @@ class Checkpoint(models.Model):
 
 
 class MetricPoint(models.Model):
-    # Raw points, written only by experiments.tracking.points_ingest for a run its caller
+    # Raw points, written only by experiments.metric_store.points_ingest for a run its caller
     # holds (the training process's own run, or a tracked run locked for the batch). No
     # database-level foreign key: its per-row check cost a third of ingestion on PostgreSQL,
     # and the (run, key, step) index serves every lookup by run. Deleting a run still
@@ -217,7 +217,7 @@ class MetricPoint(models.Model):
 
 
 class MetricSeries(models.Model):
-    """One run's curve of one metric, thinned when written (experiments/tracking.py): at most
+    """One run's curve of one metric, thinned when written (experiments/metric_store.py): at most
     SERIES_POINTS points that keep each step bucket's first, last, lowest and highest point,
     ready to send. Charts, comparisons and run tables read these; MetricPoint keeps every
     point for full-resolution history."""

@@ -32,7 +32,7 @@ def reap_stale_runs():
 def _beat_forever():
     from django.db import close_old_connections
 
-    from experiments.training.workers import local_devices, worker_heartbeat
+    from experiments.workers import local_devices, worker_heartbeat
 
     devices = local_devices()
     while True:

@@ -1,7 +1,7 @@
 """Runs trained anywhere: a team's own script, Axolotl, LLaMA-Factory or any Hugging Face
 Trainer reports a run here (finetune_hub.client, the FinetuneHubCallback, or the
 MLflow-compatible API in experiments/mlflow_api.py). A tracked run lives beside the queued
-ones: the same table, charts, comparisons and metric storage (experiments/tracking.py). Its
+ones: the same table, charts, comparisons and metric storage (experiments/metric_store.py). Its
 uploaded safetensors files make it evaluable and registrable like a queued run's output.
 
 Every write names its run, which the caller's team must own (the selectors check it); every
@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from experiments import tracking
+from experiments import metric_store
 from experiments.models import Experiment, TrainingRun
 from finetune_hub.bounds import INT64_MAX, json_loads
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
@@ -137,7 +137,7 @@ def run_start(
         raise invalid("name: at most 200 characters", field="name", status=422)
     params, tags = params_checked(params), tags_checked(tags)
     if base_model:
-        from experiments.training.services import load_config
+        from experiments.services import load_config
 
         load_config(base_model)  # the one resolver: allowed roots or a hub id, else 422
     now = timezone.now()
@@ -225,7 +225,7 @@ def points_log(*, run: TrainingRun, points: Iterable, by) -> int:
     checked = points_checked(points)
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     _running(run)
-    written = tracking.points_ingest(
+    written = metric_store.points_ingest(
         ((run.pk, step, key, value, ts) for step, key, value, ts in checked), attempt=1
     )
     top = max((step for step, *_ in checked), default=run.step)

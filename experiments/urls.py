@@ -1,6 +1,6 @@
 from django.urls import path
 
-from experiments.training import views as training
+from experiments import views as training
 
 urlpatterns = [
     path("experiments/", training.experiment_list, name="experiment_list"),

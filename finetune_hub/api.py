@@ -32,7 +32,28 @@ def authenticated_docs(view):
     return wrapped
 
 
+# Operation ids name a generated client's methods, so they are part of the contract. ninja
+# derives them from the view's module; the routes that moved into experiments/api.py when
+# experiments got its front door keep the ids they were published under.
+PUBLISHED_MODULE = {"experiments.api": "experiments.training.api"}
+PUBLISHED_TRACKED = {
+    "start_tracked_run",
+    "upload_artifact",
+    "end_run",
+    "log_points",
+    "set_notes",
+    "log_params",
+    "set_tags",
+}
+
+
 class HubAPI(NinjaAPI):
+    def get_openapi_operation_id(self, operation: Operation) -> str:
+        module, name = operation.view_func.__module__, operation.view_func.__name__
+        if module == "experiments.api" and name in PUBLISHED_TRACKED:
+            module = "experiments.tracked_api"
+        return f"{PUBLISHED_MODULE.get(module, module)}_{name}".replace(".", "_")
+
     def get_openapi_schema(self, *args, **kwargs):
         # ninja documents what a route returns; the errors come from the handlers, so they
         # are added here, for every operation, from its shape (finetune_hub.api_errors).
@@ -223,14 +244,10 @@ api.add_router("/tokens", tokens)
 
 from datasets_app.api import router as datasets_router  # noqa: E402
 from evaluation.api import router as evaluation_router  # noqa: E402
-from experiments.training.api import router as training_router  # noqa: E402
+from experiments.api import router as training_router  # noqa: E402
 from registry.api import router as registry_router  # noqa: E402
 
 api.add_router("/", datasets_router)
 api.add_router("/", training_router)
 api.add_router("/", evaluation_router)
 api.add_router("/", registry_router)
-
-# The tracked-run routes (runs trained elsewhere) go on the training router, POST /runs
-# beside GET /runs; ninja builds the URLs later, when urls.py asks for them.
-import experiments.tracked_api  # noqa: E402, F401

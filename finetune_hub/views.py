@@ -53,7 +53,7 @@ def visible_or_404(fn, **kwargs):
 
 
 def home(request):
-    from experiments.training.selectors import queue_for
+    from experiments.selectors import queue_for
     from registry.selectors import models_for_page
 
     return render(

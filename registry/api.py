@@ -3,7 +3,7 @@ from datetime import datetime
 from django.http import FileResponse, HttpResponse
 from ninja import Query, Router, Status
 
-from experiments.training.selectors import run_get
+from experiments.selectors import run_get
 from finetune_hub.api_errors import errors
 from finetune_hub.errors import invalid
 from finetune_hub.pagination import PageIn, api_page

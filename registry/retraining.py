@@ -12,7 +12,7 @@ from django.utils import timezone
 from datasets_app.selectors import newest_published
 from evaluation.comparisons import comparison_create
 from experiments.models import TrainingRun
-from experiments.training.services import experiment_create, run_enqueue
+from experiments.services import experiment_create, run_enqueue
 from finetune_hub.errors import ServiceError
 from registry.models import Alias, RegisteredModel, RetrainJob
 

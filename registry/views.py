@@ -6,7 +6,7 @@ from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from experiments.training.selectors import run_get
+from experiments.selectors import run_get
 from finetune_hub.display import model_info_rows
 from finetune_hub.errors import invalid
 from finetune_hub.pagination import paginate

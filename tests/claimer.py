@@ -18,8 +18,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_hub.settings")
 sys.path.insert(0, os.getcwd())
 django.setup()
 
+from experiments import workers  # noqa: E402
 from experiments.models import TrainingRun  # noqa: E402
-from experiments.training import queue, workers  # noqa: E402
+from experiments.training import queue  # noqa: E402
 
 devices, hold, start_at = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 worker = workers.worker_heartbeat(devices)

@@ -172,6 +172,6 @@ def pytest_report_header(config):
 @pytest.fixture
 def cpu_worker(db):
     """This test process, reporting itself as a live CPU worker."""
-    from experiments.training.workers import worker_heartbeat
+    from experiments.workers import worker_heartbeat
 
     return worker_heartbeat()

@@ -4,8 +4,8 @@ training."""
 
 import hashlib
 
+from experiments import services
 from experiments.models import TrainingRun
-from experiments.training import services
 from finetune_hub.storage import artifact_path
 from tests.training_helpers import make_experiment
 

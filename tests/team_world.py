@@ -12,9 +12,9 @@ from datasets_app.services import dataset_version_upload
 from evaluation import comparisons
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.services import _score
-from experiments import tracked, tracking
+from experiments import metric_store, tracked
 from experiments.models import Experiment, TrainingRun
-from experiments.training.services import experiment_create, run_enqueue
+from experiments.services import experiment_create, run_enqueue
 from finetune_hub.auth import token_create
 from finetune_hub.models import ApiToken, Membership, Role, Team
 from registry import services as registry
@@ -143,7 +143,7 @@ def _data(team, owner, tiny_model):
 
 def _runs(team, owner, tiny_model, experiment):
     runs = [trained_run(team, owner, tiny_model, seed, experiment=experiment) for seed in (1, 2)]
-    tracking.points_ingest([(runs[0].pk, step, RUN_METRIC, 1.0 / step) for step in (1, 2, 3)])
+    metric_store.points_ingest([(runs[0].pk, step, RUN_METRIC, 1.0 / step) for step in (1, 2, 3)])
     tracked.tags_set(run=runs[0], tags=dict([RUN_TAG]), by=owner)
     queued = run_enqueue(experiment=experiment, by=owner, dispatch=False)
     project = tracked.project_for(team=team, name=PROJECT, by=owner)

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from experiments.forms import TECHNIQUE_GROUPS
 from experiments.models import Experiment
 from experiments.training import guards
-from experiments.training.forms import TECHNIQUE_GROUPS
 from registry import services
 from tests.registry_helpers import trained_run
 from tests.training_helpers import make_version

@@ -7,7 +7,7 @@ import pytest
 
 from datasets_app import services as data_services
 from datasets_app.models import Example
-from experiments.training import services as training_services
+from experiments import services as training_services
 from finetune_hub.models import Membership, Role, Team
 from registry import services
 from registry.models import PromotionRequest

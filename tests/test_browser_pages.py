@@ -4,7 +4,7 @@ the screenshots folder of the pass's state (one per page) for a reviewer to look
 
 import pytest
 
-from experiments import tracked, tracking
+from experiments import metric_store, tracked
 from registry import services as registry
 from tests.browser import log_in, shot
 from tests.registry_helpers import trained_run
@@ -19,7 +19,7 @@ def a_teams_data(team, owner, tiny_model) -> dict:
     comparison = good_and_bad(team, owner, n=200, min_votes=2)
     first = trained_run(team, owner, tiny_model, seed=1)
     second = trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)
-    tracking.points_ingest(
+    metric_store.points_ingest(
         [
             (run.pk, s, key, 3.0 - s / (10 + i))
             for i, run in enumerate((first, second))

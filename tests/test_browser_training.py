@@ -178,7 +178,7 @@ def test_rlhf_pick_a_reward_model_for_grpo_and_see_reward_and_kl_curves(
     """The form offers the team's finished reward models for GRPO (another team's never), the
     experiment page links the one chosen, and a GRPO run's page draws reward and KL while a
     reward model's draws its held-out pairwise accuracy."""
-    from experiments import tracking
+    from experiments import metric_store
     from finetune_hub.models import Team
     from tests.test_rlhf import finished_reward_model
 
@@ -209,10 +209,10 @@ def test_rlhf_pick_a_reward_model_for_grpo_and_see_reward_and_kl_curves(
     )
     keys = ("loss", "reward", "eval_reward", "kl", "completion_length")
     now = 1_700_000_000_000
-    tracking.points_ingest(
+    metric_store.points_ingest(
         [(run.pk, s, k, 1.0 + s / 10, now + s) for s in range(1, 6) for k in keys]
     )
-    tracking.points_ingest(
+    metric_store.points_ingest(
         [(reward.pk, s, "eval_pairwise_accuracy", 0.5 + s / 20, now + s) for s in range(6)]
     )
     page.goto(f"/runs/{run.pk}/")
@@ -235,7 +235,7 @@ def test_a_queue_button_clicked_again_while_waiting_queues_one_run(
     one's answer and gets it: the browser shows that run, and no second run is queued."""
     import time
 
-    from experiments.training import views
+    from experiments import views
     from tests.training_helpers import make_experiment
 
     enqueue = views.services.run_enqueue

@@ -308,8 +308,8 @@ def test_comparison_input_errors(api, version, tiny_model):
 
 @pytest.mark.django_db(transaction=True)
 def test_exported_preferences_train_a_dpo_run(team, owner, reviewer, tiny_model, cpu_worker):
+    from experiments.services import experiment_create, run_enqueue
     from experiments.training.runner import train_next_run
-    from experiments.training.services import experiment_create, run_enqueue
 
     comparison = good_and_bad(team, owner, n=400)
     while vote := comparisons.next_pair(comparison=comparison, reviewer=reviewer):
@@ -480,7 +480,7 @@ def test_an_evaluation_is_reused_only_for_the_same_team_data_subject_and_setting
     elif differs == "split":
         fields["split"] = "test"
     elif differs == "subject_kind":  # a run's evaluation, under the same base model name
-        from experiments.training.services import run_enqueue
+        from experiments.services import run_enqueue
         from tests.training_helpers import make_experiment
 
         experiment = make_experiment(team, owner, tiny_model)

@@ -1,7 +1,7 @@
 import pytest
 
+from experiments import services
 from experiments.models import Experiment, TrainingRun
-from experiments.training import services
 from tests.training_helpers import make_experiment, make_version
 
 
@@ -95,12 +95,12 @@ def test_unknown_run_action_is_404(browser_client, team, owner, tiny_model):
 
 
 def test_the_run_table_shows_a_bad_filter_as_a_message(browser_client, team, owner, tiny_model):
-    from experiments import tracking
+    from experiments import metric_store
 
     run = services.run_enqueue(
         experiment=make_experiment(team, owner, tiny_model), by=owner, dispatch=False
     )
-    tracking.points_ingest([(run.pk, 1, "loss", 2.5)])
+    metric_store.points_ingest([(run.pk, 1, "loss", 2.5)])
     page = browser_client.get("/runs/table/", {"filter": "metrics.loss < 3", "keys": "loss"})
     assert page.status_code == 200 and f"#{run.pk}<" in page.content.decode()
     assert "2.5000" in page.content.decode()
@@ -117,7 +117,7 @@ def test_the_run_table_shows_the_chosen_metric_and_hyperparameter_columns(
     it, ascending then descending; malformed names are dropped, not run."""
     import re
 
-    from experiments import tracking
+    from experiments import metric_store
 
     runs = [
         services.run_enqueue(
@@ -127,7 +127,7 @@ def test_the_run_table_shows_the_chosen_metric_and_hyperparameter_columns(
         )
         for lr in (0.003, 0.001, 0.002)
     ]
-    tracking.points_ingest(
+    metric_store.points_ingest(
         [(r.pk, 1, "acc", v) for r, v in zip(runs, (0.5, 0.9, 0.7), strict=True)]
     )
     page = browser_client.get("/runs/table/")

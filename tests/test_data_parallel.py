@@ -8,8 +8,8 @@ import psutil
 import pytest
 import torch
 
+from experiments import services
 from experiments.models import TrainingRun
-from experiments.training import services
 from experiments.training.runner import train_next_run
 from tests.test_training_lifecycle import LONG, adapter
 from tests.training_helpers import make_version, queued_run

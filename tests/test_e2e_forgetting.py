@@ -22,8 +22,8 @@ from evaluation.general.services import general_set_version
 from evaluation.services import evaluation_create, evaluation_execute
 from evaluation.subjects import Subject
 from experiments.models import MetricPoint
+from experiments.services import experiment_create, run_enqueue
 from experiments.training.runner import train_next_run
-from experiments.training.services import experiment_create, run_enqueue
 from finetune_hub.errors import PolicyRefused
 from registry import services as registry
 

@@ -7,8 +7,8 @@ from datasets_app.services import dataset_version_upload
 from evaluation.comparisons import auto_results, comparison_create
 from evaluation.services import evaluation_execute
 from experiments.models import MetricPoint
+from experiments.services import experiment_create, run_enqueue
 from experiments.training.runner import train_next_run
-from experiments.training.services import experiment_create, run_enqueue
 from finetune_hub.management.commands.demo_data import DEMO_FILE
 from finetune_hub.storage import artifact_path
 

@@ -12,8 +12,8 @@ from datasets_app.services import dataset_version_upload
 from evaluation import statistics
 from evaluation.models import EvaluationRun, SampleResult
 from evaluation.services import evaluation_create, evaluation_execute, evaluation_retry
+from experiments.services import experiment_create, run_enqueue
 from experiments.training.runner import train_next_run
-from experiments.training.services import experiment_create, run_enqueue
 from finetune_hub.errors import ServiceError
 from finetune_hub.storage import artifact_path
 from inference import generation

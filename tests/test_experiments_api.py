@@ -5,8 +5,9 @@ from django.db import transaction
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
+from experiments import services
 from experiments.models import Experiment, TrainingRun, Worker
-from experiments.training import queue, services
+from experiments.training import queue
 from tests.concurrency import errors, race
 from tests.training_helpers import FAST, make_experiment, make_version
 
@@ -202,11 +203,13 @@ def test_reaper_requeues_stale_runs_and_gives_up_after_max_attempts(
 
 
 def test_metrics_logs_and_compare(api, team, owner, tiny_model):
-    from experiments import tracking
+    from experiments import metric_store
 
     experiment = make_experiment(team, owner, tiny_model)
     runs = [services.run_enqueue(experiment=experiment, by=owner, dispatch=False) for _ in range(2)]
-    tracking.points_ingest((run.pk, s, "loss", 10 - s / 100) for run in runs for s in range(500))
+    metric_store.points_ingest(
+        (run.pk, s, "loss", 10 - s / 100) for run in runs for s in range(500)
+    )
     TrainingRun.objects.filter(pk=runs[0].pk).update(log_tail="a\nb\nc")
     m = api.get(f"/api/runs/{runs[0].pk}/metrics", keys="loss", max_points=100).json()
     loss = m["metrics"]["loss"]

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from experiments.services import load_config, run_enqueue
 from experiments.training import engine, speed
 from experiments.training import hyperparameters as hp
 from experiments.training.estimate import estimate
-from experiments.training.services import load_config, run_enqueue
 from finetune_hub.errors import Conflict, ServiceError
 from tests.training_helpers import make_experiment
 

@@ -15,8 +15,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from experiments import services
 from experiments.models import Experiment, TrainingRun, Worker
-from experiments.training import queue, services
+from experiments.training import queue
 from experiments.training.supervisor import child_env
 from finetune_hub.errors import ServiceError
 from tests.training_helpers import make_experiment

@@ -15,8 +15,8 @@ from huey.contrib.djhuey import HUEY
 
 from evaluation.models import EvaluationRun
 from evaluation.services import evaluation_create
+from experiments import services
 from experiments.models import TrainingRun
-from experiments.training import services
 from experiments.training.supervisor import child_env
 from finetune_hub.storage import artifact_path
 from tests.test_training_lifecycle import assert_each_step_logged_once

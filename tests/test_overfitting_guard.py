@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from experiments import tracking
-from experiments.training import guards, services
+from experiments import metric_store, services
+from experiments.training import guards
 from experiments.training.runner import train_next_run
 from finetune_hub.storage import artifact_path
 from tests.training_helpers import FAST, make_experiment, make_version
@@ -95,7 +95,7 @@ def test_the_metrics_api_flags_overfitting_and_the_estimate_warns(
     )
     points = [(run.pk, s, "loss", 3.0 - s / 100) for s in range(0, 101, 5)]
     points += [(run.pk, s, "eval_loss", v) for s, v in [(0, 3.0), (50, 1.8), (75, 1.9), (100, 2.1)]]
-    tracking.points_ingest(points)
+    metric_store.points_ingest(points)
     body = api.get(f"/api/runs/{run.pk}/metrics", keys="loss,eval_loss").json()
     assert body["overfitting"]["step"] == 50
     assert api.get(f"/api/runs/{run.pk}/metrics", keys="loss").json()["overfitting"] is None

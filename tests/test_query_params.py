@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from experiments import tracking
-from experiments.training import services
+from experiments import metric_store, services
 from finetune_hub.api import api as hub_api
 from finetune_hub.api_errors import ErrorOut
 from tests.training_helpers import make_experiment
@@ -47,7 +46,7 @@ def assert_unknown(response, *names: str) -> dict:
 def run(team, owner, tiny_model):
     experiment = make_experiment(team, owner, tiny_model)
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
-    tracking.points_ingest(
+    metric_store.points_ingest(
         (run.pk, step, key, 1.0 + step) for key in ("loss", "eval_loss") for step in range(5)
     )
     return run

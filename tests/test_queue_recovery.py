@@ -16,9 +16,9 @@ from huey.contrib.djhuey import HUEY
 from evaluation import tasks as evaluation_tasks
 from evaluation.models import EvaluationRun
 from evaluation.services import evaluation_create, evaluation_execute, evaluations_redispatch
+from experiments import services
 from experiments import tasks as experiment_tasks
 from experiments.models import TrainingRun
-from experiments.training import services
 from experiments.training.queue import runs_redispatch
 from tests.registry_helpers import trained_run
 from tests.test_huey_consumer import consumers  # noqa: F401 (the worker-process fixture)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments import tracking
+from experiments import metric_store
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
 from experiments.training import engine, speed
 from experiments.training.reporting import RunReporter
@@ -31,7 +31,7 @@ def run(team, owner, tiny_model):
 def reporter_at(run, step: int):
     """A reporter whose attempt starts at `step` (0: the first attempt; more: resumed from
     the checkpoint of that step)."""
-    reporter = RunReporter(run, log_path=Path(tracking.__file__))
+    reporter = RunReporter(run, log_path=Path(metric_store.__file__))
     state = SimpleNamespace(global_step=step, max_steps=20, num_input_tokens_seen=0)
     reporter.on_train_begin(None, state, None)
     return reporter, state
@@ -61,7 +61,7 @@ def test_the_epoch_of_a_step_is_one_point_whatever_logs_carry_it(run):
 
 
 def test_a_resumed_attempt_keeps_its_checkpoints_steps_and_logs_from_the_next(run):
-    tracking.points_ingest(
+    metric_store.points_ingest(
         (run.pk, step, key, 1.0) for step in range(2, 13, 2) for key in ("loss", "epoch")
     )
     run.attempt = 2

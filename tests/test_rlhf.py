@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 
 from evaluation.subjects import Kind, Subject
 from experiments.models import MetricPoint, TrainingRun
+from experiments.services import experiment_create, run_enqueue
 from experiments.training import hyperparameters as hp
 from experiments.training.checkpoint_state import assert_no_pickles
 from experiments.training.estimate import count_params, estimate
 from experiments.training.runner import train_next_run
-from experiments.training.services import experiment_create, run_enqueue
 from finetune_hub.errors import Conflict, ServiceError
 from finetune_hub.storage import artifact_path
 from registry.models import RegisteredModel
@@ -184,7 +184,7 @@ def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
     from the policy each step) cancelled after a checkpoint and resumed end with the weights
     an uninterrupted run ends with: the optimizer, the scheduler and every RNG that drives
     dropout and sampling come back from the safetensors checkpoint."""
-    from experiments.training import services
+    from experiments import services
 
     if technique == "reward":
         version = make_version(team, owner, "preference", n=40)

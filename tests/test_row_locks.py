@@ -14,8 +14,8 @@ from django.db.models.query import QuerySet
 
 from datasets_app.models import Dataset
 from datasets_app.services import dataset_version_upload
+from experiments import services as training
 from experiments.models import TrainingRun
-from experiments.training import services as training
 from registry import services as registry
 from registry.models import PromotionRequest, RegisteredModel
 from tests.data import examples, jsonl

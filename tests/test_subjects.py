@@ -6,7 +6,7 @@ import pytest
 from evaluation.models import EvaluationRun
 from evaluation.subjects import Kind, Subject
 from experiments.models import TrainingRun
-from experiments.training.services import run_enqueue
+from experiments.services import run_enqueue
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import Team
 from registry.models import ModelVersion

@@ -13,8 +13,9 @@ import torch
 from django.utils import timezone
 from safetensors.torch import save as safetensors_bytes
 
+from experiments import services
 from experiments.models import Experiment, MetricPoint, TrainingRun
-from experiments.training import queue, services
+from experiments.training import queue
 from finetune_hub.storage import artifact_path
 from tests.training_helpers import make_experiment, make_version
 

@@ -1,4 +1,4 @@
-"""Experiment tracking at scale (experiments/tracking.py): series thinned when written keep
+"""Experiment tracking at scale (experiments/metric_store.py): series thinned when written keep
 every bucket's first, last, lowest and highest point and equal a one-shot thinning however the
 points arrive; comparisons of any number of runs page in a constant number of queries; the run
 table filters and sorts by any hyperparameter or latest metric, a page at a time."""
@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from experiments import tracking
+from experiments import metric_store
 from experiments.models import MetricPoint, MetricSeries, TrainingRun
 from tests.training_helpers import make_experiment
 
@@ -36,7 +36,7 @@ def buckets(points, width):
 @pytest.mark.parametrize("n,limit,every", [(10, 1000, 1), (5000, 1000, 1), (3000, 100, 5)])
 def test_thinning_keeps_each_buckets_first_last_lowest_and_highest(n, limit, every):
     raw = random_walk(n, seed=n, every=every)
-    thinned, width = tracking.thin(raw, limit)
+    thinned, width = metric_store.thin(raw, limit)
     assert len(thinned) <= limit
     assert thinned == sorted(thinned) and set(thinned) <= set(raw)
     assert thinned[0] == raw[0] and thinned[-1] == raw[-1]
@@ -52,7 +52,9 @@ def test_thinning_keeps_each_buckets_first_last_lowest_and_highest(n, limit, eve
     if n <= limit:
         assert (thinned, width) == (raw, 1)
     else:  # the narrowest width that fits: half of it would not
-        half = [p for b in buckets(raw, width // 2).values() for p in tracking._bucket_points(b)]
+        half = [
+            p for b in buckets(raw, width // 2).values() for p in metric_store._bucket_points(b)
+        ]
         assert len(half) > limit
 
 
@@ -64,9 +66,9 @@ def test_a_series_written_in_batches_equals_one_thinning_of_all_its_points(team,
     shuffled_batches = [raw[i : i + 97] for i in range(0, len(raw), 97)]
     random.Random(1).shuffle(shuffled_batches)  # batches out of order, as HTTP clients send
     for batch in shuffled_batches:
-        assert tracking.points_ingest((run.pk, s, "loss", v) for s, v in batch) == len(batch)
+        assert metric_store.points_ingest((run.pk, s, "loss", v) for s, v in batch) == len(batch)
     series = MetricSeries.objects.get(run=run, key="loss")
-    expected, width = tracking.thin(raw, tracking.SERIES_POINTS)
+    expected, width = metric_store.thin(raw, metric_store.SERIES_POINTS)
     stored = json.loads(series.points)
     assert list(zip(stored["steps"], stored["values"], strict=True)) == expected
     assert series.width == width and series.count == len(raw)
@@ -80,10 +82,10 @@ def test_history_reads_the_series_or_the_raw_points_alike(api, team, owner, tiny
         experiment=make_experiment(team, owner, tiny_model), created_by=owner
     )
     raw = random_walk(3000, seed=3)
-    tracking.points_ingest((run.pk, s, "loss", v) for s, v in raw)
+    metric_store.points_ingest((run.pk, s, "loss", v) for s, v in raw)
     for max_points in (500, 1000, 5000):
         got = api.get(f"/api/runs/{run.pk}/metrics", keys="loss", max_points=max_points).json()
-        expected, _ = tracking.thin(raw, max_points)
+        expected, _ = metric_store.thin(raw, max_points)
         assert got["metrics"]["loss"] == {
             "steps": [s for s, _ in expected],
             "values": [v for _, v in expected],
@@ -96,12 +98,12 @@ def test_a_resumed_attempt_rebuilds_the_series_without_the_dropped_steps(team, o
     run = TrainingRun.objects.create(
         experiment=make_experiment(team, owner, tiny_model), created_by=owner
     )
-    tracking.points_ingest((run.pk, s, "loss", 10.0 - s) for s in range(1, 9))
+    metric_store.points_ingest((run.pk, s, "loss", 10.0 - s) for s in range(1, 9))
 
     class State:
         global_step, max_steps = 5, 8
 
-    RunReporter(run, log_path=tracking.__file__).on_train_begin(None, State(), None)
+    RunReporter(run, log_path=metric_store.__file__).on_train_begin(None, State(), None)
     series = MetricSeries.objects.get(run=run, key="loss")
     assert json.loads(series.points)["steps"] == [1, 2, 3, 4, 5]
     assert (series.last_step, series.last_value, series.count) == (5, 5.0, 5)
@@ -112,7 +114,7 @@ def many_runs(team, owner, tiny_model, n: int, steps: int = 50):
     runs = TrainingRun.objects.bulk_create(
         TrainingRun(experiment=experiment, created_by=owner) for _ in range(n)
     )
-    tracking.points_ingest(
+    metric_store.points_ingest(
         (run.pk, s, key, float(i + s))
         for i, run in enumerate(runs)
         for key in ("loss", "eval_loss")
@@ -153,7 +155,7 @@ def test_a_comparison_of_any_size_pages_in_constant_queries(api, team, owner, ti
 def test_the_points_of_a_comparison_page_are_shared_between_its_curves(
     api, team, owner, tiny_model, monkeypatch
 ):
-    from experiments.training import selectors
+    from experiments import selectors
 
     monkeypatch.setattr(selectors, "COMPARE_POINTS", 2000)
     runs = many_runs(team, owner, tiny_model, 10, steps=400)
@@ -189,7 +191,7 @@ def test_the_run_table_filters_and_sorts_by_metrics_and_params(
         for experiment in (low, high, low, high, low)
     )
     losses = [3.0, 1.0, 2.0, 5.0]  # the last run logs nothing
-    tracking.points_ingest(
+    metric_store.points_ingest(
         (run.pk, 1, "loss", loss) for run, loss in zip(runs, losses, strict=False)
     )
 
@@ -265,9 +267,9 @@ def test_the_migration_gives_runs_logged_before_it_their_series(team, owner, tin
     migrated = MetricSeries.objects.get(run=run, key="loss")
     MetricSeries.objects.all().delete()
     MetricPoint.objects.all().delete()
-    tracking.points_ingest((run.pk, s, "loss", v) for s, v in raw)
+    metric_store.points_ingest((run.pk, s, "loss", v) for s, v in raw)
     ingested = MetricSeries.objects.get(run=run, key="loss")
-    fields = tracking.SERIES_FIELDS
+    fields = metric_store.SERIES_FIELDS
     assert [getattr(migrated, f) for f in fields] == [getattr(ingested, f) for f in fields]
 
 
@@ -285,9 +287,9 @@ def test_the_one_pass_thinning_equals_bucket_by_bucket(seed):
         expected = [
             p
             for _, bucket in itertools.groupby(points, key=lambda p: p[0] // width)
-            for p in tracking._bucket_points(list(bucket))
+            for p in metric_store._bucket_points(list(bucket))
         ]
-        assert tracking._emit(points, width) == expected
+        assert metric_store._emit(points, width) == expected
 
 
 def test_the_last_point_logged_at_a_step_is_the_last_value(team, owner, tiny_model):
@@ -296,7 +298,7 @@ def test_the_last_point_logged_at_a_step_is_the_last_value(team, owner, tiny_mod
     run = TrainingRun.objects.create(
         experiment=make_experiment(team, owner, tiny_model), created_by=owner
     )
-    tracking.points_ingest(
+    metric_store.points_ingest(
         [(run.pk, 1, "loss", 1.0), (run.pk, 2, "loss", 9.0), (run.pk, 2, "loss", 3.0)]
     )
     series = MetricSeries.objects.get(run=run, key="loss")

@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import load_file
 
 from experiments.models import MetricPoint, TrainingRun
+from experiments.services import run_enqueue
 from experiments.training.checkpoint_state import assert_no_pickles
 from experiments.training.runner import train_next_run
-from experiments.training.services import run_enqueue
 from finetune_hub.storage import artifact_path
 from tests.training_helpers import make_experiment
 

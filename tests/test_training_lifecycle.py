@@ -16,10 +16,11 @@ from django.conf import settings
 from django.db import connection
 from safetensors.torch import load_file
 
+from experiments import services
 from experiments.models import Checkpoint, MetricPoint, MetricSeries
-from experiments.training import queue, services
+from experiments.services import experiment_create
+from experiments.training import queue
 from experiments.training.runner import train_next_run
-from experiments.training.services import experiment_create
 from finetune_hub.storage import artifact_path
 from tests.training_helpers import FAST, make_experiment, make_version, queued_run, wait_for
 

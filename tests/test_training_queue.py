@@ -9,8 +9,9 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
+from experiments import services
 from experiments.models import TrainingRun, Worker
-from experiments.training import queue, services
+from experiments.training import queue
 from finetune_hub.errors import Conflict, NotFound, ServiceError
 from tests.training_helpers import make_experiment
 

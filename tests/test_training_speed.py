@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
+from experiments.forms import hyperparameters_from
 from experiments.models import TrainingRun
+from experiments.services import run_enqueue
 from experiments.training import engine, speed
-from experiments.training.forms import hyperparameters_from
 from experiments.training.runner import train_next_run
-from experiments.training.services import run_enqueue
 from finetune_hub.errors import ServiceError
 from tests.training_helpers import make_experiment
 

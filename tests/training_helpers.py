@@ -2,7 +2,7 @@ import time
 
 from datasets_app.models import Dataset, DatasetVersion
 from datasets_app.services import dataset_version_upload
-from experiments.training.services import experiment_create
+from experiments.services import experiment_create
 from tests.data import examples, jsonl
 
 FAST = {
@@ -53,7 +53,7 @@ def queued_run(
 ):
     """A LoRA run queued without a token (the test trains it with train_next_run), in an
     experiment of its own name on the given data."""
-    from experiments.training.services import run_enqueue
+    from experiments.services import run_enqueue
 
     experiment = experiment_create(
         team=team,

@@ -17,7 +17,7 @@ def series_from_points(apps, schema_editor):
     """Existing runs get their series from the points they already logged."""
     import itertools
 
-    from experiments.tracking import _fold
+    from experiments.metric_store import _fold
 
     MetricPoint = apps.get_model("experiments", "MetricPoint")
     MetricSeries = apps.get_model("experiments", "MetricSeries")

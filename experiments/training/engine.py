@@ -297,7 +297,7 @@ def reward_model(run: TrainingRun, fast: dict):
     its adapters merged into its base, or its full weights; frozen, in evaluation mode."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from experiments.training.selectors import reward_run_of
+    from experiments.selectors import reward_run_of
 
     experiment = run.experiment
     reward = reward_run_of(experiment, trained=True)

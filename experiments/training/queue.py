@@ -8,8 +8,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from experiments import workers
 from experiments.models import TrainingRun, Worker
-from experiments.training import workers
 
 
 def dispatch_on_commit() -> None:

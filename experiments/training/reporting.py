@@ -13,7 +13,7 @@ import torch
 from django.utils import timezone
 from transformers import TrainerCallback
 
-from experiments import tracking
+from experiments import metric_store
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
 from experiments.training import child, speed, system
 from finetune_hub.storage import artifact_path
@@ -123,7 +123,7 @@ class RunReporter(TrainerCallback):
         # A resumed attempt re-runs the steps after its checkpoint: drop their old points,
         # and keep those up to the checkpoint's step as the earlier attempt reported them.
         if MetricPoint.objects.filter(run=self.run, step__gt=state.global_step).delete()[0]:
-            tracking.series_rebuild(self.run.pk)
+            metric_store.series_rebuild(self.run.pk)
         if state.global_step:
             self.reported_before = state.global_step
         TrainingRun.objects.filter(pk=self.run.pk).update(
@@ -216,11 +216,11 @@ class RunReporter(TrainerCallback):
 
     def flush_points(self) -> None:
         if self.main and self.points:
-            tracking.points_ingest(self.points, attempt=self.run.attempt)
+            metric_store.points_ingest(self.points, attempt=self.run.attempt)
             self.points = []
 
     def _flush(self, state) -> None:
-        tracking.points_ingest(self.points, attempt=self.run.attempt)
+        metric_store.points_ingest(self.points, attempt=self.run.attempt)
         self.points = []
         self.last_flush = time.monotonic()
         TrainingRun.objects.filter(pk=self.run.pk).update(

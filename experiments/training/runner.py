@@ -2,8 +2,9 @@
 
 import logging
 
+from experiments import workers
 from experiments.models import TrainingRun
-from experiments.training import queue, supervisor, workers
+from experiments.training import queue, supervisor
 
 log = logging.getLogger(__name__)
 

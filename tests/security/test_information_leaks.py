@@ -11,8 +11,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from experiments import services, workers
 from experiments.models import TrainingRun, Worker
-from experiments.training import services, workers
 from finetune_hub.models import Membership, Team
 from tests.conftest import ApiClient, make_user
 from tests.training_helpers import make_experiment

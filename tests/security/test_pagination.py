@@ -7,7 +7,7 @@ import re
 import pytest
 
 from datasets_app.models import Dataset
-from experiments.training import services as training
+from experiments import services as training
 from registry import services
 from registry.models import AliasEvent, ModelVersion
 from tests.training_helpers import make_experiment

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from evaluation.models import Comparison, EvaluationRun
+from experiments import services as training
 from experiments.models import TrainingRun
-from experiments.training import services as training
 from finetune_hub import quotas
 from finetune_hub.errors import ServiceError
 from tests.concurrency import errors, race

@@ -5,9 +5,9 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from experiments.models import Experiment, TrainingRun
+from experiments.services import run_enqueue
 from experiments.training.runner import train_next_run
-from experiments.training.services import run_enqueue
-from experiments.training.workers import worker_heartbeat
+from experiments.workers import worker_heartbeat
 
 
 class Command(BaseCommand):

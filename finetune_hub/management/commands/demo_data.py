@@ -11,7 +11,7 @@ from django.db import transaction
 from datasets_app.models import Dataset
 from datasets_app.services import dataset_create, dataset_version_upload
 from experiments.models import Experiment
-from experiments.training.services import experiment_create
+from experiments.services import experiment_create
 from finetune_hub.models import Membership, Role, Team
 
 DEMO_FILE = Path(__file__).resolve().parents[3] / "datasets_app/fixtures/demo/support_tickets.jsonl"

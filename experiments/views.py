@@ -8,9 +8,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.selectors import published_versions_for
-from experiments import tracked
+from experiments import forms, selectors, services, tracked
 from experiments.models import Technique, TrainingRun
-from experiments.training import forms, guards, selectors, services
+from experiments.training import guards
 from experiments.training.hyperparameters import Hyperparameters
 from finetune_hub.display import in_field_order
 from finetune_hub.errors import ServiceError

@@ -1,4 +1,4 @@
-"""What the experiments and runs API takes and answers (experiments.training.api)."""
+"""What the experiments and runs API takes and answers (experiments.api)."""
 
 from datetime import datetime
 from typing import Any

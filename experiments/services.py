@@ -6,9 +6,10 @@ import logging
 from django.db import IntegrityError, transaction
 
 from datasets_app.models import DataFormat, DatasetVersion
+from experiments import workers
 from experiments.models import Experiment, Technique, TrainingRun
 from experiments.training import hyperparameters as hp
-from experiments.training import queue, workers
+from experiments.training import queue
 from experiments.training.estimate import estimate
 from finetune_hub import quotas
 from finetune_hub.errors import Conflict, FieldError, ServiceError, full_clean, invalid
@@ -95,7 +96,7 @@ def reward_run_check(*, team: Team, run_id: int | None) -> TrainingRun | None:
     if run_id is None:
         return None
     field = "hyperparameters.reward_run"
-    from experiments.training.selectors import reward_run_in
+    from experiments.selectors import reward_run_in
 
     run = reward_run_in(team_id=team.pk, run_id=run_id)
     if run is None:

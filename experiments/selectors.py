@@ -6,7 +6,7 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, NullIf
 
 from datasets_app.models import DatasetVersion
-from experiments import tracking
+from experiments import metric_store
 from experiments.models import (
     Experiment,
     MetricPoint,
@@ -15,7 +15,7 @@ from experiments.models import (
     TrainingRun,
     Worker,
 )
-from experiments.training.workers import live_workers
+from experiments.workers import live_workers
 from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.models import Membership
@@ -172,7 +172,7 @@ def gpu_holders(*, user, hosts: list[str]) -> tuple[list[TrainingRun], dict]:
 
 def worker_gpus(worker: Worker, held: dict) -> list[dict]:
     """A worker's GPUs, each busy or free, with the run holding it when the user may see it."""
-    from experiments.training.workers import gpus_of
+    from experiments.workers import gpus_of
 
     out = []
     for gpu in gpus_of(worker):
@@ -219,8 +219,8 @@ def run_metrics(*, run: TrainingRun, keys: list[str] | None = None, max_points: 
     if not 2 <= max_points <= 100_000:
         raise invalid("max_points must be between 2 and 100000", field="max_points", status=422)
     keys = keys or list(DEFAULT_KEYS)
-    if max_points <= tracking.SERIES_POINTS:
-        return tracking.series_of([run.pk], keys, max_points)[run.pk]
+    if max_points <= metric_store.SERIES_POINTS:
+        return metric_store.series_of([run.pk], keys, max_points)[run.pk]
     rows = MetricPoint.objects.filter(run=run, key__in=keys).order_by("key", "step", "pk")
     series: dict[str, list[tuple[int, float]]] = {key: [] for key in keys}
     for key, step, value in rows.values_list("key", "step", "value"):
@@ -228,7 +228,7 @@ def run_metrics(*, run: TrainingRun, keys: list[str] | None = None, max_points: 
     out = {}
     for key, points in series.items():
         if points:
-            thin, _ = tracking.thin(points, max_points)
+            thin, _ = metric_store.thin(points, max_points)
             out[key] = {"steps": [s for s, _ in thin], "values": [v for _, v in thin]}
     return out
 
@@ -251,9 +251,9 @@ def runs_for_compare(
     ids = list(dict.fromkeys(ids))
     if not ids:
         raise invalid("Give at least one run id", field="ids", status=422)
-    if not 2 <= max_points <= tracking.SERIES_POINTS:
+    if not 2 <= max_points <= metric_store.SERIES_POINTS:
         raise invalid(
-            f"max_points must be between 2 and {tracking.SERIES_POINTS}",
+            f"max_points must be between 2 and {metric_store.SERIES_POINTS}",
             field="max_points",
             status=422,
         )
@@ -269,7 +269,7 @@ def runs_for_compare(
     )
     per_curve = COMPARE_POINTS // max(1, len(shown) * len(keys))
     per_curve = min(max_points, max(MIN_POINTS, per_curve))
-    curves = tracking.series_json(shown, keys, per_curve)
+    curves = metric_store.series_json(shown, keys, per_curve)
     return [{"run": runs[i], "metrics": curves[i]} for i in shown], per_curve
 
 
