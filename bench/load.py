@@ -120,7 +120,7 @@ def prepare(env: dict) -> dict:
     from experiments.services import experiment_create
     from finetune_hub.auth import token_create
     from finetune_hub.models import Membership, Role, Team
-    from tests.tiny_model import tiny_model_dir
+    from tests.support.tiny_model import tiny_model_dir
 
     call_command("migrate", "--noinput", verbosity=0)
     model = str(tiny_model_dir())

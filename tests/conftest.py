@@ -1,16 +1,14 @@
-import io
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
-from finetune_hub.auth import token_create
 from finetune_hub.models import Membership, Role, Team
-from tests.browser import page  # noqa: F401 (the Playwright page fixture)
-from tests.tiny_model import tiny_model_dir
+from tests.support.browser import page  # noqa: F401 (the Playwright page fixture)
+from tests.support.clients import ApiClient, make_user
+from tests.support.tiny_model import tiny_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -67,42 +65,6 @@ def model_root(settings, tmp_path):
     root.mkdir()
     settings.BASE_MODEL_DIRS = [root]
     return root
-
-
-class ApiClient:
-    """Django's test Client (full middleware) speaking JSON with a bearer token."""
-
-    def __init__(self, user):
-        self.user = user
-        self.token = token_create(user=user, name="tests")[1] if user else None
-        self.client = Client()
-
-    def _headers(self):
-        return {"HTTP_AUTHORIZATION": f"Bearer {self.token}"} if self.token else {}
-
-    def get(self, path, **params):
-        return self.client.get(path, params, **self._headers())
-
-    def post(self, path, data=None, **kwargs):
-        return self.client.post(
-            path, data or {}, content_type="application/json", **self._headers(), **kwargs
-        )
-
-    def put(self, path, data=None):
-        return self.client.put(path, data or {}, content_type="application/json", **self._headers())
-
-    def delete(self, path):
-        return self.client.delete(path, **self._headers())
-
-    def upload(self, path, content: bytes | str, filename="data.jsonl", **fields):
-        data = content.encode() if isinstance(content, str) else content
-        upload = io.BytesIO(data)
-        upload.name = filename
-        return self.client.post(path, {"file": upload, **fields}, **self._headers())
-
-
-def make_user(username):
-    return get_user_model().objects.create_user(username, password=f"{username}-pass-123")
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from experiments.forms import TECHNIQUE_GROUPS
 from experiments.models import Experiment
 from experiments.training import guards
 from registry import services
-from tests.registry_helpers import trained_run
-from tests.training_helpers import make_version
+from tests.support.registry_helpers import trained_run
+from tests.support.training_helpers import make_version
 
 GUARD_PARAMS = {
     "num_train_epochs": 3,

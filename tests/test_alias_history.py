@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from finetune_hub.errors import Conflict
 from registry import services
 from registry.models import Alias, AliasEvent
-from tests.concurrency import race
-from tests.registry_helpers import trained_run
+from tests.support.concurrency import race
+from tests.support.registry_helpers import trained_run
 
 
 @pytest.fixture

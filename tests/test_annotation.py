@@ -4,7 +4,7 @@ from django.test import Client
 from datasets_app import services
 from datasets_app.models import Dataset, DatasetVersion, Example
 from finetune_hub.errors import ServiceError
-from tests.data import examples, jsonl
+from tests.support.data import examples, jsonl
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ def test_session_post_needs_csrf(owner):
 
 
 def test_bearer_post_needs_no_csrf(owner):
-    from tests.conftest import ApiClient
+    from tests.support.clients import ApiClient
 
     api = ApiClient(owner)
     api.client = Client(enforce_csrf_checks=True)

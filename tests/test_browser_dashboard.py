@@ -11,10 +11,10 @@ from experiments import services as training_services
 from finetune_hub.models import Membership, Role, Team
 from registry import services
 from registry.models import PromotionRequest
-from tests.browser import log_in, shot
-from tests.conftest import make_user
-from tests.registry_helpers import trained_run
-from tests.training_helpers import make_experiment, make_version
+from tests.support.browser import log_in, shot
+from tests.support.clients import make_user
+from tests.support.registry_helpers import trained_run
+from tests.support.training_helpers import make_experiment, make_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from datasets_app.models import DatasetVersion
-from tests.browser import log_in, shot
-from tests.data import examples, jsonl
+from tests.support.browser import log_in, shot
+from tests.support.data import examples, jsonl
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

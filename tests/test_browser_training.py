@@ -2,8 +2,8 @@ import pytest
 
 from experiments.models import Experiment, TrainingRun
 from experiments.training.runner import train_next_run
-from tests.browser import log_in, shot
-from tests.training_helpers import make_version
+from tests.support.browser import log_in, shot
+from tests.support.training_helpers import make_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -236,7 +236,7 @@ def test_a_queue_button_clicked_again_while_waiting_queues_one_run(
     import time
 
     from experiments import views
-    from tests.training_helpers import make_experiment
+    from tests.support.training_helpers import make_experiment
 
     enqueue = views.services.run_enqueue
 

@@ -6,8 +6,8 @@ from evaluation.models import Comparison, EvaluationRun, SampleResult, Vote
 from evaluation.services import _score, evaluation_execute
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import Membership, Role
-from tests.conftest import ApiClient, make_user
-from tests.training_helpers import make_version
+from tests.support.clients import ApiClient, make_user
+from tests.support.training_helpers import make_version
 
 
 def answered(team, owner, version, label, predict, status="succeeded", metrics=None):
@@ -481,7 +481,7 @@ def test_an_evaluation_is_reused_only_for_the_same_team_data_subject_and_setting
         fields["split"] = "test"
     elif differs == "subject_kind":  # a run's evaluation, under the same base model name
         from experiments.services import run_enqueue
-        from tests.training_helpers import make_experiment
+        from tests.support.training_helpers import make_experiment
 
         experiment = make_experiment(team, owner, tiny_model)
         fields.update(

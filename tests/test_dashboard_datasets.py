@@ -1,7 +1,7 @@
 import io
 
 from datasets_app.models import Dataset, DatasetVersion
-from tests.data import examples, jsonl
+from tests.support.data import examples, jsonl
 
 
 def upload(client, dataset, content: str, name="data.jsonl", **fields):
@@ -45,7 +45,7 @@ def test_form_errors_are_4xx(browser_client, team, owner):
 
 def test_the_version_diff_marks_the_changed_field_and_its_words(browser_client, team, owner):
     from datasets_app import services as data_services
-    from tests.training_helpers import make_version
+    from tests.support.training_helpers import make_version
 
     first = make_version(team, owner, n=20)
     draft = data_services.draft_create(version=first, by=owner)

@@ -3,8 +3,8 @@ from django.test import Client
 from evaluation import comparisons
 from evaluation.models import Comparison, EvaluationRun, Vote
 from finetune_hub.textdiff import word_diff
+from tests.support.training_helpers import make_version
 from tests.test_comparisons import good_and_bad, scored
-from tests.training_helpers import make_version
 
 
 def test_word_diff_marks_changed_words_and_escapes():
@@ -162,7 +162,7 @@ def test_a_versions_evaluation_shows_its_lineage_and_base_model_as_fields(
     from evaluation import services as evaluation_services
     from experiments.models import TrainingRun
     from registry import services as registry
-    from tests.registry_helpers import trained_run
+    from tests.support.registry_helpers import trained_run
 
     run = trained_run(team, owner, tiny_model, seed=1)
     info = {

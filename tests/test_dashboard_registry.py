@@ -4,7 +4,7 @@ import pytest
 
 from registry import services
 from registry.models import AliasEvent, Feedback, ModelVersion, RegisteredModel
-from tests.registry_helpers import trained_run
+from tests.support.registry_helpers import trained_run
 
 
 @pytest.fixture

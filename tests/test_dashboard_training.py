@@ -2,7 +2,7 @@ import pytest
 
 from experiments import services
 from experiments.models import Experiment, TrainingRun
-from tests.training_helpers import make_experiment, make_version
+from tests.support.training_helpers import make_experiment, make_version
 
 
 def test_experiment_form_creates_and_queues(browser_client, team, owner, tiny_model, cpu_worker):

@@ -3,7 +3,7 @@
 import pytest
 
 from datasets_app.models import Dataset, DatasetVersion
-from tests.data import examples, jsonl
+from tests.support.data import examples, jsonl
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_outsider_cannot_create_a_dataset_in_the_team(outsider_api, team):
 
 def test_viewer_reads_but_cannot_upload(version, team):
     from finetune_hub.models import Membership, Role
-    from tests.conftest import ApiClient, make_user
+    from tests.support.clients import ApiClient, make_user
 
     viewer = make_user("viewer")
     Membership.objects.create(team=team, user=viewer, role=Role.VIEWER)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from datasets_app.models import Dataset, DatasetVersion, Example
-from tests.data import as_csv, examples, jsonl, record
+from tests.support.data import as_csv, examples, jsonl, record
 
 FORMATS = ["instruction", "chat", "completion", "classification", "preference"]
 

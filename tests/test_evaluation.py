@@ -18,9 +18,9 @@ from finetune_hub.errors import ServiceError
 from finetune_hub.storage import artifact_path
 from inference import generation
 from registry.services import model_create, version_register
-from tests.data import WORDS, jsonl, phrase
-from tests.registry_helpers import trained_run
-from tests.training_helpers import FAST, make_version
+from tests.support.data import WORDS, jsonl, phrase
+from tests.support.registry_helpers import trained_run
+from tests.support.training_helpers import FAST, make_version
 
 GEN = {"max_new_tokens": 8, "batch_size": 4}
 

@@ -8,8 +8,8 @@ from huey.contrib.djhuey import HUEY
 from experiments import services
 from experiments.models import Experiment, TrainingRun, Worker
 from experiments.training import queue
-from tests.concurrency import errors, race
-from tests.training_helpers import FAST, make_experiment, make_version
+from tests.support.concurrency import errors, race
+from tests.support.training_helpers import FAST, make_experiment, make_version
 
 
 @pytest.fixture
@@ -146,7 +146,8 @@ def test_enqueue_happens_on_commit(team, owner, tiny_model, cpu_worker):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_racing_for_one_run_one_wins(team, owner, tiny_model):
-    """Bites on PostgreSQL (tests/concurrency.py): the conditional UPDATE lets one claim win."""
+    """Bites on PostgreSQL (tests/support/concurrency.py): the conditional UPDATE lets one
+    claim win."""
     experiment = make_experiment(team, owner, tiny_model)
     run = services.run_enqueue(experiment=experiment, by=owner, dispatch=False)
     now = timezone.now()

@@ -20,7 +20,7 @@ from evaluation.services import _score
 from evaluation.subjects import Subject
 from registry import services
 from registry.models import AliasEvent
-from tests.registry_helpers import trained_run
+from tests.support.registry_helpers import trained_run
 from tests.test_comparisons import answered
 
 N = 313

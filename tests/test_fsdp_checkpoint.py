@@ -10,7 +10,7 @@ import sys
 import pytest
 from django.conf import settings
 
-SCRIPT = settings.BASE_DIR / "tests" / "fsdp_checkpoint_script.py"
+SCRIPT = settings.BASE_DIR / "tests" / "support" / "fsdp_checkpoint_script.py"
 
 
 def torchrun(processes: int, *args: str) -> str:

@@ -11,7 +11,7 @@ from experiments.training import engine, speed
 from experiments.training import hyperparameters as hp
 from experiments.training.estimate import estimate
 from finetune_hub.errors import Conflict, ServiceError
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 
 def field_error(technique: str, **params) -> tuple[str, str]:

@@ -15,8 +15,8 @@ from evaluation.general import generate
 from evaluation.general.services import NAME, general_set_version, general_version
 from finetune_hub.errors import Conflict
 from finetune_hub.models import Membership, Role
-from tests.concurrency import errors, race
-from tests.conftest import ApiClient, make_user
+from tests.support.clients import ApiClient, make_user
+from tests.support.concurrency import errors, race
 
 
 def rows():
@@ -101,7 +101,7 @@ def test_a_dataset_of_another_task_by_that_name_is_a_conflict(team, owner):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("dataset_exists", [False, True])
 def test_concurrent_calls_add_the_set_once(team, owner, dataset_exists):
-    """Bites on PostgreSQL (tests/concurrency.py). A new dataset's unique name makes the
+    """Bites on PostgreSQL (tests/support/concurrency.py). A new dataset's unique name makes the
     calls wait for the first; a dataset that exists already (the shipped file written
     again) relies on its row lock, without which each call would upload a version."""
     if dataset_exists:

@@ -20,7 +20,7 @@ from experiments.models import Experiment, TrainingRun, Worker
 from experiments.training import queue
 from experiments.training.supervisor import child_env
 from finetune_hub.errors import ServiceError
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 GB = 10**9
 
@@ -144,7 +144,7 @@ def test_two_worker_processes_of_one_host_never_hold_the_same_gpu(team, owner, t
     start_at = str(time.time() + 8)  # both processes are set up by then
     processes = [
         subprocess.Popen(
-            [sys.executable, "tests/claimer.py", json.dumps(devices), "0.1", start_at],
+            [sys.executable, "tests/support/claimer.py", json.dumps(devices), "0.1", start_at],
             cwd=settings.BASE_DIR,
             env=child_env(),
             stdout=subprocess.PIPE,
@@ -170,7 +170,7 @@ def test_the_queue_page_shows_each_hosts_gpus_and_the_run_holding_each(
     browser_client, team, owner, tiny_model
 ):
     from finetune_hub.models import Membership, Role, Team
-    from tests.conftest import make_user
+    from tests.support.clients import make_user
 
     worker = fake_worker("gpu-host:1", gpus(80, 80, 80))
     mine = queued(team, owner, tiny_model)

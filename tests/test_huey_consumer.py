@@ -19,8 +19,8 @@ from experiments import services
 from experiments.models import TrainingRun
 from experiments.training.supervisor import child_env
 from finetune_hub.storage import artifact_path
+from tests.support.training_helpers import make_experiment, wait_for
 from tests.test_training_lifecycle import assert_each_step_logged_once
-from tests.training_helpers import make_experiment, wait_for
 
 LONG = {"max_steps": 80, "save_steps": 10, "eval_steps": 1000, "logging_steps": 10}
 

@@ -15,9 +15,9 @@ from experiments.models import TrainingRun
 from finetune_hub.models import IdempotentRequest
 from registry import services as registry
 from registry.models import AliasEvent, ModelVersion
-from tests.concurrency import race
-from tests.registry_helpers import trained_run
-from tests.training_helpers import make_experiment
+from tests.support.concurrency import race
+from tests.support.registry_helpers import trained_run
+from tests.support.training_helpers import make_experiment
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_refused_first_request_frees_the_key(api, experiment):
 
 
 def test_keys_are_per_user(api, experiment, team, owner, member):
-    from tests.conftest import ApiClient
+    from tests.support.clients import ApiClient
 
     queue(api, experiment)
     assert queue(ApiClient(member), experiment).status_code == 201

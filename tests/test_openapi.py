@@ -10,9 +10,9 @@ from finetune_hub.errors import CODES, POLICY_REFUSED_STATUSES, code_of, from_py
 from finetune_hub.models import Role
 from registry import services as registry
 from registry.policy import Policy
-from tests.conftest import ApiClient, make_user
-from tests.registry_helpers import trained_run
-from tests.training_helpers import make_experiment
+from tests.support.clients import ApiClient, make_user
+from tests.support.registry_helpers import trained_run
+from tests.support.training_helpers import make_experiment
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 

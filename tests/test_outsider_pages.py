@@ -3,7 +3,7 @@ team A's ids where a route takes one, and not one word of team A's names may com
 
 An unscoped comparison list once showed A's comparison and dataset names on B's
 /evaluations/, and the outsider test, which looked for one word, did not notice. Here team A
-has one of everything, each named with words found nowhere else (tests/team_world.py), and
+has one of everything, each named with words found nowhere else (tests/support/team_world.py), and
 the routes come from the URL resolver: a page added later is walked without editing this
 file, and a route whose parameters the walk cannot fill fails until it is filled in or
 excluded with a reason."""
@@ -31,8 +31,16 @@ from registry.models import (
     RegisteredModel,
     ServedGeneration,
 )
-from tests.team_world import ALIAS, EXPERIMENT, RUN_METRIC, SECRETS, STORED_ONLY, World, team_world
-from tests.training_helpers import make_version
+from tests.support.team_world import (
+    ALIAS,
+    EXPERIMENT,
+    RUN_METRIC,
+    SECRETS,
+    STORED_ONLY,
+    World,
+    team_world,
+)
+from tests.support.training_helpers import make_version
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from experiments import metric_store, services
 from experiments.training import guards
 from experiments.training.runner import train_next_run
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import FAST, make_experiment, make_version
+from tests.support.training_helpers import FAST, make_experiment, make_version
 
 SMALL = {"train": 96, "eval": 12, "test": 12}
 DEFAULTS = {"save_steps": 50, "eval_steps": 50}

@@ -16,7 +16,7 @@ from evaluation.comparisons import auto_results
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun, SampleResult
 from registry import services
 from registry.models import AliasEvent
-from tests.registry_helpers import trained_run
+from tests.support.registry_helpers import trained_run
 
 
 @pytest.fixture
@@ -313,7 +313,7 @@ def test_evidence_on_another_dataset_version_does_not_count(
 ):
     """The policy names its dataset version: an evaluation, or a significant win, on any
     other version of any dataset (the same split) is no evidence; on the named one it is."""
-    from tests.training_helpers import make_version
+    from tests.support.training_helpers import make_version
 
     n = len(eval_examples(versions[0]))
     new = scored(versions[1], [1] * n, owner)

@@ -11,7 +11,7 @@ import pytest
 from experiments import metric_store, services
 from finetune_hub.api import api as hub_api
 from finetune_hub.api_errors import ErrorOut
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 

@@ -20,9 +20,9 @@ from experiments import services
 from experiments import tasks as experiment_tasks
 from experiments.models import TrainingRun
 from experiments.training.queue import runs_redispatch
-from tests.registry_helpers import trained_run
+from tests.support.registry_helpers import trained_run
+from tests.support.training_helpers import make_experiment, wait_for
 from tests.test_huey_consumer import consumers  # noqa: F401 (the worker-process fixture)
-from tests.training_helpers import make_experiment, wait_for
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from finetune_hub.errors import ServiceError
 from finetune_hub.models import Membership, Role
 from registry import services
 from registry.models import AliasEvent, ModelVersion, RegisteredModel
-from tests.concurrency import errors, race
-from tests.conftest import ApiClient, make_user
-from tests.registry_helpers import trained_run
+from tests.support.clients import ApiClient, make_user
+from tests.support.concurrency import errors, race
+from tests.support.registry_helpers import trained_run
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_register_records_lineage_and_artifacts(api, model, runs):
 
 @pytest.mark.django_db(transaction=True)
 def test_version_numbers_stay_distinct_under_concurrent_registration(team, owner, tiny_model):
-    """Bites on PostgreSQL (tests/concurrency.py): without the row lock two registrations
+    """Bites on PostgreSQL (tests/support/concurrency.py): without the row lock two registrations
     read the same highest number."""
     model = services.model_create(team=team, name="race", by=owner)
     run = trained_run(team, owner, tiny_model, seed=3)
@@ -418,7 +418,8 @@ def test_merged_export_loads_with_plain_transformers(
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_promotions_leave_one_holder_and_a_chained_history(team, owner, tiny_model):
-    """Bites on PostgreSQL (tests/concurrency.py): every promotion lands, one after the other,
+    """Bites on PostgreSQL (tests/support/concurrency.py): every promotion lands, one after
+    the other,
     and the events chain without gaps; without the row lock two read the same holder."""
     model = services.model_create(team=team, name="racing", by=owner)
     first = trained_run(team, owner, tiny_model, seed=5)
@@ -446,7 +447,7 @@ def test_scheduled_retraining_trains_on_newer_data_and_opens_a_comparison(
     from datasets_app.services import dataset_version_upload
     from experiments.models import TrainingRun
     from registry.retraining import compare_finished, retrain_due
-    from tests.data import examples, jsonl
+    from tests.support.data import examples, jsonl
 
     assert api.put(f"{BASE}/schedule", {"every_days": 7}).status_code == 200
     assert api.put(f"{BASE}/schedule", {"every_days": 0}).status_code == 422

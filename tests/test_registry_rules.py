@@ -9,8 +9,8 @@ from finetune_hub.errors import ServiceError
 from finetune_hub.models import Membership, Role, Team
 from registry import services
 from registry.models import AliasEvent
-from tests.conftest import make_user
-from tests.registry_helpers import trained_run
+from tests.support.clients import make_user
+from tests.support.registry_helpers import trained_run
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from experiments.models import Checkpoint, MetricPoint, TrainingRun
 from experiments.training import engine, speed
 from experiments.training.reporting import RunReporter
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 TRAINING_LOG = {"loss": 2.0, "learning_rate": 1e-3, "grad_norm": 0.5}
 

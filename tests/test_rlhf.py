@@ -21,9 +21,10 @@ from finetune_hub.errors import Conflict, ServiceError
 from finetune_hub.storage import artifact_path
 from registry.models import RegisteredModel
 from registry.services import version_register
-from tests.training_helpers import FAST, make_experiment, make_version
+from tests.support.training_helpers import FAST, make_experiment, make_version
 
-# The preference examples (tests/data.py) pair "A clear answer i" with "meh i": a reward model
+# The preference examples (tests/support/data.py) pair "A clear answer i" with "meh i": a
+# reward model
 # tells them apart within a few steps at a high learning rate.
 REWARD = {**FAST, "max_steps": 12, "eval_steps": 6, "save_steps": 6, "learning_rate": 2e-3}
 GRPO = {

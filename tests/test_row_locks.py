@@ -1,6 +1,6 @@
 """Every read-then-write that must serialise takes its row lock inside its transaction.
 
-The race tests (tests/concurrency.py) prove the locks work, but only on PostgreSQL: SQLite's
+The race tests (tests/support/concurrency.py) prove the locks work, but only on PostgreSQL: SQLite's
 IMMEDIATE transactions serialise writers whatever the code does. These tests record each
 select_for_update() the service evaluates and the transaction it runs in, so a removed or
 misplaced lock fails on both databases."""
@@ -18,9 +18,9 @@ from experiments import services as training
 from experiments.models import TrainingRun
 from registry import services as registry
 from registry.models import PromotionRequest, RegisteredModel
-from tests.data import examples, jsonl
-from tests.registry_helpers import trained_run
-from tests.training_helpers import make_experiment
+from tests.support.data import examples, jsonl
+from tests.support.registry_helpers import trained_run
+from tests.support.training_helpers import make_experiment
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from finetune_hub.errors import ServiceError
 from finetune_hub.models import Team
 from registry.models import ModelVersion
 from registry.services import model_create
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 
 @pytest.mark.parametrize(

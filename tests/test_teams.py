@@ -1,5 +1,5 @@
 from finetune_hub.models import Membership, Role
-from tests.conftest import ApiClient
+from tests.support.clients import ApiClient
 
 
 def test_creator_becomes_admin(api, owner):

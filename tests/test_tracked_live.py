@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from experiments.models import Experiment, MetricPoint, TrainingRun
 from finetune_hub.auth import token_create
 from finetune_hub.models import Membership, Role, Team
-from tests.conftest import ApiClient, make_user
+from tests.support.clients import ApiClient, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

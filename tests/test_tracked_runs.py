@@ -17,7 +17,7 @@ from experiments import services
 from experiments.models import Experiment, MetricPoint, TrainingRun
 from experiments.training import queue
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import make_experiment, make_version
+from tests.support.training_helpers import make_experiment, make_version
 
 
 def start(api, team, **body):
@@ -311,7 +311,7 @@ def test_concurrent_first_batches_of_one_run_all_land(team, owner):
     points of the same new series at once: the run's row lock orders them, so neither meets
     the series' unique constraint (this bites on PostgreSQL, where the two overlap)."""
     from experiments import tracked
-    from tests.concurrency import errors, race
+    from tests.support.concurrency import errors, race
 
     run = tracked.run_start(experiment=tracked.project_for(team=team, name="p", by=owner), by=owner)
 

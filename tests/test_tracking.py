@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from experiments import metric_store
 from experiments.models import MetricPoint, MetricSeries, TrainingRun
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from experiments.services import run_enqueue
 from experiments.training.checkpoint_state import assert_no_pickles
 from experiments.training.runner import train_next_run
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -22,7 +22,7 @@ from experiments.services import experiment_create
 from experiments.training import queue
 from experiments.training.runner import train_next_run
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import FAST, make_experiment, make_version, queued_run, wait_for
+from tests.support.training_helpers import FAST, make_experiment, make_version, queued_run, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LONG = {

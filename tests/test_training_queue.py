@@ -13,7 +13,7 @@ from experiments import services
 from experiments.models import TrainingRun, Worker
 from experiments.training import queue
 from finetune_hub.errors import Conflict, NotFound, ServiceError
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 Status = TrainingRun.Status
 

@@ -16,7 +16,7 @@ from experiments.services import run_enqueue
 from experiments.training import engine, speed
 from experiments.training.runner import train_next_run
 from finetune_hub.errors import ServiceError
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 
 @pytest.fixture

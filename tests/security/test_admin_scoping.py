@@ -9,8 +9,8 @@ from django.test import Client
 from datasets_app import services
 from datasets_app.models import Dataset, Example
 from finetune_hub.models import Membership, Role, Team
-from tests.conftest import make_user
-from tests.data import examples, jsonl
+from tests.support.clients import make_user
+from tests.support.data import examples, jsonl
 
 SECRETS = ["bravo-hidden-team", "bravo-hidden-dataset", "bravohiddenlabel", "bravo_hidden_user"]
 

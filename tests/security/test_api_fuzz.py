@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from finetune_hub.auth import token_create
-from tests.training_helpers import make_experiment, make_version
+from tests.support.training_helpers import make_experiment, make_version
 
 CHECKS = [
     not_a_server_error,

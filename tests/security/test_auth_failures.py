@@ -11,7 +11,7 @@ from django.test.client import encode_multipart
 
 from finetune_hub.auth import token_create
 from finetune_hub.models import ApiToken
-from tests.security.probes import UNSAFE, CountingInput, fill, label, operations
+from tests.support.probes import UNSAFE, CountingInput, fill, label, operations
 
 UNSAFE_OPERATIONS = [op for op in operations() if op[0] in UNSAFE]
 

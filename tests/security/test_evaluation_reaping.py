@@ -23,7 +23,7 @@ from experiments.models import Worker
 from experiments.tasks import STALE_AFTER
 from experiments.training.supervisor import child_env
 from finetune_hub.errors import ServiceError
-from tests.training_helpers import make_version, wait_for
+from tests.support.training_helpers import make_version, wait_for
 
 GEN = {"max_new_tokens": 8, "batch_size": CHUNK}  # one batch a chunk: fewer steps
 

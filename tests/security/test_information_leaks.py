@@ -14,8 +14,8 @@ from django.utils import timezone
 from experiments import services, workers
 from experiments.models import TrainingRun, Worker
 from finetune_hub.models import Membership, Team
-from tests.conftest import ApiClient, make_user
-from tests.training_helpers import make_experiment
+from tests.support.clients import ApiClient, make_user
+from tests.support.training_helpers import make_experiment
 
 HOST = "gpu-node-secret-17"
 

@@ -10,8 +10,8 @@ from django.test import Client
 
 from datasets_app import selectors
 from registry.models import RegisteredModel
-from tests.security.probes import fill, label, operations
-from tests.training_helpers import make_experiment
+from tests.support.probes import fill, label, operations
+from tests.support.training_helpers import make_experiment
 
 HUGE = 2**70
 WITH_INTEGER_PATH = [op for op in operations() if "integer" in op[2].values()]

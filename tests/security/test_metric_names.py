@@ -10,7 +10,7 @@ import pytest
 
 from evaluation import metrics
 from evaluation.models import Comparison, EvaluationRun
-from tests.training_helpers import make_version
+from tests.support.training_helpers import make_version
 
 PAYLOAD = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 

@@ -16,7 +16,7 @@ import pytest
 
 from finetune_hub.errors import ServiceError
 from inference import base_models
-from tests.training_helpers import FAST, make_version
+from tests.support.training_helpers import FAST, make_version
 
 SERVER_WORDS = ("/tmp", "/work", "/var", "/root", "artifact", "model-root", "exists", "No such")
 

@@ -9,7 +9,7 @@ import pytest
 
 from datasets_app.models import Dataset
 from finetune_hub.bounds import MAX_JSON_DEPTH
-from tests.data import as_csv, examples, jsonl
+from tests.support.data import as_csv, examples, jsonl
 
 DEEP = "[" * 50_000 + "]" * 50_000
 

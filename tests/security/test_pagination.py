@@ -10,7 +10,7 @@ from datasets_app.models import Dataset
 from experiments import services as training
 from registry import services
 from registry.models import AliasEvent, ModelVersion
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 EVENTS = 60
 HISTORY = "/api/registry/models/triage/aliases/production/history"

@@ -6,7 +6,7 @@ import pytest
 
 from registry import services
 from registry.models import RegisteredModel
-from tests.conftest import ApiClient
+from tests.support.clients import ApiClient
 
 URL = "/api/registry/models/triage/policy"
 GOOD = {

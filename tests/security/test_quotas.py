@@ -11,8 +11,8 @@ from experiments import services as training
 from experiments.models import TrainingRun
 from finetune_hub import quotas
 from finetune_hub.errors import ServiceError
-from tests.concurrency import errors, race
-from tests.training_helpers import make_experiment, make_version
+from tests.support.concurrency import errors, race
+from tests.support.training_helpers import make_experiment, make_version
 
 
 @pytest.fixture
@@ -81,7 +81,8 @@ def test_two_concurrent_requests_cannot_both_take_the_last_slot(
     team, owner, tiny_model, settings, monkeypatch
 ):
     """The count is slowed down so that, without the lock, both requests would count the
-    same free slot before either inserts its run. Bites on PostgreSQL (tests/concurrency.py)."""
+    same free slot before either inserts its run. Bites on PostgreSQL
+    (tests/support/concurrency.py)."""
     settings.TEAM_MAX_QUEUED_RUNS = 1
     experiment = make_experiment(team, owner, tiny_model)
     setting, count, what = quotas.LIMITS["runs"]
@@ -139,8 +140,8 @@ def test_scheduled_retraining_waits_when_the_queue_is_full(team, owner, tiny_mod
     from registry import services
     from registry.models import RetrainJob
     from registry.retraining import retrain_due
-    from tests.data import examples, jsonl
-    from tests.registry_helpers import trained_run
+    from tests.support.data import examples, jsonl
+    from tests.support.registry_helpers import trained_run
 
     run = trained_run(team, owner, tiny_model, seed=1)
     model = services.model_create(team=team, name="triage", by=owner)

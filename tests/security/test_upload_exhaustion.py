@@ -13,8 +13,8 @@ from django.test.client import encode_multipart
 from datasets_app import validation
 from datasets_app.models import Dataset, DatasetVersion
 from inference.base_models import load_tokenizer
-from tests.data import examples, jsonl
-from tests.security.probes import CountingInput
+from tests.support.data import examples, jsonl
+from tests.support.probes import CountingInput
 
 BOUNDARY = "BoUnDaRy"
 CHUNK = 64 * 1024  # what Django's multipart parser reads at a time

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from datasets_app.models import Dataset, DatasetVersion
-from tests.data import as_csv, examples, jsonl
+from tests.support.data import as_csv, examples, jsonl
 
 NAMES = ["../../x.py", "evil.py", "..\\..\\win.py", "a/b/../../../c.sh", ".bashrc", "x.jsonl.py"]
 

@@ -7,7 +7,7 @@ import hashlib
 from experiments import services
 from experiments.models import TrainingRun
 from finetune_hub.storage import artifact_path
-from tests.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment
 
 
 def adapter_config(kind: str):

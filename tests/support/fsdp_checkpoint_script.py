@@ -3,7 +3,7 @@
 SafetensorsCheckpointMixin's FSDP path: full state dicts, rank 0 writes safetensors, rank 0
 reads them back and sends each rank its shard.
 
-    python -m torch.distributed.run --nproc-per-node=N tests/fsdp_checkpoint_script.py \
+    python -m torch.distributed.run --nproc-per-node=N tests/support/fsdp_checkpoint_script.py \
         save|load FOLDER
 """
 

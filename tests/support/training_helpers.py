@@ -3,7 +3,7 @@ import time
 from datasets_app.models import Dataset, DatasetVersion
 from datasets_app.services import dataset_version_upload
 from experiments.services import experiment_create
-from tests.data import examples, jsonl
+from tests.support.data import examples, jsonl
 
 FAST = {
     "max_steps": 6,

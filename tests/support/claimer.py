@@ -2,7 +2,7 @@
 (two workers of one host share its GPUs) and claims runs until none is left, holding each a
 moment before finishing it, then prints what it held and when, as JSON.
 
-    python tests/claimer.py '<devices JSON>' <hold seconds> <start at, epoch seconds>
+    python tests/support/claimer.py '<devices JSON>' <hold seconds> <start at, epoch seconds>
 
 The processes start claiming at the same moment, so their claims race.
 """
