@@ -16,15 +16,16 @@ from datasets_app.models import Dataset, DatasetVersion, Example
 from finetune_hub.admin_site import has_team_role
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import Team
+from finetune_hub.selectors import visible_to
 
 # From each model the desk shows or offers to the user who may see the row (a member of
 # its team). Users are visible to those they share a team with.
-MEMBER_PATHS = {
-    Team: "memberships__user",
-    Dataset: "team__memberships__user",
-    DatasetVersion: "dataset__team__memberships__user",
-    Example: "version__dataset__team__memberships__user",
-    get_user_model(): "memberships__team__memberships__user",
+TEAM_PATHS = {
+    Team: "pk",
+    Dataset: "team",
+    DatasetVersion: "dataset__team",
+    Example: "version__dataset__team",
+    get_user_model(): "memberships__team",
 }
 
 
@@ -33,10 +34,11 @@ def scoped(queryset: QuerySet, user) -> QuerySet:
     superuser). A model without a known path gives nothing rather than everything."""
     if user.is_superuser:
         return queryset
-    path = MEMBER_PATHS.get(queryset.model)
+    path = TEAM_PATHS.get(queryset.model)
     if path is None:
         return queryset.none()
-    return queryset.filter(**{path: user}).distinct()
+    # A user with memberships in two of the viewer's teams is one row, not two.
+    return visible_to(queryset, user=user, team_path=path).distinct()
 
 
 class ScopedRelatedFilter(admin.RelatedOnlyFieldListFilter):

@@ -168,11 +168,18 @@ def prompt_and_reference(fmt: str, fields: dict) -> tuple[str, str]:
     return prompt, messages[-1]["content"]
 
 
+def chat_prompt(messages: list[dict], tokenizer) -> str:
+    """The text a model is given for these messages, as TRL gave it in training: the chat
+    template with the generation prompt when the tokenizer has one, else the contents one per
+    line. Evaluation and serving both build their prompts here."""
+    if not getattr(tokenizer, "chat_template", None):
+        return "\n".join(m["content"] for m in messages)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def prompt_text(fmt: str, fields: dict, tokenizer) -> tuple[str, str]:
     """(the text the model is given, the reference answer)."""
-    if fmt == DataFormat.COMPLETION or not getattr(tokenizer, "chat_template", None):
-        prompt, reference = prompt_and_reference(fmt, fields)
-        return prompt, reference
+    if fmt == DataFormat.COMPLETION:
+        return prompt_and_reference(fmt, fields)
     messages = to_messages(fmt, fields)
-    text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    return text, messages[-1]["content"]
+    return chat_prompt(messages[:-1], tokenizer), messages[-1]["content"]

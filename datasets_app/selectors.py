@@ -3,6 +3,7 @@ from django.db.models import Count, QuerySet
 
 from datasets_app import formats
 from datasets_app.models import Dataset, DatasetVersion
+from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.selectors import get_visible, visible_to
 
@@ -111,3 +112,27 @@ def published_versions_for(*, user) -> QuerySet[DatasetVersion]:
         .select_related("dataset__team")
         .order_by("dataset__name", "-number")
     )
+
+
+def dataset_version_for(*, user, ref) -> DatasetVersion:
+    """A version named by its id, or by {"dataset": id, "number": n}."""
+    if isinstance(ref, dict) and all(is_id(ref.get(k)) for k in ("dataset", "number")):
+        lookup = {"dataset_id": ref["dataset"], "number": ref["number"]}
+    elif is_id(ref):
+        lookup = {"pk": ref}
+    else:
+        raise invalid(
+            'Name the version by id or {"dataset": id, "number": n}',
+            field="dataset_version",
+            status=422,
+        )
+    try:
+        return get_visible(
+            DatasetVersion.objects.select_related("dataset__team"),
+            user=user,
+            team_path="dataset__team",
+            what="Dataset version",
+            **lookup,
+        )
+    except NotFound:
+        raise invalid("No such dataset version in your teams", field="dataset_version") from None

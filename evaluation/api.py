@@ -2,6 +2,7 @@ from django.http import HttpResponse
 from ninja import Query, Router, Status
 
 from datasets_app.schemas import VersionOut
+from datasets_app.selectors import dataset_version_for
 from evaluation import comparisons, selectors, services
 from evaluation.general.services import general_set_version
 from evaluation.models import Comparison, EvaluationRun
@@ -17,7 +18,6 @@ from evaluation.schemas import (
     VoteIn,
     VoteOut,
 )
-from experiments.selectors import dataset_version_for
 from finetune_hub.api_errors import errors
 from finetune_hub.bounds import Id
 from finetune_hub.pagination import PageIn, api_page

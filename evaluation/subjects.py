@@ -9,7 +9,8 @@ from django.db.models import Q
 
 from experiments.models import TrainingRun
 from finetune_hub.bounds import is_id
-from finetune_hub.errors import Conflict, invalid
+from finetune_hub.errors import invalid
+from inference.base_models import load_config
 
 
 class Kind(models.TextChoices):
@@ -98,13 +99,7 @@ class Subject:
             )
             if run is None:
                 raise invalid("No such run in this team", field="subject.run")
-            if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
-                raise Conflict(f"Run {run.pk} has no trained output ({run.status})")
-            run.generator_require()
-            if not run.model_base:
-                raise Conflict(
-                    f"Run {run.pk} names no base model: a tracked run declares it when it starts"
-                )
+            run.model_require()
             return replace(self, base_model=run.model_base)
         if self.kind == Kind.MODEL_VERSION:
             version = (
@@ -116,8 +111,6 @@ class Subject:
             if version is None:
                 raise invalid("No such model version in this team", field="subject.model_version")
             return replace(self, base_model=version.base_model)
-        from experiments.services import load_config
-
         load_config(self.base_model)  # refuses a model that cannot be found
         return self
 

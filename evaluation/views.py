@@ -3,13 +3,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.formats import to_messages
+from datasets_app.selectors import dataset_version_for
 from evaluation import comparisons, selectors, services
 from evaluation.general.forgetting import comparison_cards
 from evaluation.general.services import general_set_version
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.services import Generation
 from evaluation.subjects import Subject
-from experiments.selectors import dataset_version_for
 from finetune_hub.display import in_field_order, model_info_rows
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate

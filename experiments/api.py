@@ -3,6 +3,7 @@ import json
 from django.http import HttpResponse
 from ninja import Query, Router, Status
 
+from datasets_app.selectors import dataset_version_for
 from experiments import selectors, services, tracked
 from experiments.models import TrainingRun
 from experiments.schemas import (
@@ -36,6 +37,7 @@ from finetune_hub.bounds import INT64_MAX, Id, Int64
 from finetune_hub.errors import invalid
 from finetune_hub.pagination import PageIn, api_page
 from finetune_hub.selectors import is_site_admin, membership_require
+from inference import base_models
 
 router = Router(tags=["experiments and runs"])
 
@@ -108,13 +110,13 @@ def estimate_experiment(request, payload: EstimateIn):
     """The validated hyperparameters and the resource estimate, before anything is created."""
     from experiments.training import hyperparameters as hp
 
-    config = services.load_config(payload.base_model)
+    config = base_models.load_config(payload.base_model)
     params = hp.validate(
         payload.technique, payload.hyperparameters, context_length=services.context_length(config)
     )
     warnings = []
     if payload.dataset_version is not None:
-        version = selectors.dataset_version_for(user=request.auth, ref=payload.dataset_version)
+        version = dataset_version_for(user=request.auth, ref=payload.dataset_version)
         warnings = guards.warnings(payload.technique, params, version.counts)
     reward_run = None
     if params["reward_run"] is not None:  # GRPO: the reward model, in one of the user's teams
@@ -129,9 +131,7 @@ def estimate_experiment(request, payload: EstimateIn):
 @router.post("/experiments", response={201: ExperimentOut, **errors(404, 409)})
 def create_experiment(request, payload: ExperimentIn):
     team = membership_require(user=request.auth, team=payload.team).team
-    version = selectors.dataset_version_for(
-        user=request.auth, ref=_version_ref(payload.dataset_version)
-    )
+    version = dataset_version_for(user=request.auth, ref=_version_ref(payload.dataset_version))
     experiment = services.experiment_create(
         team=team,
         name=payload.name,

@@ -162,15 +162,23 @@ class TrainingRun(models.Model):
     def is_reward_model(self) -> bool:
         return self.experiment.technique == Technique.REWARD
 
-    def generator_require(self) -> None:
-        """Refuses a reward model where a model that writes answers is needed."""
+    def model_require(self) -> None:
+        """The one rule for a run used as a model (evaluated, compared, registered): it
+        succeeded with an output, it names its base model, and it writes answers (a reward
+        model scores them instead). Refuses with a 409 that says which part is missing."""
         from finetune_hub.errors import Conflict
 
+        if self.status != self.Status.SUCCEEDED or not self.output_path:
+            raise Conflict(f"Run {self.pk} has no trained output ({self.status})")
         if self.is_reward_model:
             raise Conflict(
                 f"Run {self.pk} trained a reward model: it scores answers rather than writing "
                 "them, so it is not evaluated, compared or registered as a generator; use it as "
                 "a GRPO experiment's reward_run"
+            )
+        if not self.model_base:
+            raise Conflict(
+                f"Run {self.pk} names no base model: a tracked run declares it when it starts"
             )
 
 

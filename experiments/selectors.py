@@ -5,7 +5,6 @@ from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, NullIf
 
-from datasets_app.models import DatasetVersion
 from experiments import metric_store
 from experiments.models import (
     Experiment,
@@ -16,7 +15,6 @@ from experiments.models import (
     Worker,
 )
 from experiments.workers import live_workers
-from finetune_hub.bounds import is_id
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.models import Membership
 from finetune_hub.selectors import get_visible, visible_to
@@ -56,30 +54,6 @@ def experiment_get(*, user, experiment_id: int) -> Experiment:
         what="Experiment",
         pk=experiment_id,
     )
-
-
-def dataset_version_for(*, user, ref) -> DatasetVersion:
-    """A version named by its id, or by {"dataset": id, "number": n}."""
-    if isinstance(ref, dict) and all(is_id(ref.get(k)) for k in ("dataset", "number")):
-        lookup = {"dataset_id": ref["dataset"], "number": ref["number"]}
-    elif is_id(ref):
-        lookup = {"pk": ref}
-    else:
-        raise invalid(
-            'Name the version by id or {"dataset": id, "number": n}',
-            field="dataset_version",
-            status=422,
-        )
-    try:
-        return get_visible(
-            DatasetVersion.objects.select_related("dataset__team"),
-            user=user,
-            team_path="dataset__team",
-            what="Dataset version",
-            **lookup,
-        )
-    except NotFound:
-        raise invalid("No such dataset version in your teams", field="dataset_version") from None
 
 
 def run_get(*, user, run_id: int) -> TrainingRun:

@@ -20,19 +20,6 @@ from inference import base_models
 log = logging.getLogger(__name__)
 
 
-def load_config(base_model: str):
-    from transformers import AutoConfig
-
-    path = base_models.model_folder(base_model, request=True)
-    try:
-        return AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        log.info("Config of %s failed to load: %r", base_model, exc)
-        raise invalid(
-            f"Cannot read the model config of {base_model[:200]!r}", field="base_model"
-        ) from None
-
-
 def context_length(config) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
@@ -44,7 +31,7 @@ def estimates_for(config, technique: str, params: dict, reward_run=None) -> dict
     if reward_run is not None:
         from experiments.training.estimate import count_params
 
-        reward_params = count_params(load_config(reward_run.model_base))
+        reward_params = count_params(base_models.load_config(reward_run.model_base))
     return {
         device: estimate(
             config,
@@ -130,7 +117,7 @@ def experiment_create(
         raise invalid("The dataset version belongs to another team", field="dataset_version")
     hp.technique_require(technique)
     _check_data(technique, dataset_version)
-    config = load_config(base_model)
+    config = base_models.load_config(base_model)
     params = hp.validate(technique, hyperparameters, context_length=context_length(config))
     reward_run = reward_run_check(team=team, run_id=params["reward_run"])
     experiment = Experiment(

@@ -21,9 +21,16 @@ from experiments import metric_store
 from experiments.models import Experiment, TrainingRun
 from finetune_hub.bounds import INT64_MAX, json_loads
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
+from finetune_hub.model_files import (
+    PICKLE_SUFFIXES,
+    TEXT_SUFFIXES,
+    WEIGHT_SUFFIX,
+    is_artifact_name,
+)
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 from finetune_hub.storage import incoming, move_into_place
+from inference.base_models import load_config
 
 KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,49}$")
 PARAM_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,249}$")
@@ -33,17 +40,9 @@ MAX_VALUE_CHARS = 6000  # MLflow's limit for a parameter value
 MAX_BATCH_POINTS = 10_000
 MAX_STEP = 2**31 - 1
 MAX_RUN_FILES = 200
-# What a run's output may hold: weights as safetensors, and the small text files that go
-# with them (configs, tokenizers, a chat template, a model card). Pickled weights (.bin, .pt,
-# .pth, .ckpt, .pkl) are refused: they execute code when loaded.
+# What a run's output may hold is finetune_hub.model_files' rule (weights as safetensors
+# and the small text files that go with them; pickles refused).
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-TEXT_SUFFIXES = (".json", ".txt", ".jinja", ".md", ".model")
-WEIGHT_SUFFIX = ".safetensors"
-END_STATUSES = (
-    TrainingRun.Status.SUCCEEDED,
-    TrainingRun.Status.FAILED,
-    TrainingRun.Status.CANCELLED,
-)
 
 
 def project_for(*, team: Team, name: str, by) -> Experiment:
@@ -137,8 +136,6 @@ def run_start(
         raise invalid("name: at most 200 characters", field="name", status=422)
     params, tags = params_checked(params), tags_checked(tags)
     if base_model:
-        from experiments.services import load_config
-
         load_config(base_model)  # the one resolver: allowed roots or a hub id, else 422
     now = timezone.now()
     return TrainingRun.objects.create(
@@ -304,9 +301,9 @@ def run_end(
     """Ends a tracked run (succeeded, failed or cancelled). Ending it again with the same
     status is a no-op, so a client that retries after a lost answer is safe."""
     _writable(run, by)
-    if status not in END_STATUSES and status != TrainingRun.Status.RUNNING:
+    if status not in TrainingRun.FINISHED and status != TrainingRun.Status.RUNNING:
         raise invalid(
-            f"status: one of running, {', '.join(END_STATUSES)}", field="status", status=422
+            f"status: one of running, {', '.join(TrainingRun.FINISHED)}", field="status", status=422
         )
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     if name is not None:
@@ -317,7 +314,7 @@ def run_end(
         if run.status != TrainingRun.Status.RUNNING:
             raise Conflict(f"Run {run.pk} is {run.status} already")
         run.status = status
-        if status in END_STATUSES:
+        if status in TrainingRun.FINISHED:
             run.finished_at = ended_at or timezone.now()
             run.error = (error or "")[:10_000]
     run.heartbeat_at = timezone.now()
@@ -332,10 +329,10 @@ def file_name_checked(name: str, field: str = "name") -> str:
             field=field,
             status=422,
         )
-    if not (name.endswith(WEIGHT_SUFFIX) or name.endswith(TEXT_SUFFIXES)):
+    if not is_artifact_name(name):
         raise invalid(
             f"{field}: {name[:60]!r} is not accepted: weights as .safetensors only (pickled "
-            ".bin, .pt, .pth, .ckpt and .pkl files run code when loaded), configs and "
+            f"{', '.join(sorted(PICKLE_SUFFIXES))} files run code when loaded), configs and "
             f"tokenizers as {', '.join(TEXT_SUFFIXES)}",
             field=field,
             status=422,

@@ -7,7 +7,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from datasets_app.selectors import published_versions_for
+from datasets_app.selectors import dataset_version_for, published_versions_for
 from experiments import forms, selectors, services, tracked
 from experiments.models import Technique, TrainingRun
 from experiments.training import guards
@@ -68,7 +68,7 @@ def experiment_new(request):
         return render(request, "experiments/experiment_new.html", _form_context(request))
     try:
         team = team_of(request, request.POST.get("team"))
-        version = selectors.dataset_version_for(
+        version = dataset_version_for(
             user=request.user, ref=form_int(request.POST, "dataset_version", 0)
         )
         experiment = services.experiment_create(

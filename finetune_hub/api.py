@@ -9,7 +9,7 @@ from ninja.errors import ConfigError
 from ninja.operation import Operation
 
 from finetune_hub import api_errors, idempotency
-from finetune_hub.auth import api_auth, token_create, token_revoke, token_user
+from finetune_hub.auth import api_auth, bearer_token, bearer_user, token_create, token_revoke
 from finetune_hub.bounds import BoundedJSONParser, Id
 from finetune_hub.errors import FieldError, ServiceError
 from finetune_hub.models import ApiToken, Role
@@ -23,8 +23,7 @@ def authenticated_docs(view):
 
     @wraps(view)
     def wrapped(request, *args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        user = token_user(header[7:]) if header.startswith("Bearer ") else request.user
+        user = bearer_user(request) if bearer_token(request) else request.user
         if user is None or not user.is_authenticated:
             return JsonResponse(api_errors.error_body(401, "Authentication required"), status=401)
         return view(request, *args, **kwargs)

@@ -39,7 +39,25 @@ def token_user(raw: str):
     return token.user
 
 
+def bearer_token(request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, the scheme in any case (RFC
+    7235), or None. The one place the header is read: the API, /mlflow, the docs pages and
+    the idempotency middleware all ask here."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def bearer_user(request):
+    """The active user of the request's bearer token, or None."""
+    token = bearer_token(request)
+    return token_user(token) if token else None
+
+
 class BearerAuth(HttpBearer):
+    def __call__(self, request):
+        token = bearer_token(request)
+        return self.authenticate(request, token) if token else None
+
     def authenticate(self, request, token):
         user = token_user(token)
         if user is not None:

@@ -24,10 +24,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from finetune_hub.model_files import is_artifact_name
+
 BATCH_POINTS = 1000
 FLUSH_EVERY_S = 5.0
 # What a run's output may hold (the server checks it again): weights as safetensors only.
-UPLOADABLE = (".safetensors", ".json", ".txt", ".jinja", ".md", ".model")
 RETRY_STATUSES = {429, 502, 503, 504}
 
 
@@ -224,7 +225,7 @@ class Run:
         the names sent. Pickled files (.bin, .pt) are not sent: the server refuses them."""
         sent = []
         for path in sorted(Path(folder).iterdir()):
-            if path.is_file() and path.name.endswith(UPLOADABLE):
+            if path.is_file() and is_artifact_name(path.name):
                 self.upload(path)
                 sent.append(path.name)
         return sent

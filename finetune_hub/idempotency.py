@@ -24,7 +24,7 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from finetune_hub.auth import token_user
+from finetune_hub.auth import bearer_user
 from finetune_hub.errors import FieldError, ServiceError
 from finetune_hub.models import IdempotentRequest
 
@@ -66,8 +66,7 @@ def _key(request) -> str | None:
 def _caller(request):
     if request.user.is_authenticated:
         return request.user
-    header = request.headers.get("Authorization", "")
-    return token_user(header[7:]) if header.startswith("Bearer ") else None
+    return bearer_user(request)
 
 
 def _fingerprint(request) -> str:

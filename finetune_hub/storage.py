@@ -7,6 +7,7 @@ and moves it into place. A write cut short by a killed process is left there, no
 the files it was meant to join, and finetune_hub/sweep.py removes it by its age."""
 
 import hashlib
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
+
+from finetune_hub.model_files import is_pickle
 
 
 def resolve_under(root: Path, relative: str | Path) -> Path:
@@ -74,3 +77,17 @@ def file_sha256(path: Path) -> str:
 def files_sha256(folder: Path) -> dict[str, str]:
     """File name -> sha256 for the files directly in a folder."""
     return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def assert_no_pickles(folder: str | os.PathLike[str]) -> None:
+    """Raises ValueError naming the pickle files (finetune_hub.model_files.PICKLE_SUFFIXES)
+    by their place in the folder: the message reaches users, so it names no server path.
+    Checked before any model folder is loaded: training resumes, a reward model, an export."""
+    root = Path(folder)
+    pickles = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if is_pickle(path.name) and path.is_file()
+    )
+    if pickles:
+        raise ValueError(f"pickle files in the model folder: {', '.join(pickles)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 
 from finetune_hub.errors import ServiceError, invalid
+from finetune_hub.model_files import HUB_PATTERNS
 from finetune_hub.storage import file_sha256
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ def ensure_embedded() -> Path:
 # Hub model ids: "name" or "namespace/name" (huggingface_hub's validate_repo_id rules).
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
 # The files a model needs; nothing executable (no *.py, no pickles).
-MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 TOKENIZER_FILES = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
@@ -214,7 +214,7 @@ def model_folder(ref: str | ModelRef, *, need: str = "config.json", request: boo
         return model.path
     if request:
         return _hub_files(model.hub_id, TOKENIZER_FILES, need=need, timeout=settings.HUB_TIMEOUT)
-    return _hub_files(model.hub_id, MODEL_FILES, need=need, timeout=None)
+    return _hub_files(model.hub_id, HUB_PATTERNS, need=need, timeout=None)
 
 
 def resolve(ref: str) -> str:
@@ -260,3 +260,18 @@ def load_tokenizer(ref: str):
     except (OSError, ValueError) as exc:
         log.info("Tokenizer of %s failed to load: %s", ref, exc)
         raise invalid(f"Cannot load a tokenizer for {ref[:200]!r}", field="base_model") from None
+
+
+def load_config(base_model: str):
+    """The transformers config of a base model reference (allowed roots or a hub id); a
+    reference that cannot be read is a 422 naming the base_model field."""
+    from transformers import AutoConfig
+
+    path = model_folder(base_model, request=True)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        log.info("Config of %s failed to load: %r", base_model, exc)
+        raise invalid(
+            f"Cannot read the model config of {base_model[:200]!r}", field="base_model"
+        ) from None

@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from finetune_hub.model_files import is_adapter, tokenizer_source
 from finetune_hub.storage import artifact_path
 from inference import base_models
 
@@ -16,7 +17,7 @@ def load(base_model: str, output_path: str | None = None):
 
     base = base_models.resolve(base_model)
     folder = artifact_path(output_path) if output_path else None
-    if folder and not (folder / "adapter_config.json").exists():
+    if folder and not is_adapter(folder):
         model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
     else:
         model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
@@ -24,9 +25,7 @@ def load(base_model: str, output_path: str | None = None):
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, folder)
-    tokenizer = AutoTokenizer.from_pretrained(
-        folder if folder and (folder / "tokenizer_config.json").exists() else base
-    )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(folder, base))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -7,9 +7,14 @@ import json
 import zipfile
 from pathlib import Path
 
-from experiments.training.checkpoint_state import assert_no_pickles
 from finetune_hub.errors import Conflict, invalid
-from finetune_hub.storage import artifact_path, file_sha256, incoming, move_into_place
+from finetune_hub.storage import (
+    artifact_path,
+    assert_no_pickles,
+    file_sha256,
+    incoming,
+    move_into_place,
+)
 from registry.models import ModelVersion
 
 KINDS = ("adapter", "merged")

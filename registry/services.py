@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from experiments.models import TrainingRun
 from finetune_hub.errors import Conflict, PolicyRefused, full_clean, invalid
+from finetune_hub.model_files import is_adapter
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 from finetune_hub.storage import artifact_path
@@ -72,13 +73,7 @@ def version_register(
     membership_require(user=by, team=model.team, role=Role.MEMBER)
     if run.experiment.team_id != model.team_id:
         raise invalid("No such run in this team", field="run")
-    if run.status != TrainingRun.Status.SUCCEEDED or not run.output_path:
-        raise Conflict(f"Run {run.pk} has no trained output ({run.status})")
-    run.generator_require()
-    if not run.model_base:
-        raise Conflict(
-            f"Run {run.pk} names no base model: a tracked run declares it when it starts"
-        )
+    run.model_require()
     folder = safetensors_only(artifact_path(run.output_path))
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=model.pk)
@@ -90,7 +85,7 @@ def version_register(
             dataset_version=run.experiment.dataset_version,
             base_model=run.model_base,
             base_model_info=run.base_model_info,
-            kind="adapter" if (folder / "adapter_config.json").exists() else "full",
+            kind="adapter" if is_adapter(folder) else "full",
             artifact_path=run.output_path,
             artifacts=run.output_files,
             description=description,

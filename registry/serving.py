@@ -3,12 +3,13 @@
 the versions it served on it (peft multi-adapter); promotion and rollback change which
 adapter answers on the next request, with no restart."""
 
-import json
 import threading
 import time
 
 import torch
 
+from datasets_app.formats import chat_prompt
+from finetune_hub.model_files import WEIGHT_SUFFIX, adapter_type
 from inference import base_models, generation
 from registry.export import verified_folder
 from registry.models import ModelVersion
@@ -17,7 +18,7 @@ from registry.models import ModelVersion
 def _key(version: ModelVersion) -> str:
     """The version and the hash of its weights: a cached model is never the wrong one."""
     weights = next(
-        (h for n, h in sorted(version.artifacts.items()) if n.endswith(".safetensors")), ""
+        (h for n, h in sorted(version.artifacts.items()) if n.endswith(WEIGHT_SUFFIX)), ""
     )
     return f"v{version.pk}-{weights[:12]}"
 
@@ -51,7 +52,7 @@ class ModelServer:
             from peft import PeftModel
 
             folder = verified_folder(version)
-            peft_type = json.loads((folder / "adapter_config.json").read_text())["peft_type"]
+            peft_type = adapter_type(folder)
             entry = self._base(version.base_model, peft_type)
             if entry[2]:
                 entry[0].load_adapter(str(folder), adapter_name=name)
@@ -68,12 +69,7 @@ class ModelServer:
         started = time.perf_counter()
         with self.lock, torch.no_grad():
             model, tokenizer = self._model_for(version)
-            if getattr(tokenizer, "chat_template", None):
-                prompt = tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-            else:
-                prompt = "\n".join(m["content"] for m in messages)
+            prompt = chat_prompt(messages, tokenizer)
             answers, _, _ = generation.generate(
                 model, tokenizer, [prompt], max_new_tokens=max_new_tokens, batch_size=1
             )

@@ -22,7 +22,6 @@ from transformers import (
 
 from experiments.training.checkpoint_state import (
     SafetensorsCheckpointMixin,
-    assert_no_pickles,
     load_optimizer,
     load_rng,
     load_scaler,
@@ -32,6 +31,7 @@ from experiments.training.checkpoint_state import (
     save_scaler,
     save_scheduler,
 )
+from finetune_hub.storage import assert_no_pickles
 
 
 def _warmup(step: int, warmup: int) -> float:

@@ -6,11 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments.services import load_config, run_enqueue
+from experiments.services import run_enqueue
 from experiments.training import engine, speed
 from experiments.training import hyperparameters as hp
 from experiments.training.estimate import estimate
 from finetune_hub.errors import Conflict, ServiceError
+from inference.base_models import load_config
 from tests.support.training_helpers import make_experiment
 
 

@@ -6,9 +6,8 @@ from safetensors.torch import load_file
 
 from experiments.models import MetricPoint, TrainingRun
 from experiments.services import run_enqueue
-from experiments.training.checkpoint_state import assert_no_pickles
 from experiments.training.runner import train_next_run
-from finetune_hub.storage import artifact_path
+from finetune_hub.storage import artifact_path, assert_no_pickles
 from tests.support.training_helpers import make_experiment
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -30,7 +30,6 @@ RNG_TENSORS = "rng_state.safetensors"
 RNG_JSON = "rng_state.json"
 SCALER_JSON = "scaler.json"
 TRAINING_ARGS_JSON = "training_args.json"
-PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".pkl", ".pickle"})
 
 # JSON has no tuples (AdamW's betas is one) and cannot hold tensors: both are tagged so that
 # loading rebuilds exactly the state_dict that was saved.
@@ -228,19 +227,6 @@ def _load_cuda_rng(states: list[torch.Tensor]) -> None:
         logger.warning("CUDA RNG state saved for %d device(s) not restored here", len(states))
         return
     torch.cuda.set_rng_state_all(states)
-
-
-def assert_no_pickles(folder: Folder) -> None:
-    """Raises ValueError naming the pickle files by their place in the folder (the message
-    reaches users: it names no server path)."""
-    root = Path(folder)
-    pickles = sorted(
-        str(path.relative_to(root))
-        for path in root.rglob("*")
-        if path.suffix in PICKLE_SUFFIXES and path.is_file()
-    )
-    if pickles:
-        raise ValueError(f"pickle files in the model folder: {', '.join(pickles)}")
 
 
 class SafetensorsCheckpointMixin:

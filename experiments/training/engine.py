@@ -13,7 +13,8 @@ from datasets_app.models import DataFormat
 from experiments.models import Technique, TrainingRun
 from experiments.training import guards, reporting, speed
 from experiments.training import hyperparameters as hp
-from experiments.training.checkpoint_state import SafetensorsCheckpointMixin, assert_no_pickles
+from experiments.training.checkpoint_state import SafetensorsCheckpointMixin
+from finetune_hub.storage import assert_no_pickles
 from experiments.training.reporting import RunReporter
 from finetune_hub.errors import ServiceError
 from finetune_hub.storage import artifact_path, files_sha256
