@@ -5,7 +5,6 @@ from ninja import Query, Router, Status
 
 from datasets_app.selectors import dataset_version_for
 from experiments import selectors, services, tracked
-from experiments.models import TrainingRun
 from experiments.schemas import (
     ArtifactOut,
     CompareIn,
@@ -30,6 +29,8 @@ from experiments.schemas import (
     TrackedRunIn,
     VersionRef,
     WorkerOut,
+    experiment_out,
+    run_out,
 )
 from experiments.training import guards
 from finetune_hub.api_errors import errors
@@ -44,65 +45,6 @@ router = Router(tags=["experiments and runs"])
 
 def _version_ref(ref):
     return ref.dict() if isinstance(ref, VersionRef) else ref
-
-
-def run_out(run: TrainingRun, site_admin: bool = False) -> dict:
-    """A run as the API shows it. The worker's name is host:pid: for site admins only."""
-    return {
-        "id": run.pk,
-        "experiment": run.experiment_id,
-        "status": run.status,
-        "priority": run.priority,
-        "attempt": run.attempt,
-        "max_attempts": run.max_attempts,
-        "worker": run.worker.name if run.worker and site_admin else None,
-        "step": run.step,
-        "total_steps": run.total_steps,
-        "progress": round(run.progress, 4),
-        "eta_seconds": run.eta_seconds,
-        "heartbeat_at": run.heartbeat_at,
-        "queued_at": run.queued_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "cancel_requested": run.cancel_requested,
-        "error": run.error,
-        "checkpoints": [{"step": c.step, "path": c.path} for c in run.checkpoints.all()],
-        "output_path": run.output_path or None,
-        "output_files": run.output_files,
-        "base_model": run.base_model_info,
-        "peak_memory_bytes": run.peak_memory_bytes,
-        "stop_reason": run.stop_reason,
-        "source": run.source,
-        "name": run.name,
-        "tags": run.tags,
-        "notes": run.notes,
-        "base_model_name": run.model_base,
-    }
-
-
-def experiment_out(experiment, with_runs: bool = False, site_admin: bool = False) -> dict:
-    out = {
-        "id": experiment.pk,
-        "team": experiment.team_id,
-        "name": experiment.name,
-        "tracked": experiment.tracked,
-        "dataset_version": {
-            "id": experiment.dataset_version_id,
-            "dataset": experiment.dataset_version.dataset_id,
-            "number": experiment.dataset_version.number,
-        }
-        if experiment.dataset_version_id
-        else None,
-        "base_model": experiment.base_model,
-        "technique": experiment.technique,
-        "hyperparameters": experiment.hyperparameters,
-        "estimate": experiment.estimate,
-        "notes": experiment.notes,
-        "created_at": experiment.created_at,
-    }
-    if with_runs:
-        out["runs"] = [run_out(r, site_admin) for r in selectors.runs_of(experiment=experiment)]
-    return out
 
 
 @router.post("/experiments/estimate", response=EstimateOut)
@@ -158,7 +100,8 @@ def list_experiments(
 @router.get("/experiments/{experiment_id}", response=ExperimentDetailOut)
 def get_experiment(request, experiment_id: Id):
     experiment = selectors.experiment_get(user=request.auth, experiment_id=experiment_id)
-    return experiment_out(experiment, True, is_site_admin(request.auth))
+    runs = selectors.runs_of(experiment=experiment)
+    return experiment_out(experiment, runs, is_site_admin(request.auth))
 
 
 @router.post("/experiments/{experiment_id}/runs", response={201: RunOut, **errors(409, 429)})

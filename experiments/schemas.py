@@ -222,3 +222,65 @@ class ArtifactOut(Schema):
     name: str
     sha256: str
     output_path: str
+
+
+# The shapes out, built from the rows: one function each, used by every route that answers
+# a run or an experiment.
+def run_out(run, site_admin: bool = False) -> dict:
+    """A run as the API shows it. The worker's name is host:pid: for site admins only."""
+    return {
+        "id": run.pk,
+        "experiment": run.experiment_id,
+        "status": run.status,
+        "priority": run.priority,
+        "attempt": run.attempt,
+        "max_attempts": run.max_attempts,
+        "worker": run.worker.name if run.worker and site_admin else None,
+        "step": run.step,
+        "total_steps": run.total_steps,
+        "progress": round(run.progress, 4),
+        "eta_seconds": run.eta_seconds,
+        "heartbeat_at": run.heartbeat_at,
+        "queued_at": run.queued_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "cancel_requested": run.cancel_requested,
+        "error": run.error,
+        "checkpoints": [{"step": c.step, "path": c.path} for c in run.checkpoints.all()],
+        "output_path": run.output_path or None,
+        "output_files": run.output_files,
+        "base_model": run.base_model_info,
+        "peak_memory_bytes": run.peak_memory_bytes,
+        "stop_reason": run.stop_reason,
+        "source": run.source,
+        "name": run.name,
+        "tags": run.tags,
+        "notes": run.notes,
+        "base_model_name": run.model_base,
+    }
+
+
+def experiment_out(experiment, runs=None, site_admin: bool = False) -> dict:
+    """An experiment, with its runs when they are given."""
+    out = {
+        "id": experiment.pk,
+        "team": experiment.team_id,
+        "name": experiment.name,
+        "tracked": experiment.tracked,
+        "dataset_version": {
+            "id": experiment.dataset_version_id,
+            "dataset": experiment.dataset_version.dataset_id,
+            "number": experiment.dataset_version.number,
+        }
+        if experiment.dataset_version_id
+        else None,
+        "base_model": experiment.base_model,
+        "technique": experiment.technique,
+        "hyperparameters": experiment.hyperparameters,
+        "estimate": experiment.estimate,
+        "notes": experiment.notes,
+        "created_at": experiment.created_at,
+    }
+    if runs is not None:
+        out["runs"] = [run_out(r, site_admin) for r in runs]
+    return out
