@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils.html import format_html
 
-from datasets_app import formats, services
+from datasets_app import annotation, formats
 from datasets_app.models import Dataset, DatasetVersion, Example
 from finetune_hub.admin_site import has_team_role
 from finetune_hub.errors import ServiceError
@@ -124,14 +124,16 @@ class DatasetVersionAdmin(TeamScopedAdmin):
     @admin.action(description="Publish the selected drafts as new versions")
     def publish(self, request, queryset):
         for draft in queryset:
-            version = self.run(request, services.draft_publish, draft=draft, message=draft.message)
+            version = self.run(
+                request, annotation.draft_publish, draft=draft, message=draft.message
+            )
             if version:
                 self.message_user(request, f"Published {version}")
 
     @admin.action(description="Discard the selected drafts")
     def discard(self, request, queryset):
         for draft in queryset:
-            self.run(request, services.draft_discard, draft=draft)
+            self.run(request, annotation.draft_discard, draft=draft)
 
 
 class LabelFilter(admin.SimpleListFilter):
@@ -279,7 +281,7 @@ class ExampleAdmin(TeamScopedAdmin):
     def save_model(self, request, obj, form, change):
         self.run(
             request,
-            services.example_edit,
+            annotation.example_edit,
             example=obj,
             fields=form.edited_fields(),
             notes=form.cleaned_data.get("notes"),
@@ -288,7 +290,7 @@ class ExampleAdmin(TeamScopedAdmin):
     def _set_status(self, request, queryset, status):
         reason = request.POST.get("reason", "")
         n = self.run(
-            request, services.examples_set_status, examples=queryset, status=status, reason=reason
+            request, annotation.examples_set_status, examples=queryset, status=status, reason=reason
         )
         if n is not None:
             self.message_user(request, f"{n} examples {status}")
@@ -320,6 +322,6 @@ class ExampleAdmin(TeamScopedAdmin):
         if annotator is None:
             self.message_user(request, "Choose an annotator of your team", messages.ERROR)
             return
-        n = self.run(request, services.examples_assign, examples=queryset, annotator=annotator)
+        n = self.run(request, annotation.examples_assign, examples=queryset, annotator=annotator)
         if n is not None:
             self.message_user(request, f"{n} examples assigned to {annotator}")

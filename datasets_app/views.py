@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from datasets_app import selectors, services
+from datasets_app import annotation, selectors, services
 from datasets_app.models import DataFormat, Example, Split
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
@@ -159,7 +159,7 @@ def draft_start(request, dataset_id: int, number: int):
         selectors.version_get, user=request.user, dataset_id=dataset_id, number=number
     )
     try:
-        draft = services.draft_create(version=version, by=request.user)
+        draft = annotation.draft_create(version=version, by=request.user)
     except ServiceError as exc:
         messages.error(request, exc.detail)
         return redirect("version_detail", dataset_id=dataset_id, number=number)

@@ -377,7 +377,7 @@ def feedback_add(*, model: RegisteredModel, generation_id: int, rating: int, by,
 @transaction.atomic
 def feedback_to_annotation(*, feedback, by):
     """A rated answer goes to the annotators of the dataset the version was trained on."""
-    from datasets_app.services import example_add_to_draft
+    from datasets_app.annotation import example_add_to_draft
 
     feedback = Feedback.objects.select_for_update().get(pk=feedback.pk)
     if feedback.version.dataset_version_id is None:

@@ -1,7 +1,7 @@
 import pytest
 from django.test import Client
 
-from datasets_app import services
+from datasets_app import annotation
 from datasets_app.models import Dataset, DatasetVersion, Example
 from finetune_hub.errors import ServiceError
 from tests.support.data import examples, jsonl
@@ -31,22 +31,22 @@ def admin_client(user):
 
 
 def test_draft_edit_review_publish(version, owner, reviewer, member):
-    draft = services.draft_create(version=version, by=member)
+    draft = annotation.draft_create(version=version, by=member)
     assert draft.is_draft and draft.parent == version and draft.examples.count() == 120
     first = draft.examples.get(position=0)
-    services.example_edit(example=first, fields={"text": "fixed text", "label": "neg"}, by=member)
+    annotation.example_edit(example=first, fields={"text": "fixed text", "label": "neg"}, by=member)
     with pytest.raises(ServiceError) as refused:
-        services.examples_set_status(
+        annotation.examples_set_status(
             examples=draft.examples.filter(position=1), status="approved", by=member
         )
     assert refused.value.status == 403
-    services.examples_set_status(
+    annotation.examples_set_status(
         examples=draft.examples.filter(position__lt=5), status="approved", by=reviewer
     )
-    services.examples_set_status(
+    annotation.examples_set_status(
         examples=draft.examples.filter(position=5), status="rejected", by=reviewer
     )
-    published = services.draft_publish(draft=draft, by=reviewer, message="first pass")
+    published = annotation.draft_publish(draft=draft, by=reviewer, message="first pass")
     assert (published.number, published.parent_id, published.size) == (2, version.pk, 119)
     assert published.validation_report["annotation"]["approved"] == 5
     assert published.examples.get(position=0).fields == {"text": "fixed text", "label": "neg"}
@@ -57,33 +57,35 @@ def test_draft_edit_review_publish(version, owner, reviewer, member):
 def test_published_versions_are_immutable(version, member):
     example = version.examples.first()
     with pytest.raises(ServiceError) as refused:
-        services.example_edit(example=example, fields={"text": "x", "label": "pos"}, by=member)
+        annotation.example_edit(example=example, fields={"text": "x", "label": "pos"}, by=member)
     assert refused.value.status == 409
     assert version.examples.first().fields == example.fields
 
 
 def test_edit_is_validated_like_an_upload(version, member):
-    draft = services.draft_create(version=version, by=member)
+    draft = annotation.draft_create(version=version, by=member)
     example = draft.examples.first()
     with pytest.raises(ServiceError) as refused:
-        services.example_edit(example=example, fields={"text": "x", "label": "maybe"}, by=member)
+        annotation.example_edit(example=example, fields={"text": "x", "label": "maybe"}, by=member)
     assert refused.value.errors[0].field == "label"
 
 
 def test_flag_needs_a_reason_and_one_draft_at_a_time(version, member):
-    draft = services.draft_create(version=version, by=member)
+    draft = annotation.draft_create(version=version, by=member)
     with pytest.raises(ServiceError):
-        services.examples_set_status(examples=draft.examples.all()[:1], status="flagged", by=member)
+        annotation.examples_set_status(
+            examples=draft.examples.all()[:1], status="flagged", by=member
+        )
     qs = draft.examples.filter(position=3)
-    services.examples_set_status(examples=qs, status="flagged", by=member, reason="ambiguous")
+    annotation.examples_set_status(examples=qs, status="flagged", by=member, reason="ambiguous")
     assert qs.get().flag_reason == "ambiguous"
     with pytest.raises(ServiceError) as second:
-        services.draft_create(version=version, by=member)
+        annotation.draft_create(version=version, by=member)
     assert second.value.status == 409
 
 
 def test_admin_annotation_desk(version, staff, reviewer, member):
-    services.draft_create(version=version, by=member)
+    annotation.draft_create(version=version, by=member)
     draft = DatasetVersion.objects.get(status="draft")
     client = admin_client(member)
     listing = client.get(

@@ -5,7 +5,7 @@ running runs and models, and a promote with nothing chosen."""
 
 import pytest
 
-from datasets_app import services as data_services
+from datasets_app import annotation
 from datasets_app.models import Example
 from experiments import services as training_services
 from finetune_hub.models import Membership, Role, Team
@@ -67,7 +67,7 @@ def test_a_team_annotator_who_is_not_staff_corrects_an_example_at_the_desk(page,
     Membership.objects.create(team=team, user=annotator, role=Role.MEMBER)
     assert not annotator.is_staff
     version = make_version(team, owner)
-    draft = data_services.draft_create(version=version, by=annotator)
+    draft = annotation.draft_create(version=version, by=annotator)
     example = draft.examples.get(position=3)
     elsewhere, stranger = Team.objects.create(name="Elsewhere"), make_user("stranger")
     Membership.objects.create(team=elsewhere, user=stranger, role=Role.ADMIN)

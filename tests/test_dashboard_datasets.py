@@ -44,15 +44,15 @@ def test_form_errors_are_4xx(browser_client, team, owner):
 
 
 def test_the_version_diff_marks_the_changed_field_and_its_words(browser_client, team, owner):
-    from datasets_app import services as data_services
+    from datasets_app import annotation
     from tests.support.training_helpers import make_version
 
     first = make_version(team, owner, n=20)
-    draft = data_services.draft_create(version=first, by=owner)
+    draft = annotation.draft_create(version=first, by=owner)
     example = draft.examples.get(position=4)
     fields = {**example.fields, "output": example.fields["output"] + " and a fixed ending"}
-    data_services.example_edit(example=example, fields=fields, by=owner)
-    data_services.draft_publish(draft=draft, message="fix", by=owner)
+    annotation.example_edit(example=example, fields=fields, by=owner)
+    annotation.draft_publish(draft=draft, message="fix", by=owner)
     page = browser_client.get(f"/datasets/{first.dataset_id}/diff/", {"a": 1, "b": 2})
     html = page.content.decode()
     rows = html.split('<table id="changed">')[1].split("</table>")[0]

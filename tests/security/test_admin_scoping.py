@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from datasets_app import services
+from datasets_app import annotation, services
 from datasets_app.models import Dataset, Example
 from finetune_hub.models import Membership, Role, Team
 from tests.support.clients import make_user
@@ -25,7 +25,7 @@ def _draft(team, user, name, labels):
         data=jsonl(examples("classification", 12)).encode(),
         by=user,
     )
-    return services.draft_create(version=version, by=user)
+    return annotation.draft_create(version=version, by=user)
 
 
 @pytest.fixture
@@ -36,14 +36,14 @@ def desk(team, owner, member):
     # Django permissions make the dataset form editable, so its team choice list renders.
     owner.user_permissions.add(*Permission.objects.filter(content_type__app_label="experiments"))
     a_draft = _draft(team, owner, "acme-data", ["pos", "neg"])
-    services.examples_assign(
+    annotation.examples_assign(
         examples=a_draft.examples.filter(position__lt=3), annotator=member, by=owner
     )
     b_team = Team.objects.create(name="Bravo-Hidden-Team")
     b_user = make_user("bravo_hidden_user")
     Membership.objects.create(team=b_team, user=b_user, role=Role.ADMIN)
     b_draft = _draft(b_team, b_user, "bravo-hidden-dataset", ["pos", "neg", "bravohiddenlabel"])
-    services.examples_assign(examples=b_draft.examples.all(), annotator=b_user, by=b_user)
+    annotation.examples_assign(examples=b_draft.examples.all(), annotator=b_user, by=b_user)
     client = Client()
     client.force_login(owner)
     return {"client": client, "a": a_draft, "b": b_draft, "b_user": b_user, "member": member}
