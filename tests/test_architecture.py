@@ -107,3 +107,28 @@ def test_the_checker_sees_a_planted_upward_import():
     (module, names) = next(_imports(tree, top_level_only=True))
     assert (module, names) == ("registry.models", ["Alias"])
     assert _layer(module) > _layer("datasets_app.models")
+
+
+# The worker side of experiments (the training process and the rules its services consult)
+# is reached through experiments' front door only: services, selectors, models, schemas.
+PRIVATE_PACKAGES = {"experiments.training": "experiments"}
+
+
+def test_no_module_outside_its_app_imports_a_private_package():
+    offending = []
+    for name, tree in _modules():
+        for module, names in _imports(tree, top_level_only=False):
+            targets = [module, *(f"{module}.{n}" for n in names)]
+            for private, owner in PRIVATE_PACKAGES.items():
+                reaches = any(t == private or t.startswith(f"{private}.") for t in targets)
+                if reaches and name.split(".")[0] != owner:
+                    offending.append(f"{name} imports {module}")
+    assert offending == []
+
+
+def test_the_checker_sees_a_planted_private_import():
+    tree = ast.parse("def f():\n    from experiments.training import engine\n")
+    assert list(_imports(tree, top_level_only=False)) == [("experiments.training", ["engine"])]
+    tree = ast.parse("from experiments import training\n")
+    module, names = next(_imports(tree, top_level_only=True))
+    assert any(f"{module}.{n}".startswith("experiments.training") for n in names)
