@@ -43,17 +43,17 @@ DECISION_CODE = [
         f"evaluation.comparisons.x_{name}__*"
         for name in (
             "_reusable_evaluation",
-            "comparison_score",
-            "_evaluations",
-            "_require_scored",
             "_calibration",
             "next_pair",
             "_outcomes",
             "human_results",
             "_ratings",
             "_kappa",
-            "auto_results",
         )
+    ),
+    *(
+        f"evaluation.comparison_results.x_{name}__*"
+        for name in ("comparison_score", "evaluations_of", "scored_require", "auto_results")
     ),
     "evaluation.metrics.*",
     "datasets_app.formats.*",

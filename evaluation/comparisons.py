@@ -1,13 +1,13 @@
 """A/B comparisons of two or more subjects on one split: automatic (paired bootstrap on
-per-sample statistics) and blind human review (balanced pairs, randomised sides, one vote
-per reviewer and pair), and the export of votes as preference data for DPO."""
+per-sample statistics; the result is comparison_results.py) and blind human review (balanced
+pairs, randomised sides, one vote per reviewer and pair), and the export of votes as
+preference data for DPO."""
 
 import itertools
 import json
 import random
 from collections import defaultdict
 
-import numpy as np
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -15,7 +15,7 @@ from django.utils import timezone
 from datasets_app import formats
 from datasets_app.models import DataFormat, Dataset
 from evaluation import statistics
-from evaluation.metrics import LOWER_IS_BETTER
+from evaluation.comparison_results import comparison_score, evaluations_of, scored_require
 from evaluation.models import (
     Comparison,
     ComparisonSubject,
@@ -29,8 +29,6 @@ from evaluation.subjects import Subject
 from finetune_hub.errors import Conflict, NotFound, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
-
-SIGNIFICANCE = 0.05
 
 
 def _reusable_evaluation(team, subject: Subject, dataset_version, split, generation):
@@ -111,20 +109,6 @@ def comparison_create(
     return comparison
 
 
-def _evaluations(comparison: Comparison) -> list[EvaluationRun]:
-    return [s.evaluation for s in comparison.subjects.select_related("evaluation")]
-
-
-def _require_scored(comparison: Comparison) -> list[EvaluationRun]:
-    evaluations = _evaluations(comparison)
-    waiting = [e for e in evaluations if e.status != EvaluationRun.Status.SUCCEEDED]
-    if waiting:
-        raise Conflict(
-            "Waiting for evaluations: " + ", ".join(f"{e.pk} ({e.status})" for e in waiting)
-        )
-    return evaluations
-
-
 # Human review
 
 CALIBRATION_MIN = 5
@@ -144,7 +128,7 @@ def next_pair(*, comparison: Comparison, reviewer) -> Vote | None:
     membership_require(user=reviewer, team=comparison.team, role=Role.REVIEWER)
     if comparison.mode != Comparison.Mode.HUMAN:
         raise Conflict("This comparison is automatic; it has no human review")
-    _require_scored(comparison)
+    scored_require(comparison)
     pending = Vote.objects.filter(pair__comparison=comparison, reviewer=reviewer, choice="").first()
     if pending:
         return pending
@@ -242,7 +226,7 @@ def human_results(comparison: Comparison) -> dict:
         if decisive >= comparison.min_votes:
             verdict = (
                 "no significant difference"
-                if p >= SIGNIFICANCE
+                if p >= statistics.SIGNIFICANCE
                 else f"subject {a} wins"
                 if wins > losses
                 else f"subject {b} wins"
@@ -287,88 +271,8 @@ def _kappa(outcomes) -> float | None:
     return statistics.cohen_kappa([d[0] for d in doubled], [d[1] for d in doubled])
 
 
-# Automatic
-
-
-def auto_results(comparison: Comparison) -> dict:
-    """Each subject against the first on every shared metric: difference, 95% interval,
-    p-value of the paired bootstrap on per-sample statistics."""
-    evaluations = _require_scored(comparison)
-    samples = [{s.example_id: s for s in e.samples.all()} for e in evaluations]
-    common = sorted(set.intersection(*(set(s) for s in samples)))
-    names = [
-        m
-        for m in evaluations[0].results
-        if all(m in e.results for e in evaluations)
-        and "ci_low" in evaluations[0].results[m]
-        and m != "perplexity"
-    ]
-    out = {
-        "subjects": [
-            {"index": i, "evaluation": e.pk, "label": e.subject_label, "results": e.results}
-            for i, e in enumerate(evaluations)
-        ],
-        "samples": len(common),
-        "tests": [],
-    }
-    for name in names:
-        for i in range(1, len(evaluations)):
-            out["tests"].append(
-                {
-                    "metric": name,
-                    "baseline": 0,
-                    "subject": i,
-                    **paired_test(name, samples[0], samples[i], common),
-                }
-            )
-    return out
-
-
-def paired_test(name: str, base: dict, other: dict, common: list) -> dict:
-    """The paired bootstrap of `other` against `base` (samples by example id) on the
-    examples in `common`: difference, 95% interval, p-value, and what they mean."""
-    a = np.array([base[x].stats[name] for x in common], dtype=float)
-    b = np.array([other[x].stats[name] for x in common], dtype=float)
-    test = statistics.paired_bootstrap(name, a, b)
-    better = (test["difference"] < 0) if name in LOWER_IS_BETTER else (test["difference"] > 0)
-    return {**test, "significant": test["p_value"] < SIGNIFICANCE, "subject_better": better}
-
-
-def evaluations_paired(name: str, base: EvaluationRun, other: EvaluationRun) -> dict:
-    """paired_test of two evaluations on the examples both answered, and how many; None
-    when they share none."""
-    a = {s.example_id: s for s in base.samples.all()}
-    b = {s.example_id: s for s in other.samples.all()}
-    common = sorted(a.keys() & b.keys())
-    return {**paired_test(name, a, b, common), "samples": len(common)} if common else None
-
-
-def comparison_score(*, comparison: Comparison) -> dict | None:
-    """The automatic result as stored: computed and saved the first time every evaluation
-    has succeeded (a finished evaluation does not change), read back from then on. None
-    while an evaluation is still waiting."""
-    if comparison.scored_at is None:
-        if any(e.status != EvaluationRun.Status.SUCCEEDED for e in _evaluations(comparison)):
-            return None
-        results = auto_results(comparison)
-        # Two workers finishing the last evaluations at once may both get here: the first
-        # write stands (the other computed the same: the bootstrap is seeded).
-        Comparison.objects.filter(pk=comparison.pk, scored_at=None).update(
-            results=results, scored_at=timezone.now()
-        )
-        comparison.refresh_from_db(fields=["results", "scored_at"])
-    return comparison.results
-
-
-def comparisons_score_ready(*, evaluation: EvaluationRun) -> None:
-    """Stores the automatic result of each comparison this evaluation was the last to
-    finish for."""
-    for comparison in Comparison.objects.filter(subjects__evaluation=evaluation, scored_at=None):
-        comparison_score(comparison=comparison)
-
-
 def side_by_side(comparison: Comparison, a: int = 0, b: int = 1, limit: int = 200) -> list[dict]:
-    evaluations = _evaluations(comparison)
+    evaluations = evaluations_of(comparison)
     left = {s.example_id: s for s in evaluations[a].samples.all()}
     right = {s.example_id: s for s in evaluations[b].samples.all()}
     rows = []

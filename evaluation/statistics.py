@@ -1,5 +1,6 @@
 """Confidence intervals and significance: bootstrap over samples for corpus metrics, paired
-bootstrap for A/B differences, Wilson intervals and the sign test for human votes,
+bootstrap for A/B differences (and the paired test of two evaluations that A/B comparisons
+and the forgetting check read), Wilson intervals and the sign test for human votes,
 Bradley-Terry strengths for more than two subjects, Cohen's kappa for agreement."""
 
 import math
@@ -8,11 +9,12 @@ import numpy as np
 from scipy.special import expit
 from scipy.stats import binomtest, norm
 
-from evaluation.metrics import score_from_stats
+from evaluation.metrics import LOWER_IS_BETTER, score_from_stats
 
 RESAMPLES = 1000
 SEED = 12345
 Z95 = float(norm.ppf(0.975))
+SIGNIFICANCE = 0.05
 
 
 def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -58,6 +60,25 @@ def paired_bootstrap(
         "ci_high": float(high),
         "p_value": float((extreme + 1) / (resamples + 1)),
     }
+
+
+def paired_test(name: str, base: dict, other: dict, common: list) -> dict:
+    """The paired bootstrap of `other` against `base` (samples by example id) on the
+    examples in `common`: difference, 95% interval, p-value, and what they mean."""
+    a = np.array([base[x].stats[name] for x in common], dtype=float)
+    b = np.array([other[x].stats[name] for x in common], dtype=float)
+    test = paired_bootstrap(name, a, b)
+    better = (test["difference"] < 0) if name in LOWER_IS_BETTER else (test["difference"] > 0)
+    return {**test, "significant": test["p_value"] < SIGNIFICANCE, "subject_better": better}
+
+
+def evaluations_paired(name: str, base, other) -> dict:
+    """paired_test of two evaluations on the examples both answered, and how many; None
+    when they share none."""
+    a = {s.example_id: s for s in base.samples.all()}
+    b = {s.example_id: s for s in other.samples.all()}
+    common = sorted(a.keys() & b.keys())
+    return {**paired_test(name, a, b, common), "samples": len(common)} if common else None
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:

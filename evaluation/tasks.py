@@ -1,10 +1,14 @@
+"""Huey tasks: thin wrappers that call the evaluation queue (imports inside, as the HackSoft
+guide does). The queue sends `evaluate` without importing this module: EvaluationConfig.ready
+hands it over."""
+
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task, on_startup
 
 
 @db_task()
 def evaluate(evaluation_id: int):
-    from evaluation.services import evaluation_execute
+    from evaluation.queue import evaluation_execute
 
     evaluation_execute(evaluation_id=evaluation_id)
 
@@ -13,7 +17,7 @@ def evaluate(evaluation_id: int):
 def reap_stale_evaluations():
     """The training reaper's twin (same period, same window); it lives here because
     experiments does not import evaluation."""
-    from evaluation.services import evaluations_reap_stale, evaluations_redispatch
+    from evaluation.queue import evaluations_reap_stale, evaluations_redispatch
     from experiments.tasks import STALE_AFTER
 
     reaped = evaluations_reap_stale(stale_after=STALE_AFTER)
@@ -25,7 +29,7 @@ def reap_stale_evaluations():
 def recover_lost_evaluation_tokens():
     from django.db import close_old_connections
 
-    from evaluation.services import evaluations_redispatch
+    from evaluation.queue import evaluations_redispatch
 
     evaluations_redispatch()
     close_old_connections()

@@ -180,7 +180,7 @@ def run_enqueue(
     _priority_require(priority)
     if problem := capacity_problem(experiment):
         raise Conflict(problem)
-    quotas.queue_room_require(team=experiment.team, kind="runs")
+    quotas.queue_room_require(team=experiment.team, kind="runs", queued=_queued(experiment.team))
     run = TrainingRun.objects.create(experiment=experiment, priority=priority, created_by=by)
     if dispatch:
         queue.dispatch_on_commit()
@@ -213,7 +213,9 @@ def run_resume(*, run: TrainingRun, by) -> TrainingRun:
         raise Conflict(f"Only a failed or cancelled run resumes; this one is {run.status}")
     if problem := capacity_problem(run.experiment):
         raise Conflict(problem)
-    quotas.queue_room_require(team=run.experiment.team, kind="runs")
+    quotas.queue_room_require(
+        team=run.experiment.team, kind="runs", queued=_queued(run.experiment.team)
+    )
     run.status = TrainingRun.Status.QUEUED
     run.cancel_requested = False
     # A resume the user asks for is not a crash retry: the run gets its full crash budget
@@ -224,6 +226,11 @@ def run_resume(*, run: TrainingRun, by) -> TrainingRun:
     run.save()
     queue.dispatch_on_commit()
     return run
+
+
+def _queued(team: Team):
+    """The team's queued runs, which its quota counts."""
+    return TrainingRun.objects.filter(experiment__team=team, status=TrainingRun.Status.QUEUED)
 
 
 def _queued_only(run: TrainingRun, what: str) -> None:

@@ -13,9 +13,6 @@ LAYERS = ["finetune_hub", "inference", "datasets_app", "experiments", "evaluatio
 ALLOWED_UPWARD = {
     # The project package is also the top: the root API mounts every app's router.
     *(("finetune_hub.api", app) for app in LAYERS[2:]),
-    # A team's quotas count its queued runs and evaluations.
-    ("finetune_hub.quotas", "experiments"),
-    ("finetune_hub.quotas", "evaluation"),
     # A registered model version is one kind of subject (the foreign key is a string
     # reference for the same reason): looked up when a subject is resolved.
     ("evaluation.subjects", "registry"),

@@ -1,9 +1,9 @@
 import pytest
 
 from datasets_app.models import DatasetVersion
-from evaluation import comparisons, statistics
+from evaluation import comparison_results, comparisons, statistics
 from evaluation.models import Comparison, EvaluationRun, SampleResult, Vote
-from evaluation.services import _score, evaluation_execute
+from evaluation.queue import _score, evaluation_execute
 from finetune_hub.errors import ServiceError
 from finetune_hub.models import Membership, Role
 from tests.support.clients import ApiClient, make_user
@@ -104,7 +104,7 @@ def test_subjects_reuse_existing_evaluations(human, subjects):
 
 def test_automatic_comparison_finds_the_better_subject(team, owner, version, subjects):
     comparison = automatic(team, owner, version, "bad", "good")
-    results = comparisons.auto_results(comparison)
+    results = comparison_results.auto_results(comparison)
     test = next(t for t in results["tests"] if t["metric"] == "exact_match")
     assert test["difference"] == pytest.approx(
         subjects[0].results["exact_match"]["score"] - subjects[1].results["exact_match"]["score"]
@@ -116,18 +116,18 @@ def test_the_automatic_result_is_stored_when_the_comparison_is_made(team, owner,
     comparison = automatic(team, owner, version, "bad", "good")
     comparison.refresh_from_db()
     assert comparison.scored_at is not None
-    assert comparison.results == comparisons.auto_results(comparison)
+    assert comparison.results == comparison_results.auto_results(comparison)
 
 
 def test_the_last_evaluation_to_finish_stores_the_result(team, owner, version, subjects):
     late = answered(team, owner, version, "late", lambda e: e.fields["output"], status="queued")
     comparison = automatic(team, owner, version, "bad", "late")
-    assert comparisons.comparison_score(comparison=comparison) is None
+    assert comparison_results.comparison_score(comparison=comparison) is None
     assert comparison.scored_at is None and comparison.results == {}
     evaluation_execute(evaluation_id=late.pk)  # its answers are stored: no model is loaded
     comparison.refresh_from_db()
     assert comparison.scored_at is not None
-    assert comparison.results == comparisons.auto_results(comparison)
+    assert comparison.results == comparison_results.auto_results(comparison)
     test = next(t for t in comparison.results["tests"] if t["metric"] == "exact_match")
     assert test["significant"] and test["subject_better"]
 
@@ -520,7 +520,7 @@ def test_a_comparison_of_unfinished_evaluations_says_which_it_waits_for(
     queued = answered(team, owner, version, "slower", lambda e: "x", status="queued")
     comparison = automatic(team, owner, version, "good", "slow", "slower")
     with pytest.raises(ServiceError) as caught:
-        comparisons.auto_results(comparison)
+        comparison_results.auto_results(comparison)
     assert (caught.value.status, caught.value.detail) == (
         409,
         f"Waiting for evaluations: {running.pk} (running), {queued.pk} (queued)",
@@ -545,7 +545,7 @@ def test_automatic_results_list_each_subject_and_each_shared_interval_metric(
         }
     )
     comparison = automatic(team, owner, version, "bad", "good")
-    results = comparisons.auto_results(comparison)
+    results = comparison_results.auto_results(comparison)
     bad.refresh_from_db()
     good.refresh_from_db()
     assert results["subjects"] == [
@@ -572,7 +572,7 @@ def test_a_lower_is_better_metric_counts_a_drop_as_better(team, owner, version):
         _score(evaluation)
         evaluation.refresh_from_db()
     comparison = automatic(team, owner, version, "w", "b")
-    tests = {t["metric"]: t for t in comparisons.auto_results(comparison)["tests"]}
+    tests = {t["metric"]: t for t in comparison_results.auto_results(comparison)["tests"]}
     assert tests["ter"]["difference"] < 0 and tests["ter"]["subject_better"]
     assert tests["chrf"]["difference"] > 0 and tests["chrf"]["subject_better"]
     for name in metrics:
@@ -587,10 +587,10 @@ def test_scoring_a_comparison_writes_that_comparison_only_and_only_once(
     second = automatic(team, owner, version, "good", "bad")
     Comparison.objects.filter(pk__in=[first.pk, second.pk]).update(results={}, scored_at=None)
     first.refresh_from_db()
-    assert comparisons.comparison_score(comparison=first)["samples"] > 0
+    assert comparison_results.comparison_score(comparison=first)["samples"] > 0
     second.refresh_from_db()
     assert second.scored_at is None and second.results == {}
     # A worker holding a stale copy (not scored yet) does not overwrite the first write.
     Comparison.objects.filter(pk=first.pk).update(results={"first": "write"})
     first.scored_at = None
-    assert comparisons.comparison_score(comparison=first) == {"first": "write"}
+    assert comparison_results.comparison_score(comparison=first) == {"first": "write"}

@@ -19,7 +19,8 @@ from datasets_app.models import Dataset
 from datasets_app.services import dataset_version_upload
 from evaluation.general.forgetting import forgetting_check
 from evaluation.general.services import general_set_version
-from evaluation.services import evaluation_create, evaluation_execute
+from evaluation.queue import evaluation_execute
+from evaluation.services import evaluation_create
 from evaluation.subjects import Subject
 from experiments.models import MetricPoint
 from experiments.services import experiment_create, run_enqueue

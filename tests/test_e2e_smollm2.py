@@ -4,8 +4,9 @@ import pytest
 
 from datasets_app.models import Dataset
 from datasets_app.services import dataset_version_upload
-from evaluation.comparisons import auto_results, comparison_create
-from evaluation.services import evaluation_execute
+from evaluation.comparison_results import auto_results
+from evaluation.comparisons import comparison_create
+from evaluation.queue import evaluation_execute
 from experiments.models import MetricPoint
 from experiments.services import experiment_create, run_enqueue
 from experiments.training.runner import train_next_run

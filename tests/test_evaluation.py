@@ -11,7 +11,8 @@ from datasets_app.models import Dataset
 from datasets_app.services import dataset_version_upload
 from evaluation import statistics
 from evaluation.models import EvaluationRun, SampleResult
-from evaluation.services import evaluation_create, evaluation_execute, evaluation_retry
+from evaluation.queue import evaluation_execute
+from evaluation.services import evaluation_create, evaluation_retry
 from experiments.services import experiment_create, run_enqueue
 from experiments.training.runner import train_next_run
 from finetune_hub.errors import ServiceError

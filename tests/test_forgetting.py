@@ -16,7 +16,7 @@ from sacrebleu.metrics import CHRF
 from evaluation import statistics
 from evaluation.general.services import general_set_version
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun
-from evaluation.services import _score
+from evaluation.queue import _score
 from evaluation.subjects import Subject
 from registry import services
 from registry.models import AliasEvent

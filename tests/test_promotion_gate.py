@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from evaluation import statistics
-from evaluation.comparisons import auto_results
+from evaluation.comparison_results import auto_results
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun, SampleResult
 from registry import services
 from registry.models import AliasEvent

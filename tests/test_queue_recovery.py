@@ -15,7 +15,8 @@ from huey.contrib.djhuey import HUEY
 
 from evaluation import tasks as evaluation_tasks
 from evaluation.models import EvaluationRun
-from evaluation.services import evaluation_create, evaluation_execute, evaluations_redispatch
+from evaluation.queue import evaluation_execute, evaluations_redispatch
+from evaluation.services import evaluation_create
 from experiments import services
 from experiments import tasks as experiment_tasks
 from experiments.models import TrainingRun

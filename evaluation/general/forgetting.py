@@ -3,10 +3,10 @@ the general set beside the base model it was trained from, the paired difference
 95% interval, beside the gain on the task it was trained for. The promotion policy's
 require_no_general_drop rule reads the same row."""
 
-from evaluation.comparisons import evaluations_paired
 from evaluation.general.generate import SPLIT
 from evaluation.general.services import METRIC, general_version
 from evaluation.models import EvaluationRun
+from evaluation.statistics import evaluations_paired
 from evaluation.subjects import Kind, Subject
 
 # The task row's preference: the task set's own answers are what the subject was trained to

@@ -17,7 +17,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from evaluation.models import EvaluationRun
-from evaluation.services import CHUNK, evaluation_create, evaluation_execute, evaluation_retry
+from evaluation.queue import CHUNK, evaluation_execute
+from evaluation.services import evaluation_create, evaluation_retry
 from evaluation.tasks import reap_stale_evaluations
 from experiments.models import Worker
 from experiments.tasks import STALE_AFTER
@@ -34,7 +35,7 @@ import os, signal, sys
 import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_hub.settings")
 django.setup()
-from evaluation import services
+from evaluation import queue
 from inference import generation
 real, calls = generation.generate, []
 def generate(*args, **kwargs):
@@ -43,7 +44,7 @@ def generate(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGSTOP)
     return real(*args, **kwargs)
 generation.generate = generate
-services.evaluation_execute(evaluation_id=int(sys.argv[1]))
+queue.evaluation_execute(evaluation_id=int(sys.argv[1]))
 """
 
 

@@ -73,7 +73,7 @@ def test_outsider_cannot_queue_on_my_team(outsider_api, experiment):
 @pytest.mark.django_db(transaction=True)
 def test_the_check_needs_the_queueing_transaction(team):
     with pytest.raises(RuntimeError):
-        quotas.queue_room_require(team=team, kind="runs")
+        quotas.queue_room_require(team=team, kind="runs", queued=TrainingRun.objects.none())
 
 
 @pytest.mark.django_db(transaction=True)

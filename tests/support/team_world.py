@@ -11,7 +11,7 @@ from datasets_app.models import Dataset, DatasetVersion
 from datasets_app.services import dataset_version_upload
 from evaluation import comparisons
 from evaluation.models import Comparison, EvaluationRun
-from evaluation.services import _score
+from evaluation.queue import _score
 from experiments import metric_store, tracked
 from experiments.models import Experiment, TrainingRun
 from experiments.services import experiment_create, run_enqueue
