@@ -5,7 +5,7 @@ from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, NullIf
 
-from experiments import metric_store
+from experiments import metric_store, run_filter
 from experiments.models import (
     Experiment,
     MetricPoint,
@@ -252,23 +252,9 @@ def runs_for_compare(
 TABLE_KEYS = ("loss", "eval_loss")  # the metric columns a run table shows by default
 
 NAME = r"[A-Za-z0-9_.\-/]{1,50}"
-CLAUSE = re.compile(rf"^\s*(metrics|params|tags)\.({NAME})\s*(<=|>=|!=|=|<|>)\s*(.+?)\s*$")
 COLUMNS = "queued_at|started_at|finished_at|step|status|id"
-DATE_CLAUSE = re.compile(r"^\s*(queued_at|started_at|finished_at)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 SORT = re.compile(rf"^(-?)(?:(metrics|params)\.({NAME})|({COLUMNS}))$")
 OPERATORS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
-
-
-def _value(text: str):
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    if text in ("true", "false"):
-        return text == "true"
-    try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        return text
 
 
 def _last_value(key: str):
@@ -291,36 +277,39 @@ def _param_sources(name: str) -> list:
     return [KeyTransform(name, "params"), KeyTransform(name, "experiment__hyperparameters")]
 
 
+def _compared(name: str, op: str, value) -> Q:
+    """The condition that a present value `name` meets `op value` (run_filter's operators)."""
+    if op == "!=":
+        return ~Q(**{name: value})
+    if op in ("LIKE", "ILIKE"):
+        lookup = "regex" if op == "LIKE" else "iregex"
+        return Q(**{f"{name}__{lookup}": run_filter.like_regex(value)})
+    if op in ("IN", "NOT IN"):
+        hit = Q(**{f"{name}__in": list(value)})
+        return hit if op == "IN" else ~hit
+    return Q(**{f"{name}__{OPERATORS[op]}": value})
+
+
 def _matching(runs: QuerySet, column: str, sources: list, op: str, value) -> QuerySet:
     """Runs whose first present source compares true; a run without the value matches no
-    comparison, != included."""
+    comparison, != and NOT IN included (IS NULL: none present; IS NOT NULL: one is)."""
     condition, absent = None, Q()
     for j, source in enumerate(sources):
         name = f"{column}_{j}"
         runs = runs.alias(**{name: source})  # not selected: only compared
         present = Q(**{f"{name}__isnull": False})
-        if op == "!=":
-            hit = present & ~Q(**{name: value})
-        else:
-            hit = Q(**{f"{name}__{OPERATORS[op]}": value})
+        if op in ("IS NULL", "IS NOT NULL"):
+            absent &= ~present
+            continue
+        hit = _compared(name, op, value)
+        hit = present & hit if op in ("!=", "NOT IN") else hit
         condition = absent & hit if condition is None else condition | (absent & hit)
         absent &= ~present
+    if op == "IS NULL":
+        return runs.filter(absent)
+    if op == "IS NOT NULL":
+        return runs.exclude(absent)
     return runs.filter(condition)
-
-
-def _when(text: str, n: int):
-    """A filter's date or date-time (ISO 8601; UTC when it names no zone)."""
-    from datetime import UTC, datetime
-
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise invalid(
-            f"filter clause {n + 1}: {text[:40]!r} is not a date (2026-11-29 or 2026-11-29T08:00)",
-            field="filter",
-            status=422,
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _team_runs(user) -> QuerySet[TrainingRun]:
@@ -330,20 +319,44 @@ def _team_runs(user) -> QuerySet[TrainingRun]:
     )
 
 
+def _filtered(runs: QuerySet, clauses: list) -> QuerySet:
+    """Runs meeting every clause of run_filter.checked."""
+    for clause in clauses:
+        kind, key, op, value = clause.kind, clause.key, clause.op, clause.value
+        if kind == "attributes":  # a date column, or status
+            if op in ("IN", "NOT IN"):
+                hit = Q(**{f"{key}__in": list(value)})
+                runs = runs.filter(hit if op == "IN" else ~hit)
+            else:
+                hit = Q(**{f"{key}__{OPERATORS.get(op, 'exact')}": value})
+                runs = runs.filter(~hit if op == "!=" else hit)
+            continue
+        if kind == "metrics":
+            sources = [_last_value(key)]
+        elif kind == "tags":
+            sources = [KeyTransform(key, "tags")]
+        else:
+            sources = _param_sources(key)
+        runs = _matching(runs, f"f{clause.number - 1}", sources, op, value)
+    return runs
+
+
 def run_table(
     *,
     user,
     experiment: int | None = None,
     status: str | None = None,
-    filter: str = "",
+    filter: str | list = "",
     sort: str = "-queued_at",
     q: str = "",
 ) -> QuerySet[TrainingRun]:
     """Every run the user's teams own, filtered and sorted by any hyperparameter or latest
-    metric value, as a queryset to page: `filter` is clauses joined by " and ", each
-    `metrics.<key> <op> <value>` or `params.<name> <op> <value>` (op one of = != < <= > >=);
-    `sort` one of queued_at, started_at, finished_at, step, status, id, metrics.<key>,
-    params.<name>, with - for descending (runs without the value last)."""
+    metric value, as a queryset to page: `filter` is run_filter's grammar (clauses joined by
+    AND, each `metrics.<key> <op> <value>`, `params.<name> <op> <value>`, `tags.<name> <op>
+    <text>` or `queued_at|started_at|finished_at|status <op> <value>`), or clauses
+    run_filter.parse already read; `sort` one of queued_at, started_at, finished_at, step,
+    status, id, metrics.<key>, params.<name>, with - for descending (runs without the value
+    last)."""
     runs = _team_runs(user)
     if experiment is not None:
         runs = runs.filter(experiment_id=experiment)
@@ -364,38 +377,8 @@ def run_table(
                 f"status: one of {', '.join(TrainingRun.Status.values)}", field="status", status=422
             )
         runs = runs.filter(status=status)
-    clauses = [c for c in re.split(r"\s+and\s+", filter.strip(), flags=re.I) if c] if filter else []
-    if len(clauses) > 20:
-        raise invalid("filter: at most 20 clauses", field="filter", status=422)
-    for n, clause in enumerate(clauses):
-        if dated := DATE_CLAUSE.match(clause):
-            column, op, raw = dated.groups()
-            runs = runs.filter(**{f"{column}__{OPERATORS[op]}": _when(raw, n)})
-            continue
-        match = CLAUSE.match(clause)
-        if not match:
-            raise invalid(
-                f"filter clause {n + 1} ({clause[:60]!r}): expected metrics.<key> <op> <value>, "
-                "params.<name> <op> <value>, tags.<name> <op> <text> (op one of = != < <= > >=) "
-                "or queued_at|started_at|finished_at <op> <date> (op one of < <= > >=)",
-                field="filter",
-                status=422,
-            )
-        kind, name, op, raw = match.groups()
-        value = _value(raw)
-        if kind == "metrics" and not isinstance(value, int | float):
-            raise invalid(
-                f"filter clause {n + 1}: a metric compares to a number",
-                field="filter",
-                status=422,
-            )
-        if kind == "metrics":
-            sources = [_last_value(name)]
-        elif kind == "tags":  # tags are text: compared as text
-            sources, value = [KeyTransform(name, "tags")], str(raw).strip().strip("'\"")
-        else:
-            sources = _param_sources(name)
-        runs = _matching(runs, f"f{n}", sources, op, value)
+    clauses = run_filter.parse(filter) if isinstance(filter, str) else list(filter)
+    runs = _filtered(runs, run_filter.checked(clauses, statuses=TrainingRun.Status.values))
     match = SORT.match(sort or "")
     if not match:
         raise invalid(

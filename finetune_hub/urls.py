@@ -17,7 +17,7 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("finetune_hub/favicon.svg"))),
     path("api/", api.urls),
     # The MLflow-compatible tracking API: MLFLOW_TRACKING_URI=http://<host>/mlflow
-    path("mlflow/", include("experiments.mlflow_urls")),
+    path("mlflow/", include("experiments.mlflow.urls")),
     path("", include("datasets_app.urls")),
     path("", include("experiments.urls")),
     path("", include("evaluation.urls")),

@@ -96,7 +96,7 @@ EXCLUDED = {
     "(tests/security/test_admin_scoping.py); a non-staff user is sent to its login",
     "logout": "signs the user out; it shows nothing",
     "password_reset_confirm": "a one-user link of Django's; nothing of any team",
-    "experiments.mlflow_api.experiment_create": "makes an experiment in the caller's own "
+    "experiments.mlflow.views.experiment_create": "makes an experiment in the caller's own "
     "team, by the name it is given: nothing of another team to find",
 }
 
@@ -256,7 +256,7 @@ def requests_for(w: World) -> tuple[list[Request], list[str]]:
             expect = "refused" if foreign or query or method != "GET" else "own"
             expect = "any" if route.name == "api-root" else expect  # 404 to all without DEBUG
             out.append(Request(label, method, url, query, data, expect, method == "GET", "token"))
-        elif route.callback.__module__ == "experiments.mlflow_api":
+        elif route.callback.__module__ == "experiments.mlflow.views":
             recipe = mlflow.get(route.view)
             if recipe is None:
                 unknown.append(f"{route.route}: no MLflow request recipe")

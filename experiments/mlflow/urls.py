@@ -1,9 +1,9 @@
-"""/mlflow: the MLflow-compatible REST subset (experiments/mlflow_api.py), for the token
+"""/mlflow: the MLflow-compatible REST subset (experiments/mlflow/views.py), for the token
 user's only team, and /mlflow/teams/<id>/ for one team of several."""
 
 from django.urls import include, path, re_path
 
-from experiments import mlflow_api as m
+from experiments.mlflow import views as m
 
 API = "api/2.0/mlflow/"
 routes = [
