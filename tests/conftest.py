@@ -137,3 +137,11 @@ def cpu_worker(db):
     from experiments.workers import worker_heartbeat
 
     return worker_heartbeat()
+
+
+@pytest.fixture
+def reward_run(team, owner, tiny_model):
+    """A finished reward model, made without training (tests/support/rlhf.py)."""
+    from tests.support.rlhf import finished_reward_model
+
+    return finished_reward_model(team, owner, tiny_model)
