@@ -5,13 +5,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from datasets_app.models import DatasetVersion
 from evaluation.general.forgetting import base_of, paired
 from evaluation.general.generate import SPLIT
 from evaluation.general.services import METRIC as GENERAL_METRIC
 from evaluation.general.services import general_version
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.subjects import Subject
-from finetune_hub.errors import FieldError, ServiceError, from_pydantic
+from finetune_hub.errors import FieldError, ServiceError, from_pydantic, invalid
 
 
 class Threshold(BaseModel):
@@ -59,6 +60,18 @@ def parse(raw: dict | None) -> Policy:
         raise ServiceError(
             "Invalid policy", status=422, errors=from_pydantic(exc, under="policy")
         ) from None
+
+
+def parse_for(raw: dict | None, *, team) -> Policy:
+    """A policy to store on a model of `team`: the data it judges by must be the team's own
+    (a policy naming another team's dataset version by id was accepted)."""
+    policy = parse(raw)
+    data = policy.evaluation_dataset_version
+    if data is not None and not DatasetVersion.objects.filter(pk=data, dataset__team=team).exists():
+        raise invalid(
+            "No such dataset version in your teams", field="policy.evaluation_dataset_version"
+        )
+    return policy
 
 
 def _evaluations_of(version, policy: Policy):

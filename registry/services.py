@@ -33,7 +33,7 @@ def model_create(
         team=team,
         name=(name or "").strip(),
         description=description,
-        policy=policies.parse(policy).model_dump(),
+        policy=policies.parse_for(policy, team=team).model_dump(),
         created_by=by,
     )
     full_clean(model, exclude=["team", "created_by"], validate_unique=False)
@@ -48,7 +48,7 @@ def model_create(
 @transaction.atomic
 def policy_set(*, model: RegisteredModel, policy: dict, by) -> RegisteredModel:
     membership_require(user=by, team=model.team, role=Role.APPROVER)
-    model.policy = policies.parse(policy).model_dump()
+    model.policy = policies.parse_for(policy, team=model.team).model_dump()
     model.save(update_fields=["policy"])
     return model
 

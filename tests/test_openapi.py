@@ -11,10 +11,9 @@ from finetune_hub.models import Role
 from registry import services as registry
 from registry.policy import Policy
 from tests.support.clients import ApiClient, make_user
+from tests.support.openapi import operations
 from tests.support.registry_helpers import trained_run
 from tests.support.training_helpers import make_experiment
-
-METHODS = {"get", "post", "put", "patch", "delete"}
 
 
 @pytest.fixture
@@ -22,13 +21,6 @@ def document(api):
     r = api.get("/api/openapi.json")
     assert r.status_code == 200
     return r.json()
-
-
-def operations(document):
-    for path, methods in document["paths"].items():
-        for method, operation in methods.items():
-            if method in METHODS:
-                yield f"{method.upper()} {path}", operation
 
 
 def typed(schema: dict) -> bool:
@@ -49,7 +41,8 @@ def statuses(operation) -> set[int]:
 
 def test_every_operation_documents_a_typed_success(document):
     untyped = []
-    for label, operation in operations(document):
+    for op in operations(document):
+        label, operation = op.label, op.spec
         successes = {s: r for s, r in operation["responses"].items() if 200 <= int(s) < 300}
         assert successes, label
         for status, response in successes.items():
@@ -63,7 +56,8 @@ def test_every_operation_documents_a_typed_success(document):
 
 
 def test_every_operation_documents_the_errors_it_answers(document):
-    for label, operation in operations(document):
+    for op in operations(document):
+        label, operation = op.label, op.spec
         where = {p["in"] for p in operation.get("parameters", [])}
         codes = statuses(operation)
         if operation.get("security"):
@@ -80,7 +74,8 @@ def test_every_operation_documents_the_errors_it_answers(document):
 def test_each_documented_error_is_the_one_shape_with_its_codes(document):
     assert set(document["components"]["schemas"]["ErrorOut"]["properties"]["code"]["enum"]) == CODES
     refusing = set()
-    for label, operation in operations(document):
+    for op in operations(document):
+        label, operation = op.label, op.spec
         for status, response in operation["responses"].items():
             if not 400 <= int(status) < 500:
                 continue

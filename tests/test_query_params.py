@@ -9,26 +9,12 @@ import re
 import pytest
 
 from experiments import metric_store, services
-from finetune_hub.api import api as hub_api
 from finetune_hub.api_errors import ErrorOut
+from tests.support.openapi import label, operations
 from tests.support.training_helpers import make_experiment
 
-METHODS = {"get", "post", "put", "patch", "delete"}
-
-
-def operations() -> list[tuple[str, str]]:
-    """(method, path template) of every operation, from the OpenAPI document, so a route
-    added later is covered without editing this file."""
-    return [
-        (method.upper(), path)
-        for path, methods in hub_api.get_openapi_schema()["paths"].items()
-        for method in methods
-        if method in METHODS
-    ]
-
-
 OPERATIONS = operations()
-GETS = [op for op in OPERATIONS if op[0] == "GET"]
+GETS = [op for op in OPERATIONS if op.method == "GET"]
 
 
 def assert_unknown(response, *names: str) -> dict:
@@ -85,9 +71,9 @@ def test_there_are_operations_to_walk():
     assert len(GETS) > 20 and len(OPERATIONS) > len(GETS)
 
 
-@pytest.mark.parametrize("operation", OPERATIONS, ids=" ".join)
+@pytest.mark.parametrize("operation", OPERATIONS, ids=label)
 def test_every_operation_refuses_an_unknown_query_parameter(api, operation):
-    method, path = operation
+    method, path = operation.method, operation.path
     url = re.sub(r"{\w+}", "1", path) + "?bogus_param=1"
     r = api.client.generic(method, url, b"{}", "application/json", **api._headers())
     # Never silently accepted; a 404 or 401 only where it is reached before the operation.
@@ -99,7 +85,7 @@ def test_every_operation_refuses_an_unknown_query_parameter(api, operation):
 def test_every_authenticated_get_reaches_the_check(api):
     """The check comes before the route looks anything up: all of them answer 422."""
     statuses = {
-        path: api.get(re.sub(r"{\w+}", "1", path), bogus_param="1").status_code for _, path in GETS
+        op.path: api.get(re.sub(r"{\w+}", "1", op.path), bogus_param="1").status_code for op in GETS
     }
     assert {path: s for path, s in statuses.items() if s != 422} == {}
 
@@ -121,11 +107,8 @@ def test_the_schema_and_docs_pages_are_not_operations_and_take_any(api):
 
 
 def test_every_operation_documents_the_422(api):
-    document = api.get("/api/openapi.json").json()
-    for path, methods in document["paths"].items():
-        for method, operation in methods.items():
-            if method in METHODS:
-                assert "422" in operation["responses"], (method, path)
+    for operation in operations(api.get("/api/openapi.json").json()):
+        assert "422" in operation.spec["responses"], operation.label
 
 
 # (3) What is declared still works.

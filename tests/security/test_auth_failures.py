@@ -11,13 +11,14 @@ from django.test.client import encode_multipart
 
 from finetune_hub.auth import token_create
 from finetune_hub.models import ApiToken
-from tests.support.probes import UNSAFE, CountingInput, fill, label, operations
+from tests.support.openapi import label, operations
+from tests.support.probes import UNSAFE, CountingInput, fill
 
 UNSAFE_OPERATIONS = [op for op in operations() if op[0] in UNSAFE]
 
 
 def send(client: Client, operation, **headers):
-    method, path, params = operation
+    method, path, params, _ = operation
     return client.generic(
         method, fill(path, params, integer=1), b"{}", "application/json", **headers
     )

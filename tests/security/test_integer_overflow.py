@@ -10,7 +10,8 @@ from django.test import Client
 
 from datasets_app import selectors
 from registry.models import RegisteredModel
-from tests.support.probes import fill, label, operations
+from tests.support.openapi import label, operations
+from tests.support.probes import fill
 from tests.support.training_helpers import make_experiment
 
 HUGE = 2**70
@@ -35,7 +36,7 @@ def test_routes_with_integer_path_parameters_are_found():
 
 @pytest.mark.parametrize("operation", WITH_INTEGER_PATH, ids=label)
 def test_every_route_answers_a_path_id_past_64_bits_with_a_4xx(api, objects, operation):
-    method, path, params = operation
+    method, path, params, _ = operation
     r = api.client.generic(
         method, fill(path, params, integer=HUGE), b"{}", "application/json", **api._headers()
     )

@@ -7,6 +7,7 @@ import pytest
 from registry import services
 from registry.models import RegisteredModel
 from tests.support.clients import ApiClient
+from tests.support.training_helpers import make_version
 
 URL = "/api/registry/models/triage/policy"
 GOOD = {
@@ -26,15 +27,31 @@ def _policy(model) -> dict:
     return RegisteredModel.objects.get(pk=model.pk).policy
 
 
-def test_owner_sets_the_policy_with_a_json_body(api, model):
-    r = api.put(URL, GOOD)
+def test_owner_sets_the_policy_with_a_json_body(api, model, team, owner):
+    data = make_version(team, owner, n=30).pk  # the team's own: no other team's is taken
+    r = api.put(URL, {**GOOD, "evaluation_dataset_version": data})
     assert r.status_code == 200, r.content
     body = r.json()
     assert body["name"] == "triage"
     assert body["policy"]["thresholds"] == [{"metric": "chrf", "min": 40.0, "max": None}]
     stored = _policy(model)
     assert stored["require_approval"] is True and stored["gated_aliases"] == GOOD["gated_aliases"]
-    assert stored["evaluation_dataset_version"] == 7 and stored["two_person_rule"] is False
+    assert stored["evaluation_dataset_version"] == data and stored["two_person_rule"] is False
+
+
+def test_a_policy_judges_by_the_teams_own_data_only(api, model, outsider):
+    """Another team's dataset version is answered like one that does not exist."""
+    theirs = make_version(outsider.memberships.get().team, outsider, n=30).pk
+    for data in (theirs, 999_999):
+        r = api.put(URL, {**GOOD, "evaluation_dataset_version": data})
+        assert r.status_code == 400, r.content
+        assert r.json()["errors"] == [
+            {
+                "field": "policy.evaluation_dataset_version",
+                "message": "No such dataset version in your teams",
+            }
+        ]
+    assert _policy(model)["evaluation_dataset_version"] is None
 
 
 def test_team_query_parameter_still_names_the_team(api, model, team):

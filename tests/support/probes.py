@@ -1,27 +1,11 @@
-"""Probes shared by the security tests: every operation of the API, read from its OpenAPI
-document (so a test over "every route" covers a route added later without being edited), and
-a request body that counts how much of it the server read."""
+"""Probes shared by the security tests: a path filled with one value for every parameter, and
+a request body that counts how much of it the server read (the operations themselves come
+from tests/support/openapi.py)."""
 
 import io
 import re
 
-from finetune_hub.api import api
-
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
-
-
-def operations() -> list[tuple[str, str, dict[str, str]]]:
-    """(method, path template, {path parameter: its JSON schema type}) for each operation."""
-    out = []
-    for path, ops in api.get_openapi_schema()["paths"].items():
-        for method, op in ops.items():
-            params = {
-                p["name"]: p["schema"].get("type", "string")
-                for p in op.get("parameters", [])
-                if p["in"] == "path"
-            }
-            out.append((method.upper(), path, params))
-    return out
 
 
 def fill(path: str, params: dict[str, str], *, integer, string: str = "x") -> str:
@@ -31,10 +15,6 @@ def fill(path: str, params: dict[str, str], *, integer, string: str = "x") -> st
         lambda m: str(integer if params.get(m.group(1)) == "integer" else string),
         path,
     )
-
-
-def label(operation) -> str:
-    return f"{operation[0]} {operation[1]}"
 
 
 class CountingInput(io.BytesIO):
