@@ -16,7 +16,6 @@ from experiments.models import (
 )
 from experiments.workers import live_workers
 from finetune_hub.errors import NotFound, invalid
-from finetune_hub.models import Membership
 from finetune_hub.selectors import get_visible, visible_to
 
 DEFAULT_KEYS = (
@@ -313,10 +312,7 @@ def _matching(runs: QuerySet, column: str, sources: list, op: str, value) -> Que
 
 
 def _team_runs(user) -> QuerySet[TrainingRun]:
-    """The runs of the user's teams: a subquery on memberships, no join to deduplicate."""
-    return TrainingRun.objects.filter(
-        experiment__team_id__in=Membership.objects.filter(user=user).values("team_id")
-    )
+    return visible_to(TrainingRun.objects, user=user, team_path="experiment__team")
 
 
 def _filtered(runs: QuerySet, clauses: list) -> QuerySet:

@@ -1,6 +1,6 @@
 """Runs trained anywhere: a team's own script, Axolotl, LLaMA-Factory or any Hugging Face
 Trainer reports a run here (finetune_hub.client, the FinetuneHubCallback, or the
-MLflow-compatible API in experiments/mlflow_api.py). A tracked run lives beside the queued
+MLflow-compatible API in experiments/mlflow/). A tracked run lives beside the queued
 ones: the same table, charts, comparisons and metric storage (experiments/metric_store.py). Its
 uploaded safetensors files make it evaluable and registrable like a queued run's output.
 

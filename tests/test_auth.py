@@ -2,9 +2,11 @@ import io
 from contextlib import redirect_stdout
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, RequestFactory
 
+from finetune_hub import idempotency
 from finetune_hub.models import ApiToken
 
 
@@ -131,3 +133,32 @@ def test_the_tokens_page_revokes_only_the_users_own_token(owner, outsider):
     assert page.status_code == 200 and "revoke must be a whole number" in page.content.decode()
     assert client.post("/tokens/", {"revoke": mine.pk}).status_code == 302
     assert not ApiToken.objects.filter(pk=mine.pk).exists()
+
+
+SCHEMES = ["Bearer", "bearer", "BEARER"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_door_reads_the_bearer_header_alike(db, api, scheme):
+    """The header is read in one place (finetune_hub.auth.bearer_token): the API, the schema
+    page, the idempotency middleware and /mlflow accept the scheme in any case (RFC 7235),
+    and refuse the same malformed headers."""
+    client = Client()
+    good = {"HTTP_AUTHORIZATION": f"{scheme} {api.token}"}
+    assert client.get("/api/teams", **good).status_code == 200
+    assert client.get("/api/openapi.json", **good).status_code == 200
+    assert client.get("/mlflow/api/2.0/mlflow/experiments/search", **good).status_code == 200
+    request = RequestFactory().post("/api/experiments/1/runs", **good)
+    request.user = AnonymousUser()
+    assert idempotency._caller(request) == api.user  # the key is kept per caller
+
+
+@pytest.mark.parametrize(
+    "header", ["", "Bearer", "Bearer ", "Basic abc", "Token fth_x", "Bearerfth_x"]
+)
+def test_malformed_bearer_headers_are_refused_everywhere(db, header):
+    client = Client()
+    auth = {"HTTP_AUTHORIZATION": header}
+    assert client.get("/api/teams", **auth).status_code == 401
+    assert client.get("/api/openapi.json", **auth).status_code == 401
+    assert client.get("/mlflow/api/2.0/mlflow/experiments/search", **auth).status_code == 401

@@ -12,10 +12,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from experiments import tracked
 from experiments.models import Experiment, MetricSeries, TrainingRun
-from finetune_hub.auth import token_user
+from finetune_hub.auth import bearer_user
 from finetune_hub.bounds import json_loads
-from finetune_hub.errors import ServiceError
-from finetune_hub.models import Membership, Team
+from finetune_hub.errors import NotFound, ServiceError
+from finetune_hub.models import Team
+from finetune_hub.selectors import membership_require, teams_for_user
 
 STATUS_IN = {
     "RUNNING": TrainingRun.Status.RUNNING,
@@ -91,8 +92,7 @@ def endpoint(*methods):
 
 
 def _user(request):
-    header = request.headers.get("Authorization", "")
-    user = token_user(header[7:]) if header.startswith("Bearer ") else None
+    user = bearer_user(request)
     if user is None:
         raise MlflowError(401, "A bearer token is required (MLFLOW_TRACKING_TOKEN)")
     return user
@@ -100,11 +100,11 @@ def _user(request):
 
 def _team(user, team_id) -> Team:
     if team_id is not None:
-        membership = Membership.objects.filter(user=user, team_id=team_id).first()
-        if membership is None:
-            raise MlflowError(404, "No such team")
-        return membership.team
-    teams = list(Team.objects.filter(memberships__user=user)[:2])
+        try:
+            return membership_require(user=user, team=team_id).team
+        except NotFound:
+            raise MlflowError(404, "No such team") from None
+    teams = list(teams_for_user(user=user)[:2])
     if len(teams) != 1:
         raise MlflowError(
             400,
