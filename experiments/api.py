@@ -4,7 +4,7 @@ from django.http import HttpResponse
 from ninja import Query, Router, Status
 
 from datasets_app.selectors import dataset_version_for
-from experiments import selectors, services, tracked
+from experiments import run_table, selectors, services, tracked
 from experiments.schemas import (
     ArtifactOut,
     CompareIn,
@@ -194,11 +194,11 @@ def list_runs(
     run's own params). sort: queued_at, started_at, finished_at,
     step, status, id, metrics.<key> or params.<name>, - first for descending. Each row
     carries the last value of each of `keys` (default loss and eval_loss)."""
-    runs = selectors.run_table(
+    runs = run_table.run_table(
         user=request.auth, experiment=experiment, status=status, filter=filter, sort=sort, q=q
     )
     page = list(api_page(runs.prefetch_related("checkpoints"), paging, response))
-    keys = _keys(metric_keys) or list(selectors.TABLE_KEYS)
+    keys = _keys(metric_keys) or list(run_table.TABLE_KEYS)
     latest = selectors.latest_values(page, keys)
     admin = is_site_admin(request.auth)
     return [

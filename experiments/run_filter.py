@@ -1,4 +1,4 @@
-"""The one run-filter grammar: the run table (experiments.selectors.run_table), GET /api/runs
+"""The one run-filter grammar: the run table (experiments.run_table), GET /api/runs
 and the MLflow adapter's runs/search read a filter with it, and it never turns a parsed filter
 back into text.
 

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.selectors import dataset_version_for, published_versions_for
 from experiments import forms, selectors, services, tracked
+from experiments import run_table as table
 from experiments.models import Technique, TrainingRun
 from experiments.training import guards
 from experiments.training.hyperparameters import Hyperparameters
@@ -201,7 +202,7 @@ def _names(values: list[str]) -> list[str]:
     """Metric or parameter names from the chooser (each value may list several, comma
     separated, as the old `keys` field did): well-formed ones, once each, at most 12."""
     names = (n.strip() for v in values for n in v.split(","))
-    valid = (n for n in names if re.fullmatch(selectors.NAME, n))
+    valid = (n for n in names if re.fullmatch(table.NAME, n))
     return list(dict.fromkeys(valid))[:MAX_CHOSEN]
 
 
@@ -210,7 +211,7 @@ def _table_columns(request) -> dict:
     so they stay while the user filters and pages), else what the session kept, else the
     defaults. `keys=loss,eval_loss` alone sets the metric columns, as links may say."""
     saved = request.session.get("run_table_columns") or {
-        "metrics": list(selectors.TABLE_KEYS),
+        "metrics": list(table.TABLE_KEYS),
         "params": [],
         "show": list(TABLE_COLUMNS),
     }
@@ -244,7 +245,7 @@ def run_table(request):
     keys, params = columns["metrics"], columns["params"]
     error, runs = None, TrainingRun.objects.none()
     try:
-        runs = selectors.run_table(
+        runs = table.run_table(
             user=request.user,
             filter=query["filter"],
             sort=query["sort"] or "-queued_at",

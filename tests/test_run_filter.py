@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments import metric_store, run_filter, selectors
+from experiments import metric_store, run_filter, run_table
 from experiments.models import TrainingRun
 from experiments.run_filter import Clause, Literal, parse, quote, quote_key
 from finetune_hub.auth import token_create
@@ -229,7 +229,7 @@ def test_one_filter_gives_the_same_runs_through_the_table_the_api_and_mlflow(
     want = None if expected is None else [i for i in newest_first if world.index(i) in expected]
     # the run table
     try:
-        table = list(selectors.run_table(user=owner, filter=text).values_list("pk", flat=True))
+        table = list(run_table.run_table(user=owner, filter=text).values_list("pk", flat=True))
     except ServiceError as error:
         assert want is None, error.detail
         assert error.status == 422 and error.errors[0].field == "filter"

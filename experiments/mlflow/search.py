@@ -4,7 +4,7 @@ run table's own grammar, and given to the run table as clauses), order_by and pa
 import re
 from dataclasses import replace
 
-from experiments import run_filter, selectors
+from experiments import run_filter, run_table
 from experiments.mlflow.protocol import (
     MAX_RESULTS,
     STATUS_IN,
@@ -91,7 +91,7 @@ def runs_page(user, team: Team, body: dict) -> dict:
     experiments = [experiment_of(team, str(i)).pk for i in ids]
     clauses = filter_clauses(str(body.get("filter") or ""))
     sort = sort_of(body.get("order_by") or [])
-    runs = selectors.run_table(user=user, filter=clauses, sort=sort)
+    runs = run_table.run_table(user=user, filter=clauses, sort=sort)
     runs = runs.filter(experiment__team=team)
     if experiments:
         runs = runs.filter(experiment_id__in=experiments)
