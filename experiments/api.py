@@ -4,7 +4,7 @@ from django.http import HttpResponse
 from ninja import Query, Router, Status
 
 from datasets_app.selectors import dataset_version_for
-from experiments import run_table, selectors, services, tracked
+from experiments import run_files, run_table, selectors, services, tracked
 from experiments.schemas import (
     ArtifactOut,
     CompareIn,
@@ -366,7 +366,9 @@ def upload_artifact(request, run_id: Id, name: str):
     weights as .safetensors, configs and tokenizer files as .json, .txt, .jinja, .md or
     .model. Each name is written once."""
     run = selectors.run_get(user=request.auth, run_id=run_id)
-    run = tracked.artifact_put(run=run, name=name, chunks=tracked.chunks(request), by=request.auth)
+    run = run_files.artifact_put(
+        run=run, name=name, chunks=run_files.chunks(request), by=request.auth
+    )
     return Status(
         201,
         {

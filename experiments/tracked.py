@@ -7,29 +7,20 @@ uploaded safetensors files make it evaluable and registrable like a queued run's
 Every write names its run, which the caller's team must own (the selectors check it); every
 rule lives here, so the native API and the MLflow one refuse the same things."""
 
-import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from experiments import metric_store
 from experiments.models import Experiment, TrainingRun
-from finetune_hub.bounds import INT64_MAX, json_loads
+from finetune_hub.bounds import INT64_MAX
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
-from finetune_hub.model_files import (
-    PICKLE_SUFFIXES,
-    TEXT_SUFFIXES,
-    WEIGHT_SUFFIX,
-    is_artifact_name,
-)
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
-from finetune_hub.storage import incoming, move_into_place
 from inference.base_models import load_config
 
 KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,49}$")
@@ -39,10 +30,6 @@ MAX_TAGS = 200
 MAX_VALUE_CHARS = 6000  # MLflow's limit for a parameter value
 MAX_BATCH_POINTS = 10_000
 MAX_STEP = 2**31 - 1
-MAX_RUN_FILES = 200
-# What a run's output may hold is finetune_hub.model_files' rule (weights as safetensors
-# and the small text files that go with them; pickles refused).
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 def project_for(*, team: Team, name: str, by) -> Experiment:
@@ -154,7 +141,7 @@ def run_start(
     )
 
 
-def _writable(run: TrainingRun, by) -> None:
+def writable_require(run: TrainingRun, by) -> None:
     membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
     if run.source != TrainingRun.Source.TRACKED:
         raise Conflict(f"Run {run.pk} is trained by a worker here; only tracked runs take writes")
@@ -218,7 +205,7 @@ def points_checked(points: Iterable) -> list[tuple[int, str, float, int | None]]
 @transaction.atomic
 def points_log(*, run: TrainingRun, points: Iterable, by) -> int:
     """Writes a batch of points (all or none) and moves the run's step and heartbeat."""
-    _writable(run, by)
+    writable_require(run, by)
     checked = points_checked(points)
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     _running(run)
@@ -236,7 +223,7 @@ def points_log(*, run: TrainingRun, points: Iterable, by) -> int:
 def params_log(*, run: TrainingRun, params, by) -> TrainingRun:
     """Adds parameters. A parameter is written once: logging it again with another value
     is a conflict (what MLflow does), the same value is a no-op."""
-    _writable(run, by)
+    writable_require(run, by)
     new = params_checked(params)
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     for key, value in new.items():
@@ -300,7 +287,7 @@ def run_end(
 ) -> TrainingRun:
     """Ends a tracked run (succeeded, failed or cancelled). Ending it again with the same
     status is a no-op, so a client that retries after a lost answer is safe."""
-    _writable(run, by)
+    writable_require(run, by)
     if status not in TrainingRun.FINISHED and status != TrainingRun.Status.RUNNING:
         raise invalid(
             f"status: one of running, {', '.join(TrainingRun.FINISHED)}", field="status", status=422
@@ -320,86 +307,3 @@ def run_end(
     run.heartbeat_at = timezone.now()
     run.save()
     return run
-
-
-def file_name_checked(name: str, field: str = "name") -> str:
-    if not isinstance(name, str) or not FILE_NAME.match(name) or ".." in name:
-        raise invalid(
-            f"{field}: a plain file name (letters, digits, _ . -), no folders",
-            field=field,
-            status=422,
-        )
-    if not is_artifact_name(name):
-        raise invalid(
-            f"{field}: {name[:60]!r} is not accepted: weights as .safetensors only (pickled "
-            f"{', '.join(sorted(PICKLE_SUFFIXES))} files run code when loaded), configs and "
-            f"tokenizers as {', '.join(TEXT_SUFFIXES)}",
-            field=field,
-            status=422,
-        )
-    return name
-
-
-def _verify(path, name: str) -> None:
-    """A .safetensors file must open as one; a .json file must parse."""
-    if name.endswith(WEIGHT_SUFFIX):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                list(fh.keys())
-        except Exception:  # noqa: BLE001 - any failure to open means it is not safetensors
-            raise invalid(
-                f"{name} is not a readable safetensors file", field="file", status=422
-            ) from None
-    elif name.endswith(".json"):
-        try:
-            json_loads(path.read_bytes())
-        except ValueError:
-            raise invalid(f"{name} is not valid JSON", field="file", status=422) from None
-
-
-def chunks(stream, size: int = 1 << 20) -> Iterator[bytes]:
-    """A request body (or any file-like stream) read a megabyte at a time, never whole."""
-    return iter(lambda: stream.read(size), b"")
-
-
-def artifact_put(*, run: TrainingRun, name: str, chunks: Iterator[bytes], by) -> TrainingRun:
-    """Streams one output file of a tracked run to its folder, under the artifact root.
-    Each file is written once (what a registered version points at never changes), is
-    bounded by ARTIFACT_MAX_UPLOAD_BYTES, and is checked before it becomes visible: a
-    half-written or refused file never is."""
-    _writable(run, by)
-    name = file_name_checked(name)
-    folder_rel = f"{run.folder}/output"
-    if name in run.output_files:
-        raise Conflict(f"{name} was uploaded already; a run's files are written once")
-    if len(run.output_files) >= MAX_RUN_FILES:
-        raise Conflict(f"A run holds at most {MAX_RUN_FILES} files")
-    limit, size, digest = settings.ARTIFACT_MAX_UPLOAD_BYTES, 0, hashlib.sha256()
-    with incoming() as partial:
-        with open(partial, "wb") as fh:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise ServiceError(
-                        f"The file is larger than the artifact limit of {limit:,} bytes",
-                        status=413,
-                        errors=[FieldError(field="file", message="too large")],
-                    )
-                digest.update(chunk)
-                fh.write(chunk)
-        if size == 0:
-            raise invalid(f"{name} is empty", field="file", status=422)
-        _verify(partial, name)
-        with transaction.atomic():
-            locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-            if name in locked.output_files:
-                raise Conflict(f"{name} was uploaded already; a run's files are written once")
-            # A file there that the run does not list was moved into place by an upload
-            # that crashed before its commit: this one replaces it.
-            move_into_place(partial, f"{folder_rel}/{name}")
-            locked.output_path = folder_rel
-            locked.output_files = {**locked.output_files, name: digest.hexdigest()}
-            locked.save(update_fields=["output_path", "output_files"])
-            return locked

@@ -4,7 +4,7 @@ follow it, so a suffix added or dropped there changes every one of them."""
 
 import pytest
 
-from experiments.tracked import file_name_checked
+from experiments.run_files import file_name_checked
 from finetune_hub import model_files
 from finetune_hub.client import Run
 from finetune_hub.errors import ServiceError

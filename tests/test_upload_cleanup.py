@@ -25,7 +25,7 @@ from huey.contrib.djhuey import HUEY
 
 from datasets_app import services
 from datasets_app.models import Dataset, DatasetVersion
-from experiments import tracked
+from experiments import run_files
 from experiments.models import TrainingRun
 from experiments.training.supervisor import child_env
 from finetune_hub import tasks
@@ -293,7 +293,7 @@ def test_a_streamed_artifact_is_written_out_of_sight_and_replaces_an_orphan(api,
         seen.append((names(output), len(names(incoming_area()))))
         yield data[10:]
 
-    tracked.artifact_put(run=run, name="adapter_model.safetensors", chunks=stream(), by=owner)
+    run_files.artifact_put(run=run, name="adapter_model.safetensors", chunks=stream(), by=owner)
 
     assert seen == [(["adapter_model.safetensors"], 1)]  # no partial beside the run's files
     assert names(output) == ["adapter_model.safetensors"]

@@ -4,7 +4,7 @@ artifact_path they were logged under."""
 
 import re
 
-from experiments import tracked
+from experiments import run_files
 from experiments.mlflow.protocol import MlflowError, run_of
 from experiments.models import TrainingRun
 from finetune_hub.models import Team
@@ -29,7 +29,7 @@ def artifact_run(team: Team, path: str) -> tuple[TrainingRun, str]:
 def artifact_put(run: TrainingRun, rest: str, request, user) -> None:
     """Store the request's body as the file of that name in the run's output folder."""
     name = rest.rsplit("/", 1)[-1]
-    tracked.artifact_put(run=run, name=name, chunks=tracked.chunks(request), by=user)
+    run_files.artifact_put(run=run, name=name, chunks=run_files.chunks(request), by=user)
 
 
 def artifact_file(run: TrainingRun, rest: str):
