@@ -3,7 +3,7 @@
   const form = document.getElementById("experiment-form");
   const out = document.getElementById("estimate");
   const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
-  // Which field groups each technique uses comes from the server (experiments/training/forms.py).
+  // Which field groups each technique uses comes from the server (experiments/forms.py).
   const groups = JSON.parse(document.getElementById("technique-groups").textContent);
 
   function params() {
@@ -18,6 +18,10 @@
         hp[name] = v === "all-linear" ? v : v.toLowerCase() === "none" ? [] : v.split(",").map((s) => s.trim()).filter(Boolean);
       }
       else hp[name] = isNaN(Number(v)) ? v : Number(v);
+    });
+    // A hyperparameter with a fixed set of values (the scheduler, what DPO trains): blank is its default.
+    form.querySelectorAll(".hp select.literal").forEach((select) => {
+      if (select.value) hp[select.name.slice(3)] = select.value;
     });
     // Choice fields (GRPO's reward model): a run id picked from a list.
     form.querySelectorAll(".hp select.choice").forEach((select) => {
