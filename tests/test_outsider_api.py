@@ -25,7 +25,7 @@ from evaluation.models import Vote
 from finetune_hub.auth import token_create
 from registry.models import ServedGeneration
 from tests.support.openapi import Operation, operations
-from tests.support.team_world import ALIAS, SECRETS, World, team_world
+from tests.support.team_world import SECRETS, World, object_ids, team_world
 from tests.support.training_helpers import FAST, jsonl
 
 OPERATIONS = operations()
@@ -33,20 +33,7 @@ OPERATIONS = operations()
 
 def path_values(w: World, op: Operation) -> dict:
     """A real object of the owner's team for each path parameter."""
-    values = {
-        "team_id": w.team.pk,
-        "dataset_id": w.dataset.pk,
-        "number": w.version.number,
-        "experiment_id": w.experiment.pk,
-        "run_id": w.run.pk,
-        "evaluation_id": w.evaluation.pk,
-        "comparison_id": w.comparison.pk,
-        "name": w.model.name,
-        "alias": ALIAS,
-        "request_id": w.request.pk,
-        "decision": "approve",
-        "token_id": w.token.pk,
-    }
+    values = {**object_ids(w), "decision": "approve"}
     if op.path.startswith("/api/registry/"):
         values["number"] = w.model_version.number
     if op.path.startswith(TRACKED_WRITES):  # only a run trained elsewhere takes these

@@ -32,12 +32,12 @@ from registry.models import (
     ServedGeneration,
 )
 from tests.support.team_world import (
-    ALIAS,
     EXPERIMENT,
     RUN_METRIC,
     SECRETS,
     STORED_ONLY,
     World,
+    object_ids,
     team_world,
 )
 from tests.support.training_helpers import make_version
@@ -109,17 +109,7 @@ def excluded(route: Route) -> str | None:
 def path_values(w: World) -> dict:
     """A value for each route parameter: team A's objects, and harmless words for the rest."""
     return {
-        "team_id": w.team.pk,
-        "dataset_id": w.dataset.pk,
-        "number": w.version.number,
-        "experiment_id": w.experiment.pk,
-        "run_id": w.run.pk,
-        "evaluation_id": w.evaluation.pk,
-        "comparison_id": w.comparison.pk,
-        "name": w.model.name,
-        "alias": ALIAS,
-        "request_id": w.request.pk,
-        "token_id": w.token.pk,
+        **object_ids(w),
         "action": "cancel",
         "kind": "adapter",
         "decision": "approve",

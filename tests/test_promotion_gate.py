@@ -16,19 +16,6 @@ from evaluation.comparison_results import auto_results
 from evaluation.models import Comparison, ComparisonSubject, EvaluationRun, SampleResult
 from registry import services
 from registry.models import AliasEvent
-from tests.support.registry_helpers import trained_run
-
-
-@pytest.fixture
-def model(team, owner):
-    return services.model_create(team=team, name="triage", by=owner)
-
-
-@pytest.fixture
-def versions(model, team, owner, tiny_model):
-    first = trained_run(team, owner, tiny_model, seed=1)
-    second = trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)
-    return [services.version_register(model=model, run=r, by=owner) for r in (first, second)]
 
 
 @pytest.fixture

@@ -13,18 +13,6 @@ from tests.support.clients import make_user
 from tests.support.registry_helpers import trained_run
 
 
-@pytest.fixture
-def model(team, owner):
-    return services.model_create(team=team, name="triage", by=owner)
-
-
-@pytest.fixture
-def versions(model, team, owner, tiny_model):
-    first = trained_run(team, owner, tiny_model, seed=1)
-    second = trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)
-    return [services.version_register(model=model, run=r, by=owner) for r in (first, second)]
-
-
 def user_with(team, role):
     user = make_user(f"u-{role}")
     Membership.objects.create(team=team, user=user, role=role)

@@ -4,9 +4,12 @@ training."""
 
 import hashlib
 
+import pytest
+
 from experiments import services
 from experiments.models import TrainingRun
 from finetune_hub.storage import artifact_path
+from registry import services as registry
 from tests.support.training_helpers import make_experiment
 
 
@@ -58,3 +61,17 @@ def trained_run(
     )
     run.refresh_from_db()
     return run
+
+
+# A model "triage" of the team with two versions, trained runs of one experiment (conftest.py
+# offers both to every test; a module's own fixture of the name wins).
+@pytest.fixture
+def model(team, owner):
+    return registry.model_create(team=team, name="triage", by=owner)
+
+
+@pytest.fixture
+def versions(model, team, owner, tiny_model):
+    first = trained_run(team, owner, tiny_model, seed=1)
+    second = trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)
+    return [registry.version_register(model=model, run=r, by=owner) for r in (first, second)]

@@ -226,3 +226,20 @@ def team_world(tiny_model) -> World:
         team, owner, dataset, version, experiment, runs[0], queued, elsewhere, evaluation,
         comparison, model, model_version, request, token,
     )  # fmt: skip
+
+
+def object_ids(w: World) -> dict:
+    """The value of each route parameter that names one of team A's objects."""
+    return {
+        "team_id": w.team.pk,
+        "dataset_id": w.dataset.pk,
+        "number": w.version.number,
+        "experiment_id": w.experiment.pk,
+        "run_id": w.run.pk,
+        "evaluation_id": w.evaluation.pk,
+        "comparison_id": w.comparison.pk,
+        "name": w.model.name,
+        "alias": ALIAS,
+        "request_id": w.request.pk,
+        "token_id": w.token.pk,
+    }
