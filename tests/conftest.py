@@ -8,7 +8,12 @@ from django.test import Client
 from finetune_hub.models import Membership, Role, Team
 from tests.support.browser import page  # noqa: F401 (the Playwright page fixture)
 from tests.support.clients import ApiClient, make_user
-from tests.support.registry_helpers import model, versions  # noqa: F401 (a model, two versions)
+from tests.support.registry_helpers import (  # noqa: F401 (a model, two trained runs, two versions)
+    adapter_kind,
+    model,
+    runs,
+    versions,
+)
 from tests.support.tiny_model import tiny_model_dir
 
 

@@ -63,15 +63,28 @@ def trained_run(
     return run
 
 
-# A model "triage" of the team with two versions, trained runs of one experiment (conftest.py
-# offers both to every test; a module's own fixture of the name wins).
+# A model "triage" of the team with two versions, trained runs of one experiment that carry a
+# peft adapter of `adapter_kind` (conftest.py offers these fixtures to every test; a module's
+# own fixture of the name wins; the export and serving tests parametrize adapter_kind).
 @pytest.fixture
 def model(team, owner):
     return registry.model_create(team=team, name="triage", by=owner)
 
 
 @pytest.fixture
-def versions(model, team, owner, tiny_model):
-    first = trained_run(team, owner, tiny_model, seed=1)
-    second = trained_run(team, owner, tiny_model, seed=2, experiment=first.experiment)
-    return [registry.version_register(model=model, run=r, by=owner) for r in (first, second)]
+def adapter_kind():
+    return "lora"
+
+
+@pytest.fixture
+def runs(team, owner, tiny_model, adapter_kind):
+    first = trained_run(team, owner, tiny_model, seed=1, kind=adapter_kind)
+    second = trained_run(
+        team, owner, tiny_model, seed=2, experiment=first.experiment, kind=adapter_kind
+    )
+    return [first, second]
+
+
+@pytest.fixture
+def versions(model, runs, owner):
+    return [registry.version_register(model=model, run=r, by=owner) for r in runs]
