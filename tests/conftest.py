@@ -8,6 +8,7 @@ from django.test import Client
 from finetune_hub.models import Membership, Role, Team
 from tests.support.browser import page  # noqa: F401 (the Playwright page fixture)
 from tests.support.clients import ApiClient, make_user
+from tests.support.comparisons import human, subjects, version  # noqa: F401 (scored subjects)
 from tests.support.registry_helpers import (  # noqa: F401 (a model, two trained runs, two versions)
     adapter_kind,
     model,

@@ -7,8 +7,8 @@ import pytest
 from experiments import metric_store, tracked
 from registry import services as registry
 from tests.support.browser import log_in, shot
+from tests.support.comparisons import good_and_bad
 from tests.support.registry_helpers import trained_run
-from tests.test_comparisons import good_and_bad
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

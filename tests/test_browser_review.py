@@ -3,8 +3,8 @@ import pytest
 from evaluation.models import Vote
 from registry import services
 from tests.support.browser import log_in, shot
+from tests.support.comparisons import good_and_bad
 from tests.support.registry_helpers import trained_run
-from tests.test_comparisons import good_and_bad
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -3,8 +3,8 @@ from django.test import Client
 from evaluation import comparisons
 from evaluation.models import Comparison, EvaluationRun, Vote
 from finetune_hub.textdiff import word_diff
+from tests.support.comparisons import good_and_bad, scored
 from tests.support.training_helpers import make_version
-from tests.test_comparisons import good_and_bad, scored
 
 
 def test_word_diff_marks_changed_words_and_escapes():
@@ -56,7 +56,8 @@ def test_evaluation_and_comparison_pages(browser_client, team, owner, tiny_model
     assert '<div class="turn user">' in html and instruction in html
     assert ">Generation</td>" in html and "{&#x27;" not in html
     assert 'id="bleu-note"' not in html  # no BLEU here
-    from tests.test_comparisons import _score, answered
+    from evaluation.queue import _score
+    from tests.support.comparisons import answered
 
     with_bleu = answered(team, owner, version, "b", lambda e: e.fields["output"], metrics=["bleu"])
     _score(with_bleu)

@@ -20,8 +20,8 @@ from evaluation.queue import _score
 from evaluation.subjects import Subject
 from registry import services
 from registry.models import AliasEvent
+from tests.support.comparisons import answered
 from tests.support.registry_helpers import trained_run
-from tests.test_comparisons import answered
 
 N = 313
 GENERAL_METRIC = "chrf"

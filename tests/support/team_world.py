@@ -20,10 +20,10 @@ from finetune_hub.models import ApiToken, Membership, Role, Team
 from registry import services as registry
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 from tests.support.clients import make_user
+from tests.support.comparisons import answered, scored
 from tests.support.data import phrase
 from tests.support.registry_helpers import trained_run
 from tests.support.training_helpers import FAST, jsonl
-from tests.test_comparisons import answered, scored
 
 # Every name team A gives: each word of each is found nowhere in the code or the templates.
 TEAM = "Tangerine Ostrich"
