@@ -59,7 +59,7 @@ def log(message: str) -> None:
 def bnb_config():
     from transformers import BitsAndBytesConfig
 
-    # The engine's QLoRA settings (experiments/training/engine.py quantized_load).
+    # The engine's QLoRA settings (experiments/training/loading.py quantized_load).
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",

@@ -4,7 +4,7 @@ and one command, on the same tokens (issue: training speed on the H200).
   A  Trainer + PEFT, padded to the longest example of each batch of 8
   B  Trainer + PEFT, greedy packing into 4 rows x 2,048 tokens, position ids reset per example
   finetune_hub  the code a worker runs: dataset_version_upload -> experiment_create ->
-     run_enqueue -> engine.build_trainer -> train(), with its defaults or with switches
+     run_enqueue -> trainer.build_trainer -> train(), with its defaults or with switches
 
 All three train on the same tokenised examples (the engine's own tokenisation, prompt tokens
 masked out of the loss), LoRA r16 / alpha 32 / dropout 0.05 on all seven projections, AdamW
@@ -317,8 +317,8 @@ def train_engine(
     import torch
 
     from experiments.services import experiment_create, run_enqueue
-    from experiments.training import engine
     from experiments.training.reporting import RunReporter
+    from experiments.training.trainer import build_trainer, speed_settings
     from experiments.workers import worker_heartbeat
 
     free_memory()
@@ -351,7 +351,7 @@ def train_engine(
     worker_heartbeat()  # this process is the worker
     run = run_enqueue(experiment=experiment, by=user, dispatch=False)
     out = args.work / "artifacts" / "out" / str(run.pk)
-    trainer = engine.build_trainer(run, out, RunReporter(run, args.work / f"{run.pk}.log"))
+    trainer = build_trainer(run, out, RunReporter(run, args.work / f"{run.pk}.log"))
     counting, clock = Counting(trainer.data_collator), step_clock()
     trainer.data_collator = counting
     trainer.add_callback(clock)
@@ -361,7 +361,7 @@ def train_engine(
         setup=spec,
         gradient_checkpointing=checkpointing,
         batch=params["per_device_train_batch_size"],
-        speed_settings=engine.speed_settings(run),
+        speed_settings=speed_settings(run),
         attention=trainer.model.config._attn_implementation,
     )
     del trainer
@@ -372,8 +372,8 @@ def train_engine(
 def engine_examples(run_version, team, user, model_dir: Path, args):
     """The engine's tokenised training examples (what A and B train on too)."""
     from experiments.services import experiment_create, run_enqueue
-    from experiments.training import engine
     from experiments.training.reporting import RunReporter
+    from experiments.training.trainer import build_trainer
     from experiments.workers import worker_heartbeat
 
     experiment = experiment_create(
@@ -387,9 +387,7 @@ def engine_examples(run_version, team, user, model_dir: Path, args):
     )
     worker_heartbeat()
     run = run_enqueue(experiment=experiment, by=user, dispatch=False)
-    trainer = engine.build_trainer(
-        run, args.work / "tokens", RunReporter(run, args.work / "tokens.log")
-    )
+    trainer = build_trainer(run, args.work / "tokens", RunReporter(run, args.work / "tokens.log"))
     examples = [labelled(row) for row in trainer.train_dataset]
     del trainer
     free_memory()

@@ -5,8 +5,8 @@ class EvaluationConfig(AppConfig):
     name = "evaluation"
 
     def ready(self):
-        # The queue sends the `evaluate` task, and the task runs the queue: it is handed over
-        # here so that neither module imports the other.
-        from evaluation import queue, tasks
+        # The task the queue sends (queue.py): the task runs the queue, so the queue finds it
+        # here rather than importing tasks.py.
+        from evaluation import tasks
 
-        queue.dispatch_with(tasks.evaluate)
+        self.evaluate = tasks.evaluate

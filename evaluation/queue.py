@@ -7,6 +7,7 @@ in services.py."""
 import math
 
 import numpy as np
+from django.apps import apps
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -23,21 +24,12 @@ from inference import generation
 SPECIAL = {"loss"}  # computed from the model, reported with perplexity
 CHUNK = 32
 
-# The Huey task that carries an evaluation to a worker (evaluation.tasks.evaluate). Its body
-# runs this module, so this module does not import it: EvaluationConfig.ready hands it over.
-_evaluate = None
-
-
-def dispatch_with(task) -> None:
-    """The task dispatch_on_commit and evaluations_redispatch send (EvaluationConfig.ready)."""
-    global _evaluate
-    _evaluate = task
-
 
 def _task():
-    if _evaluate is None:
-        raise RuntimeError("No task carries evaluations: the evaluation app is not ready")
-    return _evaluate
+    """The Huey task that carries an evaluation to a worker (evaluation.tasks.evaluate), as
+    EvaluationConfig.ready keeps it: its body runs this module, so this module does not
+    import it."""
+    return apps.get_app_config("evaluation").evaluate
 
 
 def dispatch_on_commit(evaluation: EvaluationRun) -> None:

@@ -1,6 +1,6 @@
 """Huey tasks: thin wrappers that call the evaluation queue (imports inside, as the HackSoft
-guide does). The queue sends `evaluate` without importing this module: EvaluationConfig.ready
-hands it over."""
+guide does). The queue sends `evaluate` without importing this module: it finds it on
+EvaluationConfig, which ready() sets."""
 
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task, on_startup

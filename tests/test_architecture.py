@@ -55,8 +55,8 @@ def _layer(module: str) -> int | None:
     return LAYERS.index(top) if top in LAYERS else None
 
 
-def _graph(top_level_only: bool) -> dict[str, set[str]]:
-    modules = dict(_modules())
+def _graph(top_level_only: bool, modules: dict | None = None) -> dict[str, set[str]]:
+    modules = dict(_modules()) if modules is None else modules
     graph = {}
     for name, tree in modules.items():
         targets = set()
@@ -129,3 +129,77 @@ def test_the_checker_sees_a_planted_private_import():
     tree = ast.parse("from experiments import training\n")
     module, names = next(_imports(tree, top_level_only=True))
     assert any(f"{module}.{n}".startswith("experiments.training") for n in names)
+
+
+# Import loops, imports inside functions included. Such an import defers a loop to the first
+# call, it does not remove it: the two modules still need each other. So there is none, not
+# between apps, not through a tasks.py, not inside an app. A Huey task's wrapper imports the
+# worker side inside the function; the worker side sends the task its app's AppConfig.ready
+# keeps (apps.get_app_config), never by importing tasks.py; a service reaches the worker
+# side's dispatch, not the task.
+
+
+def _loops(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The graph's import loops: each set of modules that reach one another (a strongly
+    connected component of more than one module, Tarjan's algorithm), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    loops = []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = stack[stack.index(node) :]
+            del stack[stack.index(node) :]
+            if len(component) > 1:
+                loops.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(loops)
+
+
+def test_no_import_loop_even_through_imports_inside_functions():
+    assert _loops(_graph(top_level_only=False)) == []
+
+
+def test_no_module_imports_a_tasks_module_at_import_time():
+    """Huey's consumer imports each app's tasks.py itself; anything else that needs a task
+    imports it inside a function (an app's ready(), another app's task)."""
+    offending = [
+        f"{name} imports {target}"
+        for name, targets in _graph(top_level_only=True).items()
+        for target in targets
+        if target.endswith(".tasks")
+    ]
+    assert offending == []
+
+
+def test_the_checker_sees_a_planted_loop_through_imports_inside_functions():
+    """A task's wrapper and the queue that imports the task back, and a loop across apps
+    (quotas counting an app's rows), are found, though neither shows at import time."""
+    planted = {
+        name: ast.parse(source)
+        for name, source in {
+            "experiments.tasks": "def f():\n    from experiments.training import queue\n",
+            "experiments.training.queue": "def f():\n    from experiments import tasks\n",
+            "experiments.services": "from finetune_hub import quotas\n",
+            "finetune_hub.quotas": "def f():\n    from evaluation.models import EvaluationRun\n",
+            "evaluation.models": "from evaluation.subjects import Subject\n",
+            "evaluation.subjects": "def f():\n    from experiments.services import run_enqueue\n",
+        }.items()
+    }
+    assert _loops(_graph(top_level_only=False, modules=planted)) == [
+        ["evaluation.models", "evaluation.subjects", "experiments.services", "finetune_hub.quotas"],
+        ["experiments.tasks", "experiments.training.queue"],
+    ]
+    assert _loops(_graph(top_level_only=True, modules=planted)) == []

@@ -137,8 +137,8 @@ def test_loha_params_match_peft(targets):
 def test_estimate_counts_what_the_engine_trains(technique, hyperparameters):
     """The estimate's trainable parameters are peft's count of the engine's own config, built
     from the validated hyperparameters (the defaults included)."""
-    from experiments.training.engine import peft_config
     from experiments.training.hyperparameters import validate
+    from experiments.training.loading import peft_config
 
     params = validate(technique, hyperparameters, context_length=None)
     model = get_peft_model(tiny(), peft_config(technique, params))

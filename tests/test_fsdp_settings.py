@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from experiments.services import run_enqueue
-from experiments.training import engine, speed
 from experiments.training import hyperparameters as hp
+from experiments.training import loading, speed, trainer
 from experiments.training.estimate import estimate
 from finetune_hub.errors import Conflict, ServiceError
 from inference.base_models import load_config
@@ -62,7 +62,7 @@ def fsdp_run(tiny_model, **params):
 
 def test_fsdp_becomes_trainer_arguments(tiny_model, tmp_path):
     run = fsdp_run(tiny_model, gradient_checkpointing=True)
-    args = engine.common_args(
+    args = trainer.common_args(
         run, tmp_path, has_eval=False, fast=speed.effective({}, technique_is_sft=True)
     )
     assert args["fsdp"] == "full_shard auto_wrap"
@@ -75,14 +75,14 @@ def test_fsdp_becomes_trainer_arguments(tiny_model, tmp_path):
     assert args["gradient_checkpointing"] is False and args["bf16"] is False
     plain = fsdp_run(tiny_model)
     plain.experiment.hyperparameters["fsdp"] = False
-    assert "fsdp" not in engine.common_args(
+    assert "fsdp" not in trainer.common_args(
         plain, tmp_path, False, speed.effective({}, technique_is_sft=True)
     )
 
 
 def test_a_cpu_worker_refuses_fsdp_before_loading_weights(tiny_model):
     with pytest.raises(ServiceError) as caught:
-        engine.load_model(fsdp_run(tiny_model), speed.effective({}, technique_is_sft=True))
+        loading.load_model(fsdp_run(tiny_model), speed.effective({}, technique_is_sft=True))
     assert caught.value.status == 409
     assert caught.value.detail == "FSDP needs a CUDA GPU; this worker has CPU only"
 

@@ -13,7 +13,7 @@ import pytest
 
 from experiments import metric_store
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
-from experiments.training import engine, speed
+from experiments.training import speed, trainer
 from experiments.training.reporting import RunReporter
 from finetune_hub.storage import artifact_path
 from tests.support.training_helpers import make_experiment
@@ -101,9 +101,9 @@ def test_only_a_first_attempt_evaluates_on_start(run):
     """The base model's eval loss is step 0's; a resumed attempt's checkpoint step was
     reported by the attempt before it."""
     fast = speed.effective({}, technique_is_sft=True)
-    assert engine.common_args(run, Path("unused"), True, fast)["eval_on_start"] is True
+    assert trainer.common_args(run, Path("unused"), True, fast)["eval_on_start"] is True
     folder = artifact_path(run.folder) / "checkpoints" / "checkpoint-5"
     folder.mkdir(parents=True)
     Checkpoint.objects.create(run=run, step=5, path=str(folder.relative_to(artifact_path(""))))
-    assert engine.common_args(run, Path("unused"), True, fast)["eval_on_start"] is False
-    assert engine.common_args(run, Path("unused"), False, fast)["eval_on_start"] is False
+    assert trainer.common_args(run, Path("unused"), True, fast)["eval_on_start"] is False
+    assert trainer.common_args(run, Path("unused"), False, fast)["eval_on_start"] is False

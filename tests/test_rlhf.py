@@ -113,7 +113,7 @@ def test_full_reward_model_and_full_grpo(team, owner, tiny_model, cpu_worker):
 
 @pytest.mark.slow  # six trainings; the checkpoint code is the one every technique uses
 # The reward case found that a reward model's new score head was drawn from the process's
-# unseeded RNG (engine.load_model now seeds it from the run's seed).
+# unseeded RNG (loading.load_model now seeds it from the run's seed).
 @pytest.mark.parametrize("technique", ["reward", "grpo"])
 def test_reward_and_grpo_runs_resumed_after_a_cancel_equal_uninterrupted_ones(
     team, owner, tiny_model, cpu_worker, reward_run, technique
@@ -174,7 +174,7 @@ def test_a_reward_models_new_score_head_is_drawn_from_the_runs_seed(team, owner,
     another seed draws another."""
     from types import SimpleNamespace
 
-    from experiments.training import engine, speed
+    from experiments.training import loading, speed
 
     def head(seed: int, process_rng: int):
         params = hp.validate("reward", {"seed": seed}, context_length=None)
@@ -182,7 +182,7 @@ def test_a_reward_models_new_score_head_is_drawn_from_the_runs_seed(team, owner,
             hyperparameters=params, technique="reward", base_model=tiny_model
         )
         torch.manual_seed(process_rng)  # whatever the process's RNG was before
-        model, _ = engine.load_model(
+        model, _ = loading.load_model(
             SimpleNamespace(experiment=experiment), speed.effective({}, technique_is_sft=False)
         )
         return model.score.weight.detach().clone()

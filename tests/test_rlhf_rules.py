@@ -183,7 +183,7 @@ def test_grpo_leaves_out_prompts_with_no_room_for_a_completion(tiny_model):
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from experiments.training.engine import prompts_that_fit
+    from experiments.training.data import prompts_that_fit
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     short, long = "Name a colour.", " ".join(["word"] * 200)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from django.apps import apps
 from django.utils import timezone
 
 from experiments import services
@@ -41,7 +42,7 @@ def add_run(experiment, owner):
 @pytest.fixture
 def dispatched():
     """train_next() calls, made when the enclosing transaction commits."""
-    with mock.patch("experiments.tasks.train_next") as train_next:
+    with mock.patch.object(apps.get_app_config("experiments"), "train_next") as train_next:
         yield train_next
 
 

@@ -13,9 +13,11 @@ from transformers import TrainerCallback
 from experiments.forms import hyperparameters_from
 from experiments.models import TrainingRun
 from experiments.services import run_enqueue
-from experiments.training import engine, speed
+from experiments.training import loading, speed
 from experiments.training.runner import train_next_run
+from experiments.training.trainer import build_trainer, speed_settings
 from finetune_hub.errors import ServiceError
+from finetune_hub.storage import artifact_path
 from tests.support.training_helpers import make_experiment
 
 
@@ -150,7 +152,7 @@ def test_tokens_per_second_counts_real_tokens_only(team, owner, tiny_model, cpu_
         team, owner, tiny_model, num_train_epochs=1, max_steps=-1, per_device_train_batch_size=8
     )
     run = run_enqueue(experiment=experiment, by=owner)
-    trainer = engine.build_trainer(run, engine.artifact_path(run.folder), TrainerCallback())
+    trainer = build_trainer(run, artifact_path(run.folder), TrainerCallback())
     real = sum(len(row["input_ids"]) for row in trainer.train_dataset)
     trainer.train()
     assert trainer.state.num_input_tokens_seen == real
@@ -232,8 +234,8 @@ def test_qlora_upcasts_norms_to_float32_only_when_switched_off(
     CUDA, so the quantisation config is left out here."""
     import peft
 
-    monkeypatch.setattr(engine, "quantized_load", lambda params: {})
-    monkeypatch.setattr(engine, "device", lambda: "cuda")  # loads in bf16, as a CUDA worker
+    monkeypatch.setattr(loading, "quantized_load", lambda params: {})
+    monkeypatch.setattr(loading, "device", lambda: "cuda")  # loads in bf16, as a CUDA worker
     prepared = []
 
     def prepare(model, **kwargs):
@@ -245,9 +247,9 @@ def test_qlora_upcasts_norms_to_float32_only_when_switched_off(
     monkeypatch.setattr(peft, "prepare_model_for_kbit_training", prepare)
     experiment = make_experiment(team, owner, tiny_model, "qlora", qlora_bf16_norms=bf16_norms)
     run = TrainingRun(experiment=experiment)  # never queued: no worker here has CUDA
-    fast = {**engine.speed_settings(run), "attention": "sdpa"}
+    fast = {**speed_settings(run), "attention": "sdpa"}
     assert fast["qlora_bf16_norms"] is False  # a CPU machine: automatic or forced, off
-    model, _ = engine.load_model(run, {**fast, "qlora_bf16_norms": bf16_norms})
+    model, _ = loading.load_model(run, {**fast, "qlora_bf16_norms": bf16_norms})
     norm = model.model.norm.weight
     assert (len(prepared), norm.dtype) == (
         (0, torch.bfloat16) if bf16_norms else (1, torch.float32)

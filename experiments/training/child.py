@@ -11,31 +11,10 @@ import time
 import traceback
 from pathlib import Path
 
+from experiments.training.lifeline import supervisor_alive_check
+
 EXIT_REFUSED = 3  # a ServiceError: the run cannot be trained here (its message is stored)
 KILL_AFTER_S = 10.0
-# The supervising worker process, set by it in the environment: under torchrun a rank's
-# parent is torchrun's agent, which outlives a killed worker.
-SUPERVISOR_PID = "FINETUNE_HUB_SUPERVISOR_PID"
-SUPERVISOR_STARTED = "FINETUNE_HUB_SUPERVISOR_STARTED"
-
-
-def supervisor_alive_check():
-    """A function that says whether this process's supervisor still runs: the worker named
-    in the environment (the same process: its start time too, so a reused PID is not it),
-    else the parent this process started with."""
-    pid, started = os.environ.get(SUPERVISOR_PID), os.environ.get(SUPERVISOR_STARTED)
-    if not (pid and started):
-        parent = os.getppid()
-        return lambda: os.getppid() == parent
-    import psutil
-
-    def alive() -> bool:
-        try:
-            return repr(psutil.Process(int(pid)).create_time()) == started
-        except psutil.Error:
-            return False
-
-    return alive
 
 
 def exit_with_supervisor(interval: float = 1.0) -> threading.Thread:

@@ -4,6 +4,7 @@ stopped. Every change of hands is a conditional UPDATE that must change exactly 
 two workers (or two reapers) never act on the same run. The user's commands (create, enqueue,
 cancel, resume, reorder) are in services.py."""
 
+from django.apps import apps
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -12,9 +13,15 @@ from experiments import workers
 from experiments.models import TrainingRun, Worker
 
 
-def dispatch_on_commit() -> None:
-    from experiments.tasks import train_next
+def _task():
+    """The Huey task that carries a queue token to a worker (experiments.tasks.train_next),
+    as ExperimentsConfig.ready keeps it: its body runs this module's worker side, so this
+    module does not import it."""
+    return apps.get_app_config("experiments").train_next
 
+
+def dispatch_on_commit() -> None:
+    train_next = _task()
     # A rolled-back request enqueues nothing; a worker never sees an uncommitted run.
     transaction.on_commit(lambda: train_next())
 
@@ -84,8 +91,7 @@ def runs_redispatch() -> int:
     outage, or when it was spent on a run that waited for GPUs: so every queued run gets a
     token of its own, counting those pending (a token claims whichever run is on top, so
     the count is what matters). Returns how many were sent."""
-    from experiments.tasks import train_next
-
+    train_next = _task()
     queued = TrainingRun.objects.filter(
         status=TrainingRun.Status.QUEUED, source=TrainingRun.Source.QUEUED
     ).count()

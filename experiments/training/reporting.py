@@ -15,7 +15,8 @@ from transformers import TrainerCallback
 
 from experiments import metric_store
 from experiments.models import Checkpoint, MetricPoint, TrainingRun
-from experiments.training import child, speed, system
+from experiments.training import speed, system
+from experiments.training.lifeline import supervisor_alive_check
 from finetune_hub.storage import artifact_path
 
 FLUSH_EVERY_S = 2.0
@@ -108,7 +109,7 @@ class RunReporter(TrainerCallback):
         self.started = time.monotonic()
         self.first_step: int | None = None
         self.tokens = (time.monotonic(), 0)
-        self.supervisor_alive = child.supervisor_alive_check()
+        self.supervisor_alive = supervisor_alive_check()
         self.n_params, self.gpu = 0, None
         self.system, self.last_system = system.Sampler(), 0.0
 

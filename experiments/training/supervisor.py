@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from experiments.models import TrainingRun
 from experiments.training import queue
-from experiments.training.child import EXIT_REFUSED, SUPERVISOR_PID, SUPERVISOR_STARTED
+from experiments.training.child import EXIT_REFUSED
+from experiments.training.lifeline import SUPERVISOR_PID, SUPERVISOR_STARTED
 from experiments.training.reporting import log_tail
 from finetune_hub.storage import artifact_path
 
