@@ -12,6 +12,7 @@ from experiments.models import Technique, TrainingRun
 from experiments.training import hyperparameters as hp
 from experiments.training import speed
 from finetune_hub.errors import ServiceError
+from finetune_hub.model_files import is_adapter, tokenizer_source
 from finetune_hub.storage import artifact_path, assert_no_pickles
 from inference import base_models
 
@@ -153,18 +154,14 @@ def reward_model(run: TrainingRun, fast: dict):
     assert_no_pickles(folder)
     base = base_models.resolve(reward.model_base)
     kwargs = model_kwargs(fast) | {"num_labels": 1, "use_safetensors": True}
-    if (folder / "adapter_config.json").exists():
+    if is_adapter(folder):
         from peft import PeftModel
 
         model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
         model = PeftModel.from_pretrained(model, folder).merge_and_unload()
     else:
         model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
-    tokenizer = with_pad_token(
-        AutoTokenizer.from_pretrained(
-            folder if (folder / "tokenizer_config.json").exists() else base
-        )
-    )
+    tokenizer = with_pad_token(AutoTokenizer.from_pretrained(tokenizer_source(folder, base)))
     model.config.pad_token_id = tokenizer.pad_token_id
     log.info("Reward model: run %s (%s)", reward.pk, reward.experiment.name)
     return model.eval().requires_grad_(False), tokenizer
