@@ -9,6 +9,7 @@ from finetune_hub.models import Membership, Role, Team
 from tests.support.browser import page  # noqa: F401 (the Playwright page fixture)
 from tests.support.clients import ApiClient, make_user
 from tests.support.comparisons import human, subjects, version  # noqa: F401 (scored subjects)
+from tests.support.consumers import consumers  # noqa: F401 (Huey consumer processes)
 from tests.support.forgetting import general  # noqa: F401 (the general set's version)
 from tests.support.registry_helpers import (  # noqa: F401 (a model, two trained runs, two versions)
     adapter_kind,

@@ -58,7 +58,7 @@ def test_tick_runs_in_the_run_table_and_compare_more_than_a_page_of_them(
 ):
     """The Runs page sorts by a metric and filters by a hyperparameter; ticked runs open the
     comparison, whose chart draws every run's curves across several API pages."""
-    from tests.test_tracking import many_runs
+    from tests.support.training_helpers import many_runs
 
     runs = many_runs(team, owner, tiny_model, 130, steps=20)  # the chart takes 100 runs a page
     log_in(page, "owner", "owner-pass-123")
@@ -180,7 +180,7 @@ def test_rlhf_pick_a_reward_model_for_grpo_and_see_reward_and_kl_curves(
     reward model's draws its held-out pairwise accuracy."""
     from experiments import metric_store
     from finetune_hub.models import Team
-    from tests.test_rlhf import finished_reward_model
+    from tests.support.rlhf import finished_reward_model
 
     reward = finished_reward_model(team, owner, tiny_model)
     theirs = finished_reward_model(Team.objects.get(name="Other"), outsider, tiny_model)

@@ -11,8 +11,7 @@ import torch
 from experiments import services
 from experiments.models import TrainingRun
 from experiments.training.runner import train_next_run
-from tests.support.training_helpers import make_version, queued_run
-from tests.test_training_lifecycle import LONG, adapter
+from tests.support.training_helpers import LONG, adapter, make_version, queued_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # Long enough after the first checkpoint (step 4) that a cancel or a kill sent at the next

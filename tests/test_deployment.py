@@ -13,7 +13,6 @@ from experiments.models import TrainingRun, Worker
 from finetune_hub.auth import token_create
 from tests.security.test_production_server import gunicorn_server  # noqa: F401 (fixture)
 from tests.support.training_helpers import make_experiment, wait_for
-from tests.test_huey_consumer import consumers  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

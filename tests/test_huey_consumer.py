@@ -5,56 +5,18 @@ puts the run back in the queue, where it resumes to success."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from django.conf import settings
-from huey.contrib.djhuey import HUEY
 
 from evaluation.models import EvaluationRun
 from evaluation.services import evaluation_create
 from experiments import services
 from experiments.models import TrainingRun
-from experiments.training.supervisor import child_env
 from finetune_hub.storage import artifact_path
-from tests.support.training_helpers import make_experiment, wait_for
-from tests.test_training_lifecycle import assert_each_step_logged_once
+from tests.support.training_helpers import assert_each_step_logged_once, make_experiment, wait_for
 
 LONG = {"max_steps": 80, "save_steps": 10, "eval_steps": 1000, "logging_steps": 10}
-
-
-@pytest.fixture
-def consumers():
-    """Starts `manage.py run_huey` processes against the test database; kills them after."""
-    started = []
-
-    def start(workers: int = 2, **environment):
-        env = dict(child_env(), STALE_AFTER_S="3", HUEY_WORKERS=str(workers), **environment)
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_huey", "--worker-type", "thread"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started.append(process)
-        return process
-
-    HUEY.flush()  # tasks other tests left behind are not this test's
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    for run in TrainingRun.objects.exclude(pid=None):
-        try:
-            os.killpg(run.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    HUEY.flush()
 
 
 def status_of(model, pk, *wanted):

@@ -23,7 +23,6 @@ from experiments.models import TrainingRun
 from experiments.training.queue import runs_redispatch
 from tests.support.registry_helpers import trained_run
 from tests.support.training_helpers import make_experiment, wait_for
-from tests.test_huey_consumer import consumers  # noqa: F401 (the worker-process fixture)
 
 
 @pytest.fixture

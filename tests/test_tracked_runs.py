@@ -11,19 +11,13 @@ from datetime import timedelta
 import pytest
 import torch
 from django.utils import timezone
-from safetensors.torch import save as safetensors_bytes
 
 from experiments import services
 from experiments.models import Experiment, MetricPoint, TrainingRun
 from experiments.training import queue
 from finetune_hub.storage import artifact_path
+from tests.support.tracked import start, weights
 from tests.support.training_helpers import make_experiment, make_version
-
-
-def start(api, team, **body):
-    r = api.post("/api/runs", {"team": team.pk, "project": "outside", **body})
-    assert r.status_code == 201, r.content
-    return r.json()
 
 
 def put(api, run_id, name, data: bytes):
@@ -33,10 +27,6 @@ def put(api, run_id, name, data: bytes):
         content_type="application/octet-stream",
         **api._headers(),
     )
-
-
-def weights() -> bytes:
-    return safetensors_bytes({"w": torch.ones(2, 2)})
 
 
 def test_a_tracked_run_starts_in_a_project_made_once(api, team):

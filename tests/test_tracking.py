@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from experiments import metric_store
 from experiments.models import MetricPoint, MetricSeries, TrainingRun
-from tests.support.training_helpers import make_experiment
+from tests.support.training_helpers import make_experiment, many_runs
 
 pytestmark = pytest.mark.django_db
 
@@ -107,20 +107,6 @@ def test_a_resumed_attempt_rebuilds_the_series_without_the_dropped_steps(team, o
     series = MetricSeries.objects.get(run=run, key="loss")
     assert json.loads(series.points)["steps"] == [1, 2, 3, 4, 5]
     assert (series.last_step, series.last_value, series.count) == (5, 5.0, 5)
-
-
-def many_runs(team, owner, tiny_model, n: int, steps: int = 50):
-    experiment = make_experiment(team, owner, tiny_model)
-    runs = TrainingRun.objects.bulk_create(
-        TrainingRun(experiment=experiment, created_by=owner) for _ in range(n)
-    )
-    metric_store.points_ingest(
-        (run.pk, s, key, float(i + s))
-        for i, run in enumerate(runs)
-        for key in ("loss", "eval_loss")
-        for s in range(steps)
-    )
-    return runs
 
 
 def test_a_comparison_of_any_size_pages_in_constant_queries(api, team, owner, tiny_model):

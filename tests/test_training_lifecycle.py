@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,49 +13,25 @@ import pytest
 import torch
 from django.conf import settings
 from django.db import connection
-from safetensors.torch import load_file
 
 from experiments import services
-from experiments.models import Checkpoint, MetricPoint, MetricSeries
+from experiments.models import Checkpoint, MetricPoint
 from experiments.services import experiment_create
 from experiments.training import queue
 from experiments.training.runner import train_next_run
 from finetune_hub.storage import artifact_path
-from tests.support.training_helpers import FAST, make_experiment, make_version, queued_run, wait_for
+from tests.support.training_helpers import (
+    FAST,
+    LONG,
+    adapter,
+    assert_each_step_logged_once,
+    make_experiment,
+    make_version,
+    queued_run,
+    wait_for,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-LONG = {
-    **FAST,
-    "max_steps": 150,
-    "save_steps": 5,
-    "eval_steps": 1000,
-    "logging_steps": 5,
-    "per_device_train_batch_size": 2,
-}
-
-
-def adapter(run):
-    return load_file(artifact_path(run.output_path) / "adapter_model.safetensors")
-
-
-def assert_each_step_logged_once(run) -> None:
-    """What a finished run logged, resumed or not: one point a (key, step), the training
-    log's keys at every logging step up to max_steps (none missing: a resumed attempt keeps
-    its checkpoint's step and those before it, and logs from the next), the epoch at each
-    step that logged anything, and each curve made of the points there are."""
-    params = run.experiment.hyperparameters
-    rows = list(MetricPoint.objects.filter(run=run).values_list("key", "step"))
-    assert [pair for pair, n in Counter(rows).items() if n > 1] == [], "logged twice"
-    steps = defaultdict(set)
-    for key, step in rows:
-        steps[key].add(step)
-    every = params["logging_steps"]
-    logging_steps = set(range(every, params["max_steps"] + 1, every))
-    for key in ("loss", "learning_rate", "grad_norm"):
-        assert steps[key] == logging_steps, (key, sorted(logging_steps ^ steps[key]))
-    assert steps["epoch"] == steps["loss"] | steps["eval_loss"]
-    series = dict(MetricSeries.objects.filter(run=run).values_list("key", "count"))
-    assert series == Counter(key for key, _ in rows)
 
 
 def test_cancel_stops_the_process_and_keeps_the_last_checkpoint(

@@ -33,9 +33,8 @@ from finetune_hub.storage import INCOMING, artifact_path
 from finetune_hub.sweep import leftovers_remove
 from tests.security.test_production_server import free_port
 from tests.support.data import examples, jsonl
+from tests.support.tracked import start, weights
 from tests.support.training_helpers import wait_for
-from tests.test_huey_consumer import consumers  # noqa: F401 (the worker-process fixture)
-from tests.test_tracked_runs import start, weights
 
 BOUNDARY = "KiLlEdMiDbOdY"
 
