@@ -2,6 +2,7 @@
 
 import inspect
 from functools import wraps
+from typing import Literal
 
 from django.http import Http404, JsonResponse
 from ninja import Field, NinjaAPI, Router, Schema, Status
@@ -12,9 +13,24 @@ from finetune_hub import api_errors, idempotency
 from finetune_hub.auth import api_auth, bearer_token, bearer_user, token_create, token_revoke
 from finetune_hub.bounds import BoundedJSONParser, Id
 from finetune_hub.errors import FieldError, ServiceError
-from finetune_hub.models import ApiToken, Role
-from finetune_hub.selectors import members_of, membership_require, teams_for_user
-from finetune_hub.services import membership_notice, membership_set, team_create
+from finetune_hub.models import ApiToken, Membership, Role
+from finetune_hub.selectors import (
+    invitations_for,
+    invitations_of,
+    members_of,
+    membership_require,
+    teams_for_user,
+)
+from finetune_hub.services import (
+    default_team_set,
+    invitation_accept,
+    invitation_decline,
+    invitation_withdraw,
+    membership_leave,
+    membership_notice,
+    membership_set,
+    team_create,
+)
 
 
 def authenticated_docs(view):
@@ -145,6 +161,7 @@ class TeamOut(Schema):
     id: int
     name: str
     role: str | None = None
+    default: bool = Field(False, description="the team /mlflow answers for when its URI names none")
 
 
 class MemberIn(Schema):
@@ -158,7 +175,38 @@ class MemberOut(Schema):
 
 
 class MemberSetOut(MemberOut):
+    state: Literal["member", "invited"] = Field(
+        description="member: the user's role changed (or a site admin added them); invited: "
+        "the user, if such an active account exists, is invited and joins on accepting"
+    )
     detail: str
+
+
+class TeamInvitationOut(Schema):
+    id: int
+    username: str
+    role: str
+    invited_by: str | None = None
+    created_at: str
+
+
+class InvitationOut(Schema):
+    id: int
+    team: int
+    team_name: str
+    role: str
+    invited_by: str | None = None
+    created_at: str
+
+
+def _team_out(membership: Membership) -> dict:
+    team = membership.team
+    return {
+        "id": team.pk,
+        "name": team.name,
+        "role": membership.role,
+        "default": membership.is_default,
+    }
 
 
 @teams.post("", response={201: TeamOut, **api_errors.errors(409)})
@@ -169,20 +217,22 @@ def create_team(request, payload: TeamIn):
 
 @teams.get("", response=list[TeamOut])
 def list_teams(request):
-    roles = dict(request.auth.memberships.values_list("team_id", "role"))
-    return [
-        {"id": t.pk, "name": t.name, "role": roles.get(t.pk)}
-        for t in teams_for_user(user=request.auth)
-    ]
+    memberships = {m.team_id: m for m in request.auth.memberships.select_related("team")}
+    return [_team_out(memberships[t.pk]) for t in teams_for_user(user=request.auth)]
 
 
 @teams.post("/{team_id}/members", response={201: MemberSetOut, **api_errors.errors(409)})
 def add_member(request, team_id: Id, payload: MemberIn):
-    """The same answer whether or not the username exists (no user enumeration)."""
+    """Invites a user to the team with a role (team admins); the user joins when they accept
+    (POST /api/invitations/{id}/accept). A member's role changes at once, and a site admin's
+    addition is a membership at once (state "member"). The same answer whether or not the
+    username exists (no user enumeration)."""
     team = membership_require(user=request.auth, team=team_id).team
-    membership_set(team=team, username=payload.username, role=payload.role, by=request.auth)
-    notice = membership_notice(username=payload.username, role=payload.role)
-    return Status(201, {"username": payload.username, "role": payload.role, "detail": notice})
+    state = membership_set(team=team, username=payload.username, role=payload.role, by=request.auth)
+    notice = membership_notice(username=payload.username, role=payload.role, state=state)
+    return Status(
+        201, {"username": payload.username, "role": payload.role, "state": state, "detail": notice}
+    )
 
 
 @teams.get("/{team_id}/members", response=list[MemberOut])
@@ -191,11 +241,86 @@ def list_members(request, team_id: Id):
     return [{"username": m.user.username, "role": m.role} for m in members_of(team=team)]
 
 
+@teams.get(
+    "/{team_id}/invitations", response={200: list[TeamInvitationOut], **api_errors.errors(403)}
+)
+def list_team_invitations(request, team_id: Id):
+    """The team's invitations not yet answered (team admins)."""
+    team = membership_require(user=request.auth, team=team_id, role=Role.ADMIN).team
+    return [
+        {
+            "id": i.pk,
+            "username": i.user.username,
+            "role": i.role,
+            "invited_by": i.invited_by.username if i.invited_by else None,
+            "created_at": i.created_at.isoformat(),
+        }
+        for i in invitations_of(team=team)
+    ]
+
+
+@teams.delete("/{team_id}/invitations/{invitation_id}", response={204: None})
+def withdraw_invitation(request, team_id: Id, invitation_id: Id):
+    """Takes back an invitation not yet answered (team admins)."""
+    team = membership_require(user=request.auth, team=team_id).team
+    invitation_withdraw(team=team, invitation_id=invitation_id, by=request.auth)
+    return Status(204, None)
+
+
+@teams.post("/{team_id}/leave", response={204: None, **api_errors.errors(409)})
+def leave_team(request, team_id: Id):
+    """The caller leaves the team (409 for its last admin)."""
+    team = membership_require(user=request.auth, team=team_id).team
+    membership_leave(team=team, by=request.auth)
+    return Status(204, None)
+
+
+@teams.put("/{team_id}/default", response=TeamOut)
+def set_default_team(request, team_id: Id):
+    """Makes the team the caller's default: /mlflow without /teams/<id> answers for it
+    (unless the token is bound to a team)."""
+    return _team_out(default_team_set(team=team_id, by=request.auth))
+
+
+invitations = Router(tags=["teams"])
+
+
+@invitations.get("", response=list[InvitationOut])
+def list_invitations(request):
+    """The invitations addressed to the caller."""
+    return [
+        {
+            "id": i.pk,
+            "team": i.team_id,
+            "team_name": i.team.name,
+            "role": i.role,
+            "invited_by": i.invited_by.username if i.invited_by else None,
+            "created_at": i.created_at.isoformat(),
+        }
+        for i in invitations_for(user=request.auth)
+    ]
+
+
+@invitations.post("/{invitation_id}/accept", response=TeamOut)
+def accept_invitation(request, invitation_id: Id):
+    """Joins the team with the invited role."""
+    return _team_out(invitation_accept(invitation_id=invitation_id, by=request.auth))
+
+
+@invitations.post("/{invitation_id}/decline", response={204: None})
+def decline_invitation(request, invitation_id: Id):
+    invitation_decline(invitation_id=invitation_id, by=request.auth)
+    return Status(204, None)
+
+
 tokens = Router(tags=["tokens"])
 
 
 class TokenIn(Schema):
     name: str
+    team: Id | None = Field(
+        None, description="one of your teams: /mlflow without /teams/<id> answers for it"
+    )
 
 
 class TokenOut(Schema):
@@ -204,6 +329,7 @@ class TokenOut(Schema):
     prefix: str
     created_at: str
     last_used_at: str | None = None
+    team: int | None = None
 
 
 class TokenCreatedOut(TokenOut):
@@ -217,12 +343,13 @@ def _token_out(token: ApiToken) -> dict:
         "prefix": token.prefix,
         "created_at": token.created_at.isoformat(),
         "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+        "team": token.team_id,
     }
 
 
-@tokens.post("", response={201: TokenCreatedOut})
+@tokens.post("", response={201: TokenCreatedOut, **api_errors.errors(404)})
 def create_token(request, payload: TokenIn):
-    token, raw = token_create(user=request.auth, name=payload.name)
+    token, raw = token_create(user=request.auth, name=payload.name, team=payload.team)
     return Status(201, {**_token_out(token), "token": raw})
 
 
@@ -239,6 +366,7 @@ def revoke_token(request, token_id: Id):
 
 
 api.add_router("/teams", teams)
+api.add_router("/invitations", invitations)
 api.add_router("/tokens", tokens)
 
 from datasets_app.api import router as datasets_router  # noqa: E402

@@ -12,7 +12,7 @@ from django.core import signals
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DataError
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from ninja import Schema
@@ -26,7 +26,7 @@ from finetune_hub.errors import (
     code_of,
     from_pydantic,
 )
-from finetune_hub.uploads import upload_refusal
+from finetune_hub.uploads import UNREADABLE, upload_refusal
 
 logger = logging.getLogger("django.request")
 
@@ -81,6 +81,11 @@ def register(api) -> None:
             return error(request, 413, "The request body is larger than the server accepts")
         logger.warning("Bad request to %s: %s", request.path, exc)
         return error(request, 400, "Bad request")
+
+    @api.exception_handler(UnreadablePostError)
+    def body_cut_off(request, exc):
+        # The web server stopped waiting for a body that stopped arriving (web_worker.py).
+        return error(request, 400, UNREADABLE)
 
     @api.exception_handler(BadRequest)
     def bad_request_error(request, exc):

@@ -5,15 +5,22 @@ from django.utils import timezone
 from ninja.security import HttpBearer, SessionAuth
 
 from finetune_hub.models import ApiToken
+from finetune_hub.selectors import membership_require
 
 TOKEN_PREFIX = "fth_"
 
 
-def token_create(*, user, name: str) -> tuple[ApiToken, str]:
-    """Returns the row and the raw token, which is shown once and never stored."""
+def token_create(*, user, name: str, team: int | None = None) -> tuple[ApiToken, str]:
+    """Returns the row and the raw token, which is shown once and never stored. `team`, one
+    of the user's teams, binds the token to it for /mlflow (selectors.mlflow_team)."""
+    team_id = membership_require(user=user, team=team).team_id if team is not None else None
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        user=user, name=name[:100] or "token", prefix=raw[:12], token_hash=ApiToken.hash(raw)
+        user=user,
+        name=name[:100] or "token",
+        prefix=raw[:12],
+        token_hash=ApiToken.hash(raw),
+        team_id=team_id,
     )
     return token, raw
 
@@ -24,7 +31,8 @@ def token_revoke(*, user, token_id: int) -> bool:
     return bool(deleted)
 
 
-def token_user(raw: str):
+def token_get(raw: str) -> ApiToken | None:
+    """The token row of an active user (with its user), marked used; None for any other."""
     token = (
         ApiToken.objects.select_related("user")
         .filter(token_hash=ApiToken.hash(raw), user__is_active=True)
@@ -36,7 +44,12 @@ def token_user(raw: str):
     # Writing on every request would serialise API traffic on SQLite; once a minute is plenty.
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token
+
+
+def token_user(raw: str):
+    token = token_get(raw)
+    return token.user if token else None
 
 
 def bearer_token(request) -> str | None:
@@ -51,6 +64,12 @@ def bearer_user(request):
     """The active user of the request's bearer token, or None."""
     token = bearer_token(request)
     return token_user(token) if token else None
+
+
+def bearer_api_token(request) -> ApiToken | None:
+    """The stored token of the request's bearer header (its user active), or None."""
+    token = bearer_token(request)
+    return token_get(token) if token else None
 
 
 class BearerAuth(HttpBearer):

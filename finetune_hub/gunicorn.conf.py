@@ -3,7 +3,8 @@
 A fixed number of processes (WEB_WORKERS), each with a fixed number of request threads
 (WEB_THREADS): unlike runserver, a burst of clients queues instead of starting a thread, and
 a database connection, each. Idle keep-alive connections wait in the worker's poller, not in
-a thread. The connection budget these numbers imply is checked before any worker starts.
+a thread, and a client that stops sending a request loses its thread after WEB_READ_TIMEOUT
+seconds. The connection budget these numbers imply is checked before any worker starts.
 """
 
 import os
@@ -12,7 +13,9 @@ from finetune_hub import capacity
 
 wsgi_app = "finetune_hub.wsgi:application"
 bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
-worker_class = "gthread"
+# gthread, with a socket timeout on each connection (finetune_hub/web_worker.py): a client
+# silent for WEB_READ_TIMEOUT seconds while sending its headers or body loses its thread.
+worker_class = "finetune_hub.web_worker.BoundedThreadWorker"
 workers = capacity.web_workers()
 threads = capacity.web_threads()
 keepalive = 5

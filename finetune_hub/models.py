@@ -41,12 +41,18 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The team /mlflow answers for when its URI names none and the token is bound to none
+    # (finetune_hub.selectors.mlflow_team): a user in several teams chooses it.
+    is_default = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_user"),
             models.CheckConstraint(
                 condition=models.Q(role__in=Role.values), name="membership_role_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["user"], condition=models.Q(is_default=True), name="one_default_team"
             ),
         ]
 
@@ -55,6 +61,33 @@ class Membership(models.Model):
 
     def allows(self, role: str) -> bool:
         return Role.rank(self.role) >= Role.rank(role)
+
+
+class Invitation(models.Model):
+    """A team admin's offer of a role to a user. Nobody joins a team without consent: the
+    membership exists once the invited user accepts (or a site admin adds them)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="one_invitation_per_user"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=Role.values), name="invitation_role_valid"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.user} invited to {self.team} ({self.role})"
 
 
 class ApiToken(models.Model):
@@ -67,6 +100,11 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=12, help_text="The first characters, to recognise it")
     token_hash = models.CharField(max_length=64, unique=True)
+    # Bound to one of the user's teams: /mlflow without /teams/<id> answers for it, whatever
+    # teams the user joins later. Cleared when the user leaves the team.
+    team = models.ForeignKey(
+        Team, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 

@@ -1,7 +1,7 @@
 from django.db.models import QuerySet
 
 from finetune_hub.errors import NotFound, PermissionDenied
-from finetune_hub.models import Membership, Role, Team
+from finetune_hub.models import ApiToken, Invitation, Membership, Role, Team
 
 
 def is_site_admin(user) -> bool:
@@ -52,3 +52,29 @@ def get_visible(queryset: QuerySet, *, user, team_path: str = "team", what: str,
 
 def members_of(*, team: Team) -> QuerySet[Membership]:
     return team.memberships.select_related("user").order_by("user__username")
+
+
+def invitations_for(*, user) -> QuerySet[Invitation]:
+    """The invitations addressed to the user, and only those."""
+    return user.invitations.select_related("team", "invited_by").order_by("-created_at")
+
+
+def invitations_of(*, team: Team) -> QuerySet[Invitation]:
+    """A team's invitations not yet answered (for its admins)."""
+    return team.invitations.select_related("user", "invited_by").order_by("user__username")
+
+
+def mlflow_team(*, user, token: ApiToken | None = None) -> Team | None:
+    """The team /mlflow answers for when its URI names none: the token's team, else the
+    user's default team, else the user's only team; None when that leaves a choice (or no
+    team). Joining another team changes none of the first two, so a running script's
+    tracking URI keeps working."""
+    memberships = Membership.objects.filter(user=user).select_related("team")
+    if token is not None and token.team_id:
+        bound = memberships.filter(team_id=token.team_id).first()
+        if bound is not None:
+            return bound.team
+    if chosen := memberships.filter(is_default=True).first():
+        return chosen.team
+    only = list(memberships[:2])
+    return only[0].team if len(only) == 1 else None

@@ -3,6 +3,7 @@ nothing to start) and scaled out (PostgreSQL, Redis, several workers sharing ART
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "ninja",  # the API docs page served from its own static files, not a CDN
     "finetune_hub",
+    # Failed logins counted per username and per address, on the site's and the admin's
+    # login forms alike (finetune_hub/throttle.py).
+    "axes",
     "datasets_app",
     "inference",
     "experiments",
@@ -63,6 +67,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "finetune_hub.middleware.DatabaseConnectionMiddleware",
+    # Before anything reads a body (the CSRF check reads a form): a body declared larger
+    # than its route takes is refused unread (finetune_hub/uploads.py).
+    "finetune_hub.uploads.BodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -73,6 +80,8 @@ MIDDLEWARE = [
     # After authentication (it keys on the caller) and CSRF (a form's key is read from a
     # checked POST).
     "finetune_hub.idempotency.IdempotencyMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "finetune_hub.urls"
@@ -174,6 +183,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT failed attempts for one username, or
+# from one address, lock that username or address out of every login form (the site's and
+# the admin's) for LOGIN_COOLOFF_MINUTES, counted again from each attempt made while locked.
+# A username that does not exist is counted like one that does, so the answer tells nothing.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = capacity.env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=capacity.env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "finetune_hub.throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "finetune_hub.throttle.client_address"
+# Proxies in front that append to X-Forwarded-For (the TLS proxy of Production): the client's
+# address is that many entries from the right. 0: REMOTE_ADDR, the direct peer.
+FORWARDED_PROXY_COUNT = capacity.env_int("FORWARDED_PROXY_COUNT", 1 if PRODUCTION else 0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

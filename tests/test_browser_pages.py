@@ -44,6 +44,7 @@ def a_teams_data(team, owner, tiny_model) -> dict:
         "team": f"/teams/{team.pk}/",
         "new-team": "/teams/new/",
         "tokens": "/tokens/",
+        "invitations": "/invitations/",
         "datasets": "/datasets/",
         "new-dataset": "/datasets/new/",
         "dataset": f"/datasets/{version.dataset_id}/",

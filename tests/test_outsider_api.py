@@ -42,6 +42,8 @@ def path_values(w: World, op: Operation) -> dict:
         values["run_id"] = w.queued.pk
     if op.path == "/api/runs/{run_id}/artifacts/{name}":
         values["name"] = "adapter_config.json"
+    if op.path.startswith("/api/invitations/"):  # the owner's own (another team's)
+        values["invitation_id"] = w.my_invitation.pk
     return values
 
 
@@ -189,6 +191,7 @@ LISTS = {
     "GET /api/datasets",
     "GET /api/evaluations",
     "GET /api/experiments",
+    "GET /api/invitations",
     "GET /api/registry/models",
     "GET /api/runs",
     "GET /api/runs/queue",

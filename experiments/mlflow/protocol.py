@@ -12,11 +12,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from experiments import tracked
 from experiments.models import Experiment, MetricSeries, TrainingRun
-from finetune_hub.auth import bearer_user
+from finetune_hub.auth import bearer_api_token
 from finetune_hub.bounds import json_loads
 from finetune_hub.errors import NotFound, ServiceError
-from finetune_hub.models import Team
-from finetune_hub.selectors import membership_require, teams_for_user
+from finetune_hub.models import ApiToken, Team
+from finetune_hub.selectors import membership_require, mlflow_team
 
 STATUS_IN = {
     "RUNNING": TrainingRun.Status.RUNNING,
@@ -70,8 +70,9 @@ def endpoint(*methods):
             try:
                 if request.method not in methods:
                     raise MlflowError(405, f"{request.method} is not allowed here", "BAD_REQUEST")
-                user = _user(request)
-                team = _team(user, team_id)
+                token = _token(request)
+                user = token.user
+                team = _team(token, team_id)
                 body = {}
                 if request.method == "POST":
                     try:
@@ -91,27 +92,30 @@ def endpoint(*methods):
     return wrap
 
 
-def _user(request):
-    user = bearer_user(request)
-    if user is None:
+def _token(request) -> ApiToken:
+    token = bearer_api_token(request)
+    if token is None:
         raise MlflowError(401, "A bearer token is required (MLFLOW_TRACKING_TOKEN)")
-    return user
+    return token
 
 
-def _team(user, team_id) -> Team:
+def _team(token: ApiToken, team_id) -> Team:
+    """The team of /mlflow/teams/<id>; under plain /mlflow, the token's team, else the
+    user's default team, else their only team (finetune_hub.selectors.mlflow_team)."""
     if team_id is not None:
         try:
-            return membership_require(user=user, team=team_id).team
+            return membership_require(user=token.user, team=team_id).team
         except NotFound:
             raise MlflowError(404, "No such team") from None
-    teams = list(teams_for_user(user=user)[:2])
-    if len(teams) != 1:
+    team = mlflow_team(user=token.user, token=token)
+    if team is None:
         raise MlflowError(
             400,
-            "This token's user is in several teams (or none): use /mlflow/teams/<team id> "
-            "as the tracking URI",
+            "This token's user is in several teams (or none): choose a default team on the "
+            "API tokens page, bind the token to a team, or use /mlflow/teams/<team id> as the "
+            "tracking URI",
         )
-    return teams[0]
+    return team
 
 
 def arg(source: dict, name: str, required: bool = True) -> str:

@@ -21,7 +21,8 @@ routes = [
     path(f"{API}runs/set-tag", m.set_tag),
     path(f"{API}metrics/get-history", m.metric_history),
     path("api/2.0/mlflow-artifacts/artifacts", m.artifact_list),
-    path("api/2.0/mlflow-artifacts/artifacts/<path:path>", m.artifact),
+    # Named for its upload limit (finetune_hub.uploads.DeclaredLengthMiddleware).
+    path("api/2.0/mlflow-artifacts/artifacts/<path:path>", m.artifact, name="mlflow_artifact"),
     re_path(r"^(?P<rest>.*)$", m.not_supported),
 ]
 

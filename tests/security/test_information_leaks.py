@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from experiments import services, workers
 from experiments.models import TrainingRun, Worker
-from finetune_hub.models import Membership, Team
+from finetune_hub.models import Invitation, Membership, Team
 from tests.support.clients import ApiClient, make_user
 from tests.support.training_helpers import make_experiment
 
@@ -51,7 +51,9 @@ def test_adding_a_member_answers_the_same_whether_the_user_exists(api, team, out
     assert real.status_code == ghost.status_code == 201
     assert set(real.json()) == set(ghost.json()) and real.json()["role"] == ghost.json()["role"]
     assert real.json()["detail"].replace("outsider", "ghost") == ghost.json()["detail"]
-    assert Membership.objects.filter(team=team, user=outsider).exists()
+    # Invited, not added (issue 29): the user joins only by accepting.
+    assert Invitation.objects.filter(team=team, user=outsider).exists()
+    assert not Membership.objects.filter(team=team, user=outsider).exists()
     assert not Membership.objects.filter(team=team, user__username="ghost").exists()
 
 

@@ -16,7 +16,7 @@ from experiments import metric_store, tracked
 from experiments.models import Experiment, TrainingRun
 from experiments.services import experiment_create, run_enqueue
 from finetune_hub.auth import token_create
-from finetune_hub.models import ApiToken, Membership, Role, Team
+from finetune_hub.models import ApiToken, Invitation, Membership, Role, Team
 from registry import services as registry
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 from tests.support.clients import make_user
@@ -41,6 +41,8 @@ ALIAS, ALIAS_REASON = "zeppelin", "Harpsichord launch"
 GATED, REQUEST_REASON = "mandolin", "Calliope request"
 PROMPT, FEEDBACK = "Capybara question", "Gherkin remark"
 TOKEN = "Cormorant key"
+# Team A invites a user; another team invites team A's owner (the owner's own invitation).
+INVITEE, INVITING_TEAM, INVITER = "tobogganer", "Rutabaga Carousel", "lamplighter"
 # In the examples themselves (instructions and outputs), so samples and diffs carry them.
 EXAMPLE_WORDS = ("xylograph", "tamarillo")
 NAMES = [
@@ -74,6 +76,9 @@ NAMES = [
     PROMPT,
     FEEDBACK,
     TOKEN,
+    INVITEE,
+    INVITING_TEAM,
+    INVITER,
     *EXAMPLE_WORDS,
 ]
 # The plain words of those names, which a page may use for its own purposes ("Notes").
@@ -112,6 +117,8 @@ class World:
     model_version: ModelVersion
     request: PromotionRequest
     token: ApiToken
+    invitation: Invitation  # team A's, to another user
+    my_invitation: Invitation  # another team's, to team A's owner
 
 
 def _data(team, owner, tiny_model):
@@ -222,10 +229,22 @@ def team_world(tiny_model) -> World:
     evaluation, comparison = _evaluations(team, owner, version, runs[0])
     model, model_version, request = _registry(team, owner, runs)
     token = token_create(user=owner, name=TOKEN)[0]
+    invitation, my_invitation = _invitations(team, owner)
     return World(
         team, owner, dataset, version, experiment, runs[0], queued, elsewhere, evaluation,
-        comparison, model, model_version, request, token,
+        comparison, model, model_version, request, token, invitation, my_invitation,
     )  # fmt: skip
+
+
+def _invitations(team, owner):
+    invitation = Invitation.objects.create(
+        team=team, user=make_user(INVITEE), role=Role.REVIEWER, invited_by=owner
+    )
+    inviting = Team.objects.create(name=INVITING_TEAM)
+    inviter = make_user(INVITER)
+    Membership.objects.create(team=inviting, user=inviter, role=Role.ADMIN)
+    mine = Invitation.objects.create(team=inviting, user=owner, invited_by=inviter)
+    return invitation, mine
 
 
 def object_ids(w: World) -> dict:
@@ -242,4 +261,5 @@ def object_ids(w: World) -> dict:
         "alias": ALIAS,
         "request_id": w.request.pk,
         "token_id": w.token.pk,
+        "invitation_id": w.invitation.pk,
     }
