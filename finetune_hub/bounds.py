@@ -3,7 +3,7 @@ hold, finite numbers, times that are instants, strings of a bounded length, and 
 deeper than any document of ours. Past them the answer is a 4xx that names the input, not an
 OverflowError from the database driver or a RecursionError (a 500).
 
-This is the one parser of client values: /api schemas (Id, Int64, Page, Finite, TimeMs, Text),
+This is the one parser of client values: /api schemas (Id, Int64, PageNumber, TimeMs, Text),
 the MLflow adapter's request messages, dashboard query strings and the filter language
 (client_value, client_ids). tests/security/test_client_values.py checks that request-side
 modules call no int() or float() of their own on what a client sent."""
@@ -117,6 +117,10 @@ def as_int(value, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
     return value
 
 
+class NotFinite(ValueError):
+    pass
+
+
 def as_float(value) -> float:
     """A finite number from JSON (an int or a float) or text (ASCII, 1.5, -2e-3)."""
     if isinstance(value, str) and NUMBER.fullmatch(value):
@@ -125,7 +129,7 @@ def as_float(value) -> float:
         raise ValueError("a number is expected")
     value = float(value) if abs(value) < 2**1023 else math.inf  # float(10**400) overflows
     if not math.isfinite(value):
-        raise ValueError("a finite number is expected")
+        raise NotFinite("a finite number is expected")
     return value
 
 
@@ -189,8 +193,7 @@ Id = Annotated[int, _validator(as_int), Ge(1), Le(INT64_MAX)]
 Int64 = Annotated[int, _validator(as_int), Ge(INT64_MIN), Le(INT64_MAX)]
 # A page of at most 500 items: page * limit stays an int64 OFFSET.
 MAX_PAGE = INT64_MAX // 500
-Page = Annotated[int, _validator(as_int), Ge(1), Le(MAX_PAGE)]
-Finite = Annotated[float, _validator(as_float)]
+PageNumber = Annotated[int, _validator(as_int), Ge(1), Le(MAX_PAGE)]
 TimeMs = Annotated[int, _validator(as_int), Ge(0), Le(MAX_TIME_MS)]
 
 

@@ -6,13 +6,12 @@ INVALID_PARAMETER_VALUE (400) naming the parameter. Numbers and strings are read
 parser of client values (finetune_hub.bounds); what a value means (a key's characters, a
 step's range, a run's status) stays the services' to check."""
 
-import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from experiments.run_filter import MAX_LENGTH as MAX_FILTER
-from finetune_hub.bounds import NUMBER, Int64, Text, TimeMs, shown
+from finetune_hub.bounds import Int64, NotFinite, Text, TimeMs, as_float, shown
 
 
 def _id_text(value):
@@ -30,16 +29,12 @@ def _scalar_text(value):
 def _metric_value(value) -> float | None:
     """A double, or MLflow's JSON for one that is not finite ("NaN", "Infinity"); None for
     a value that is not finite (kept out of the curves, not refused: see tracked)."""
-    if isinstance(value, str):
-        if value in ("NaN", "Infinity", "-Infinity"):
-            return None
-        if not NUMBER.fullmatch(value):
-            raise ValueError("a number is expected")
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("a number is expected")
-    value = float(value) if abs(value) < 2**1023 else math.inf
-    return value if math.isfinite(value) else None
+    if value in ("NaN", "Infinity", "-Infinity"):
+        return None
+    try:
+        return as_float(value)
+    except NotFinite:
+        return None
 
 
 ObjectId = Annotated[Text(64), BeforeValidator(_id_text)]

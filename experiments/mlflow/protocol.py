@@ -127,7 +127,7 @@ def _team(user, team_id) -> Team:
 def object_id(text: str, name: str) -> int:
     if not re.fullmatch(r"[1-9][0-9]{0,17}", text or ""):
         raise MlflowError(404, f"No {name} with id {text[:40]!r}")
-    return int(text)
+    return as_int(text)
 
 
 def time_in(ms: int | None):
