@@ -201,6 +201,19 @@ def Text(max_length: int = MAX_TEXT):  # noqa: N802 (a type, as pydantic's const
     return Annotated[str, _validator(as_text, max_length=max_length), MaxLen(max_length)]
 
 
+class IdConverter:
+    """A URL path's id: ASCII digits within int64 (finetune_hub.apps registers it as
+    <id:...>); past that the URL matches nothing, a 404."""
+
+    regex = "[0-9]{1,19}"
+
+    def to_python(self, value: str) -> int:
+        return as_int(value, lo=0)  # ValueError: Django tries the next pattern
+
+    def to_url(self, value) -> str:
+        return str(value)
+
+
 class BoundedJSONParser(Parser):
     """Request bodies through json_loads; ninja answers a parse error with 400."""
 
