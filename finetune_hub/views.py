@@ -7,7 +7,7 @@ from django.views.decorators.http import require_http_methods
 
 from datasets_app.selectors import datasets_for
 from finetune_hub import auth
-from finetune_hub.bounds import as_int, client_value
+from finetune_hub.bounds import as_int, shown
 from finetune_hub.errors import NotFound, ServiceError, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.pagination import paginate
@@ -126,4 +126,10 @@ def form_int(data, name: str, default: int) -> int:
     """An integer form or query field (finetune_hub.bounds: ASCII digits, int64), or a 400
     that names the field."""
     raw = (data.get(name) or "").strip()
-    return client_value(as_int, raw, field=name, status=400) if raw else default
+    if not raw:
+        return default
+    try:
+        return as_int(raw)
+    except ValueError as exc:
+        problem = f"{name} must be a whole number ({exc}), not {shown(raw)}"
+        raise invalid(problem, field=name, status=400) from None
