@@ -7,7 +7,7 @@ from ninja import Field, Schema
 from pydantic import BaseModel
 
 from datasets_app.schemas import VersionRefOut
-from finetune_hub.bounds import Id, Int64, PageNumber
+from finetune_hub.bounds import Id, Int64, Integer, PageNumber
 
 
 class VersionRef(Schema):
@@ -132,9 +132,9 @@ class RunRowOut(RunOut):
 class CompareIn(Schema):
     ids: list[Id] = Field(..., min_length=1)
     keys: list[str] | None = Field(None, max_length=50)
-    max_points: Int64 = Field(1000, ge=2, le=1000)
+    max_points: Integer(2, 1000) = 1000
     page: PageNumber = 1
-    limit: Int64 = Field(100, ge=1, le=500)
+    limit: Integer(1, 500) = 100
 
 
 class RunCompareOut(Schema):

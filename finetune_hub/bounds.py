@@ -187,18 +187,25 @@ def _validator(parse, **bounds):
 
 
 # Every id, version number and page of the API; every other integer at least fits 64 bits.
+# The bounds stand before the validator, so that the OpenAPI document gives them as
+# minimum and maximum; the validator (as_int) still runs first.
 # (annotated_types, not pydantic's Field: ninja would take a Field for the parameter's own
 # and lose its default.)
-Id = Annotated[int, _validator(as_int), Ge(1), Le(INT64_MAX)]
-Int64 = Annotated[int, _validator(as_int), Ge(INT64_MIN), Le(INT64_MAX)]
+Id = Annotated[int, Ge(1), Le(INT64_MAX), _validator(as_int)]
+Int64 = Annotated[int, Ge(INT64_MIN), Le(INT64_MAX), _validator(as_int)]
 # A page of at most 500 items: page * limit stays an int64 OFFSET.
 MAX_PAGE = INT64_MAX // 500
-PageNumber = Annotated[int, _validator(as_int), Ge(1), Le(MAX_PAGE)]
-TimeMs = Annotated[int, _validator(as_int), Ge(0), Le(MAX_TIME_MS)]
+PageNumber = Annotated[int, Ge(1), Le(MAX_PAGE), _validator(as_int)]
+TimeMs = Annotated[int, Ge(0), Le(MAX_TIME_MS), _validator(as_int)]
+
+
+def Integer(lo: int, hi: int):  # noqa: N802 (a type, as pydantic's conint is)
+    """An integer from lo to hi (both within int64), read by as_int."""
+    return Annotated[int, Ge(lo), Le(hi), _validator(as_int)]
 
 
 def Text(max_length: int = MAX_TEXT):  # noqa: N802 (a type, as pydantic's constr is)
-    return Annotated[str, _validator(as_text, max_length=max_length), MaxLen(max_length)]
+    return Annotated[str, MaxLen(max_length), _validator(as_text, max_length=max_length)]
 
 
 class IdConverter:
