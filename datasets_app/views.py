@@ -6,6 +6,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app import annotation, selectors, services
 from datasets_app.models import DataFormat, Example, Split
+from finetune_hub.bounds import INTEGER
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
 from finetune_hub.selectors import teams_for_user
@@ -121,8 +122,11 @@ def version_diff(request, dataset_id: int):
     dataset = visible_or_404(selectors.dataset_get, user=request.user, dataset_id=dataset_id)
     numbers = selectors.version_numbers(dataset)
     context = {"dataset": dataset, "numbers": sorted(numbers)}
-    a, b = request.GET.get("a", ""), request.GET.get("b", "")
-    if a.isdigit() and b.isdigit():
+    # Two version numbers chosen: each read as every client number is (a 400 past int64);
+    # anything else is the page before a choice.
+    chosen = all(INTEGER.fullmatch(request.GET.get(n, "")) for n in ("a", "b"))
+    if chosen:
+        a, b = form_int(request.GET, "a", 0), form_int(request.GET, "b", 0)
         old = visible_or_404(
             selectors.version_get, user=request.user, dataset_id=dataset_id, number=a
         )

@@ -34,7 +34,7 @@ from experiments.schemas import (
 )
 from experiments.training import guards
 from finetune_hub.api_errors import errors
-from finetune_hub.bounds import INT64_MAX, Id, Int64
+from finetune_hub.bounds import Id, Int64, client_ids
 from finetune_hub.errors import invalid
 from finetune_hub.pagination import PageIn, api_page
 from finetune_hub.selectors import is_site_admin, membership_require
@@ -156,14 +156,7 @@ def compare_runs(
     """Curves of any number of runs, `limit` runs a page (X-Total-Count: how many in all).
     All the page's curves share 200,000 points: X-Points-Per-Curve says how many each got
     (at most max_points, each bucket's first, last, lowest and highest kept)."""
-    try:
-        run_ids = [int(i) for i in ids.split(",") if i.strip()]
-        if any(not 1 <= i <= INT64_MAX for i in run_ids):
-            raise ValueError
-    except ValueError:
-        from finetune_hub.errors import invalid
-
-        raise invalid("ids must be comma-separated run ids", field="ids", status=422) from None
+    run_ids = client_ids(ids, field="ids")
     return _compare(request, run_ids, _keys(metric_keys), max_points, paging)
 
 

@@ -16,17 +16,24 @@ search syntax (mlflow.utils.search_utils.SearchUtils):
            true or false, or bare text up to the next AND (`tags.stage = final`); IN takes a
            parenthesised list of them: params.optim IN ('adamw', 'sgd')
 
+A filter is at most MAX_LENGTH characters, checked before anything else reads it, and
+reading one takes time linear in its length (one pass of the tokenizer, whose patterns never
+backtrack across what they already matched). Numbers are bounded as every client number is
+(finetune_hub.bounds): an integer past int64 or a number that is not finite is an error
+naming the clause, not a value for the database.
+
 `parse` reads the syntax into Clauses whose values are Literals (the text and whether it was
 quoted); `checked` gives each the run table's meaning (which operators a kind takes, a
 metric's number, a date, a status) with Python values; `quote` is the quoting rule."""
 
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
+from finetune_hub.bounds import INTEGER, NUMBER, as_datetime, as_float, as_int
 from finetune_hub.errors import invalid
 
+MAX_LENGTH = 4000  # characters of a filter
 MAX_CLAUSES = 20
 MAX_LIST = 100  # values in one IN list
 
@@ -71,7 +78,6 @@ TOKEN = re.compile(
     """,
     re.X,
 )
-AND = re.compile(r"\s+and\s+", re.I)
 FORMS = (
     "expected metrics.<key> <op> <value>, params.<name> <op> <value>, tags.<name> <op> <text> "
     "(op one of = != < <= > >=, LIKE, ILIKE, IN (...), NOT IN (...), IS NULL, IS NOT NULL) "
@@ -120,14 +126,16 @@ class Clause:
 
 
 def literal(text: str):
-    """A bare value: true/false, an int, a float (it has . e or E), else the text."""
+    """A bare value: true/false, an int (ASCII digits), a float (it has . e or E), else the
+    text. ValueError for a number out of range (past int64, or not finite)."""
     text = text.strip()
     if text in ("true", "false"):
         return text == "true"
-    try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        return text
+    if INTEGER.fullmatch(text):
+        return as_int(text)
+    if NUMBER.fullmatch(text):
+        return as_float(text)
+    return text
 
 
 def quote(text: str) -> str:
@@ -151,7 +159,9 @@ def tokenize(text: str) -> list[Token]:
     while at < len(text):
         match = TOKEN.match(text, at)
         if match is None:  # only an open quote matches nothing
-            number = 1 + len(AND.findall(text[:at]))
+            # the clause it is in: count the ANDs read so far (a regex over text[:at] for
+            # them was quadratic in a run of spaces)
+            number = 1 + sum(t.kind == "word" and t.text.lower() == "and" for t in out)
             raise _error(number, "", f"the {text[at]} at character {at + 1} is never closed")
         if match.lastgroup != "space":
             out.append(Token(match.lastgroup, match.group(), match.start(), match.end()))
@@ -172,6 +182,12 @@ def _clauses(tokens: list[Token]) -> list[list[Token]]:
 def parse(text: str) -> list[Clause]:
     """The clauses of a filter (none for an empty one), values as Literals."""
     text = text or ""
+    if len(text) > MAX_LENGTH:
+        raise invalid(
+            f"filter: at most {MAX_LENGTH:,} characters (this one has {len(text):,})",
+            field="filter",
+            status=422,
+        )
     if not text.strip():
         return []
     groups = _clauses(tokenize(text))
@@ -289,16 +305,16 @@ def _list(tokens: list[Token], op: str, fail) -> tuple[Literal, ...]:
 
 
 def when(text: str, number: int):
-    """A filter's date or date-time (ISO 8601; UTC when it names no zone)."""
+    """A filter's date or date-time (ISO 8601; UTC when it names no zone), as UTC."""
     try:
-        value = datetime.fromisoformat(text)
+        return as_datetime(text)
     except ValueError:
         raise invalid(
-            f"filter clause {number}: {text[:40]!r} is not a date (2026-11-29 or 2026-11-29T08:00)",
+            f"filter clause {number}: {text[:40]!r} is not a date in years 1 to 9999, in UTC "
+            "or a zone (2026-11-29 or 2026-11-29T08:00)",
             field="filter",
             status=422,
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def checked(clauses: list[Clause], statuses=()) -> list[Clause]:
@@ -341,7 +357,10 @@ def _checked(c: Clause, statuses) -> Clause:
     if c.kind == "tags":  # tags are text: compared as text
         values = tuple(i.text for i in items)
     else:
-        values = tuple(i.coerced() for i in items)
+        try:
+            values = tuple(i.coerced() for i in items)
+        except ValueError as exc:
+            raise fail(f"a number out of range: {exc}") from None
     if c.kind == "metrics" and not all(isinstance(v, int | float) for v in values):
         raise fail("a metric compares to a number")
     return replace(c, value=values if c.op in LIST_OPS else values[0])

@@ -7,7 +7,7 @@ from ninja import Field, Schema
 from pydantic import BaseModel
 
 from datasets_app.schemas import VersionRefOut
-from finetune_hub.bounds import Id, Int64
+from finetune_hub.bounds import Id, Int64, Integer, PageNumber
 
 
 class VersionRef(Schema):
@@ -132,9 +132,9 @@ class RunRowOut(RunOut):
 class CompareIn(Schema):
     ids: list[Id] = Field(..., min_length=1)
     keys: list[str] | None = Field(None, max_length=50)
-    max_points: int = Field(1000, ge=2, le=1000)
-    page: int = Field(1, ge=1)
-    limit: int = Field(100, ge=1, le=500)
+    max_points: Integer(2, 1000) = 1000
+    page: PageNumber = 1
+    limit: Integer(1, 500) = 100
 
 
 class RunCompareOut(Schema):
@@ -184,10 +184,10 @@ class TrackedRunIn(Schema):
 class PointIn(BaseModel):
     # A plain pydantic model: ninja's Schema wraps every object it validates for attribute
     # access (DjangoGetter), a third of a 1,000-point batch's server time.
-    step: int = 0
+    step: Int64 = 0
     key: str
-    value: float
-    timestamp: int | None = None  # milliseconds since the epoch
+    value: float  # tracked.points_log refuses a value that is not finite, naming the point
+    timestamp: Int64 | None = None  # milliseconds since the epoch
 
 
 class PointsIn(Schema):

@@ -5,11 +5,11 @@ from experiments import views as training
 urlpatterns = [
     path("experiments/", training.experiment_list, name="experiment_list"),
     path("experiments/new/", training.experiment_new, name="experiment_new"),
-    path("experiments/<int:experiment_id>/", training.experiment_detail, name="experiment_detail"),
-    path("experiments/<int:experiment_id>/runs/", training.run_queue_new, name="run_queue_new"),
+    path("experiments/<id:experiment_id>/", training.experiment_detail, name="experiment_detail"),
+    path("experiments/<id:experiment_id>/runs/", training.run_queue_new, name="run_queue_new"),
     path("runs/", training.run_queue, name="run_queue"),
     path("runs/compare/", training.run_compare, name="run_compare"),
     path("runs/table/", training.run_table, name="run_table"),
-    path("runs/<int:run_id>/", training.run_detail, name="run_detail"),
-    path("runs/<int:run_id>/<str:action>/", training.run_action, name="run_action"),
+    path("runs/<id:run_id>/", training.run_detail, name="run_detail"),
+    path("runs/<id:run_id>/<str:action>/", training.run_action, name="run_action"),
 ]

@@ -13,6 +13,7 @@ from experiments import run_table as table
 from experiments.models import Technique, TrainingRun
 from experiments.training import guards
 from experiments.training.hyperparameters import Hyperparameters
+from finetune_hub.bounds import client_ids
 from finetune_hub.display import in_field_order
 from finetune_hub.errors import ServiceError
 from finetune_hub.pagination import paginate
@@ -300,7 +301,7 @@ def run_table(request):
 
 def run_compare(request):
     """Any number of runs: the table a page at a time, the chart from every page of the API."""
-    ids = list(dict.fromkeys(int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()))
+    ids = client_ids(request.GET.get("ids", ""), field="ids", status=400)
     visible = selectors.runs_visible(user=request.user, ids=ids)
     if missing := [i for i in ids if i not in visible]:
         raise Http404(f"Run {missing[0]} not found")

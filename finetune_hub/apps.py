@@ -8,7 +8,14 @@ class FinetuneHubConfig(AppConfig):
     verbose_name = "Teams and access"
 
     def ready(self):
+        from django.urls import register_converter
+
         from finetune_hub import checks  # noqa: F401 (registers the system checks)
+        from finetune_hub.bounds import IdConverter
+
+        # <id:...> in the dashboard's and /mlflow's URLs: Django's <int:...> takes any
+        # number of digits, and one past int64 reached the database (a 500).
+        register_converter(IdConverter, "id")
 
 
 class HubAdminConfig(admin_apps.AdminConfig):

@@ -4,6 +4,9 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.db import DatabaseError, connection
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from finetune_hub.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,23 @@ class LoginRequiredMiddleware:
         if not request.user.is_authenticated and not request.path.startswith(OPEN_PREFIXES):
             return redirect_to_login(request.get_full_path())
         return self.get_response(request)
+
+
+class ServiceErrorPageMiddleware:
+    """A ServiceError a dashboard page did not handle itself (a query string's id, page or
+    number out of range: finetune_hub.bounds) is the page of its 4xx naming the field, not a
+    500. The APIs answer their own errors in their own shapes."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exc):
+        if not isinstance(exc, ServiceError) or request.path.startswith(API_PREFIXES):
+            return None
+        return render(request, "client_error.html", {"error": exc}, status=exc.status)
 
 
 class DatabaseConnectionMiddleware:

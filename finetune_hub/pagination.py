@@ -5,7 +5,9 @@ an X-Total-Count header (the body stays the plain list that API.md promises)."""
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpResponse
-from ninja import Field, Schema
+from ninja import Schema
+
+from finetune_hub.bounds import Integer, PageNumber
 
 PER_PAGE = 25
 
@@ -32,8 +34,8 @@ def paginate(request, items, *, param: str = "page", per_page: int = PER_PAGE) -
 
 
 class PageIn(Schema):
-    page: int = Field(1, ge=1)
-    limit: int = Field(100, ge=1, le=500)
+    page: PageNumber = 1  # at most MAX_PAGE: (page - 1) * limit is an int64 OFFSET
+    limit: Integer(1, 500) = 100
 
 
 def api_page(items, paging: PageIn, response: HttpResponse):

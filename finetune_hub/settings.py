@@ -77,6 +77,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "finetune_hub.middleware.LoginRequiredMiddleware",
+    "finetune_hub.middleware.ServiceErrorPageMiddleware",
     # After authentication (it keys on the caller) and CSRF (a form's key is read from a
     # checked POST).
     "finetune_hub.idempotency.IdempotencyMiddleware",

@@ -8,7 +8,7 @@ from finetune_hub.api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("teams/<int:team_id>/", views.team_detail, name="team_detail"),
+    path("teams/<id:team_id>/", views.team_detail, name="team_detail"),
     path("teams/new/", views.team_new, name="team_new"),
     path("teams/<int:team_id>/leave/", views.team_leave, name="team_leave"),
     path("teams/<int:team_id>/default/", views.team_default, name="team_default"),

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_http_methods
 
 from datasets_app.selectors import datasets_for
 from finetune_hub import auth
+from finetune_hub.bounds import as_int, shown
 from finetune_hub.errors import NotFound, ServiceError, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.pagination import paginate
@@ -237,11 +238,13 @@ def tokens(request):
 
 
 def form_int(data, name: str, default: int) -> int:
-    """An integer form or query field, or a 400 that names the field."""
+    """An integer form or query field (finetune_hub.bounds: ASCII digits, int64), or a 400
+    that names the field."""
     raw = (data.get(name) or "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
-    except ValueError:
-        raise ServiceError(f"{name} must be a whole number, not {raw!r}", status=400) from None
+        return as_int(raw)
+    except ValueError as exc:
+        problem = f"{name} must be a whole number ({exc}), not {shown(raw)}"
+        raise invalid(problem, field=name, status=400) from None

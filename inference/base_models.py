@@ -73,6 +73,9 @@ def ensure_embedded() -> Path:
 
 # Hub model ids: "name" or "namespace/name" (huggingface_hub's validate_repo_id rules).
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+# A reference longer than any hub id (96 + 1 + 96) or sensible folder path names nothing
+# (a 5,000-character one made is_file() raise "File name too long").
+MAX_REF_LENGTH = 1024
 # The files a model needs; nothing executable (no *.py, no pickles).
 TOKENIZER_FILES = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
@@ -111,6 +114,13 @@ class ModelRef:
 def _local(ref: str) -> Path | None:
     """The folder `ref` names under a model root (absolute, or relative to a root), if it is
     a model folder there and not inside the artifact root, else None."""
+    try:
+        return _local_folder(ref)
+    except (OSError, ValueError):  # a name too long, a loop of links: nothing there to use
+        return None
+
+
+def _local_folder(ref: str) -> Path | None:
     artifacts = Path(settings.ARTIFACT_ROOT).resolve()
     for root in model_roots():
         root = Path(root).resolve()
@@ -130,6 +140,8 @@ def parse(ref: str) -> ModelRef:
         raise invalid("A base model is required", field="base_model")
     if ref in EMBEDDED_ALIASES:
         return ModelRef(ref=ref, kind="embedded")
+    if len(ref) > MAX_REF_LENGTH:
+        raise _not_allowed(ref)
     parts = ref.split("/")
     if "\\" in ref or "\x00" in ref or ref.startswith("~") or {".", ".."} & set(parts):
         raise _not_allowed(ref)

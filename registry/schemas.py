@@ -5,45 +5,46 @@ from typing import Any
 
 from ninja import Schema
 
+from finetune_hub.bounds import Id, Int64
 from registry.policy import Policy
 
 
 class ModelIn(Schema):
-    team: int
+    team: Id
     name: str
     description: str = ""
     policy: Policy | None = None
 
 
 class VersionIn(Schema):
-    run: int
+    run: Id
     description: str = ""
 
 
 class PromoteIn(Schema):
-    version: int
+    version: Id
     reason: str
 
 
 class RollbackIn(Schema):
     reason: str
     # The holder the caller saw: a 409 instead of a second move when the alias moved since.
-    from_version: int | None = None
+    from_version: Id | None = None
 
 
 class ScheduleIn(Schema):
-    every_days: int | None = None
+    every_days: Int64 | None = None
 
 
 class GenerateIn(Schema):
     prompt: str | None = None
     messages: list[dict] | None = None
-    max_new_tokens: int = 128
+    max_new_tokens: Int64 = 128
 
 
 class FeedbackIn(Schema):
-    generation: int
-    rating: int
+    generation: Id
+    rating: Int64
     comment: str = ""
 
 

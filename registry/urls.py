@@ -5,9 +5,9 @@ from registry import views
 urlpatterns = [
     path("registry/", views.model_list, name="model_list"),
     path("registry/<slug:name>/", views.model_detail, name="model_detail"),
-    path("registry/<slug:name>/v/<int:number>/", views.version_detail, name="registry_version"),
+    path("registry/<slug:name>/v/<id:number>/", views.version_detail, name="registry_version"),
     path(
-        "registry/<slug:name>/v/<int:number>/export/<str:kind>/",
+        "registry/<slug:name>/v/<id:number>/export/<str:kind>/",
         views.version_export,
         name="registry_export",
     ),

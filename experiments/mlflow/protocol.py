@@ -1,6 +1,7 @@
-"""MLflow's side of the wire: the bearer token and team of the tracking URI, request
-arguments, the JSON shapes of experiments and runs, and errors in MLflow's shape,
-{"error_code": ..., "message": ...}, with MLflow's statuses."""
+"""MLflow's side of the wire: the bearer token and team of the tracking URI, the request
+message (experiments.mlflow.messages, validated before the handler runs), the JSON shapes of
+experiments and runs, and errors in MLflow's shape, {"error_code": ..., "message": ...},
+with MLflow's statuses."""
 
 import json
 import re
@@ -9,11 +10,13 @@ from functools import wraps
 
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from pydantic import ValidationError
 
 from experiments import tracked
+from experiments.mlflow import messages
 from experiments.models import Experiment, MetricSeries, TrainingRun
 from finetune_hub.auth import bearer_api_token
-from finetune_hub.bounds import json_loads
+from finetune_hub.bounds import as_int, client_value, json_loads
 from finetune_hub.errors import NotFound, ServiceError
 from finetune_hub.models import ApiToken, Team
 from finetune_hub.selectors import membership_require, mlflow_team
@@ -32,8 +35,6 @@ STATUS_OUT = {
     TrainingRun.Status.CANCELLED: "KILLED",
 }
 DEFAULT_EXPERIMENT = "Default"  # MLflow's experiment 0
-MAX_RESULTS = 1000
-HISTORY_PAGE = 25_000
 RUN_NAME_TAG = "mlflow.runName"
 BASE_MODEL_TAG = "finetune_hub.base_model"
 
@@ -60,8 +61,9 @@ class MlflowError(Exception):
         return JsonResponse({"error_code": self.code, "message": self.message}, status=self.status)
 
 
-def endpoint(*methods):
-    """Bearer token, the team of the tracking URI, JSON in, MLflow's error shape out."""
+def endpoint(*methods, message: type[messages.Message] = messages.Message):
+    """Bearer token, the team of the tracking URI, the request's `message` (from the JSON
+    body of a POST, the query string of a GET) validated in, MLflow's error shape out."""
 
     def wrap(view):
         @csrf_exempt
@@ -71,25 +73,33 @@ def endpoint(*methods):
                 if request.method not in methods:
                     raise MlflowError(405, f"{request.method} is not allowed here", "BAD_REQUEST")
                 token = _token(request)
-                user = token.user
                 team = _team(token, team_id)
-                body = {}
-                if request.method == "POST":
-                    try:
-                        body = json_loads(request.body or b"{}")
-                    except ValueError:
-                        raise MlflowError(400, "The body is not valid JSON") from None
-                    if not isinstance(body, dict):
-                        raise MlflowError(400, "The body is a JSON object")
-                return view(request, user, team, body, **kwargs)
+                return view(request, token.user, team, _message(request, message), **kwargs)
             except MlflowError as exc:
                 return exc.response()
             except ServiceError as exc:
                 return MlflowError(exc.status, exc.detail).response()
 
+        wrapped.message = message  # what the fuzz of /mlflow draws requests from
         return wrapped
 
     return wrap
+
+
+def _message(request, message: type[messages.Message]) -> messages.Message:
+    if request.method == "POST":
+        try:
+            body = json_loads(request.body or b"{}")
+        except ValueError as exc:
+            raise MlflowError(400, f"The body is not valid JSON: {str(exc)[:200]}") from None
+        if not isinstance(body, dict):
+            raise MlflowError(400, "The body is a JSON object")
+    else:
+        body = messages.from_query(message, request.GET)
+    try:
+        return message.model_validate(body)
+    except ValidationError as exc:
+        raise MlflowError(400, messages.problem(exc)) from None
 
 
 def _token(request) -> ApiToken:
@@ -118,49 +128,25 @@ def _team(token: ApiToken, team_id) -> Team:
     return team
 
 
-def arg(source: dict, name: str, required: bool = True) -> str:
-    value = source.get(name)
-    if value in (None, "") and required:
-        raise MlflowError(400, f"Missing value for required parameter '{name}'")
-    if value is not None and not isinstance(value, str | int):
-        raise MlflowError(400, f"'{name}' must be a string")
-    return "" if value is None else str(value)
-
-
 def object_id(text: str, name: str) -> int:
     if not re.fullmatch(r"[1-9][0-9]{0,17}", text or ""):
         raise MlflowError(404, f"No {name} with id {text[:40]!r}")
-    return int(text)
+    return as_int(text)
 
 
-def time_in(ms):
-    """MLflow's milliseconds since the epoch (a number or its text); None when absent or
-    out of range, and the server's clock is used."""
-    if isinstance(ms, int | str) and str(ms).isdigit() and 0 < int(ms) < 2**53:
-        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
-    return None
+def time_in(ms: int | None):
+    """MLflow's milliseconds since the epoch (messages.TimeMs: bounded) as a time; None when
+    absent or 0, and the server's clock is used."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
 
 
 def ms(dt) -> int | None:
     return int(dt.timestamp() * 1000) if dt else None
 
 
-def limit_of(value, default: int) -> int:
-    try:
-        limit = int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        raise MlflowError(400, "max_results: a positive integer") from None
-    if not 1 <= limit <= 50_000:
-        raise MlflowError(400, "max_results: from 1 to 50000")
-    return limit
-
-
-def offset_of(token) -> int:
-    if token in (None, ""):
-        return 0
-    if not isinstance(token, str) or not token.isdigit() or len(token) > 12:
-        raise MlflowError(400, "Invalid page_token")
-    return int(token)
+def offset_of(token: str | None) -> int:
+    """The offset a page_token (the text of one this server gave) names."""
+    return client_value(as_int, token or "0", field="page_token", lo=0, hi=10**15)
 
 
 # ---------------------------------------------------------------------- experiments
@@ -250,36 +236,11 @@ def run_json(run: TrainingRun, series: list | None = None) -> dict:
     }
 
 
-def tags_in(items) -> dict:
-    if not isinstance(items, list):
-        raise MlflowError(400, "tags: a list of {key, value}")
-    out = {}
-    for i, tag in enumerate(items):
-        if not isinstance(tag, dict) or not isinstance(tag.get("key"), str):
-            raise MlflowError(400, f"tags[{i}]: an object with key and value")
-        out[tag["key"]] = str(tag.get("value", ""))
-    return out
+def tags_in(items: list[messages.KeyValue]) -> dict:
+    return {tag.key: tag.value for tag in items}
 
 
-def metric_in(item, i: int) -> tuple[int, str, float, int | None] | None:
-    """An MLflow metric as a point; None for a value that is not finite (MLflow keeps NaN,
-    finite_hub's curves do not: it is dropped, not refused, so training never stops for it)."""
-    if not isinstance(item, dict):
-        raise MlflowError(400, f"metrics[{i}]: an object with key, value, timestamp, step")
-    value = item.get("value")
-    if isinstance(value, str):
-        if value in ("NaN", "Infinity", "-Infinity"):
-            return None
-        try:
-            value = float(value)
-        except ValueError:
-            raise MlflowError(400, f"metrics[{i}].value: a number") from None
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-        return None
-    step, stamp = item.get("step", 0), item.get("timestamp")
-    try:
-        step = int(step or 0)
-        stamp = int(stamp) if stamp not in (None, "") else None
-    except (TypeError, ValueError):
-        raise MlflowError(400, f"metrics[{i}]: step and timestamp are integers") from None
-    return (step, item.get("key"), value, stamp)
+def points_in(metrics: list[messages.Metric]) -> list[tuple[int, str, float, int | None]]:
+    """MLflow metrics as points; a value that is not finite is dropped, not refused (MLflow
+    keeps NaN, finetune_hub's curves do not), so training never stops for it."""
+    return [(m.step, m.key, m.value, m.timestamp) for m in metrics if m.value is not None]

@@ -5,13 +5,12 @@ import re
 from dataclasses import replace
 
 from experiments import run_filter, run_table
+from experiments.mlflow.messages import SearchExperiments, SearchRuns
 from experiments.mlflow.protocol import (
-    MAX_RESULTS,
     STATUS_IN,
     MlflowError,
     experiment_json,
     experiment_of,
-    limit_of,
     offset_of,
     run_json,
 )
@@ -23,10 +22,10 @@ ATTRIBUTE_SORT = {"start_time": "started_at", "end_time": "finished_at", "run_id
 STATUS_OPS = ("=", "!=", "IN", "NOT IN")
 
 
-def experiments_page(team: Team, source) -> dict:
+def experiments_page(team: Team, message: SearchExperiments) -> dict:
     """The team's experiments, newest first, a page at a time."""
-    limit = limit_of(source.get("max_results"), 1000)
-    offset = offset_of(source.get("page_token"))
+    limit = message.max_results
+    offset = offset_of(message.page_token)
     found = list(
         Experiment.objects.filter(team=team).order_by("-created_at", "-pk")[
             offset : offset + limit + 1
@@ -67,13 +66,13 @@ def filter_clauses(text: str) -> list[run_filter.Clause]:
     return out
 
 
-def sort_of(order) -> str:
+def sort_of(order: list[str]) -> str:
     """The run table's sort for MLflow's order_by (its first term)."""
     if not order:
         return "-queued_at"
-    match = ORDER.match(str(order[0]))
+    match = ORDER.match(order[0])
     if not match:
-        raise MlflowError(400, f"Unsupported order_by: {str(order[0])[:80]!r}")
+        raise MlflowError(400, f"Unsupported order_by: {order[0][:80]!r}")
     kind, name, direction = match.groups()
     name = name.strip("`")
     column = ATTRIBUTE_SORT.get(name) if kind == "attributes" else f"{kind}.{name}"
@@ -82,21 +81,18 @@ def sort_of(order) -> str:
     return ("-" if (direction or "ASC").upper() == "DESC" else "") + column
 
 
-def runs_page(user, team: Team, body: dict) -> dict:
+def runs_page(user, team: Team, message: SearchRuns) -> dict:
     """The runs of the team (of the experiments named, if any) matching the filter, in
     order_by's order, a page at a time."""
-    ids = body.get("experiment_ids") or []
-    if not isinstance(ids, list) or not all(isinstance(i, str | int) for i in ids):
-        raise MlflowError(400, "experiment_ids: a list of experiment ids")
-    experiments = [experiment_of(team, str(i)).pk for i in ids]
-    clauses = filter_clauses(str(body.get("filter") or ""))
-    sort = sort_of(body.get("order_by") or [])
+    experiments = [experiment_of(team, i).pk for i in message.experiment_ids]
+    clauses = filter_clauses(message.filter or "")
+    sort = sort_of(message.order_by)
     runs = run_table.run_table(user=user, filter=clauses, sort=sort)
     runs = runs.filter(experiment__team=team)
     if experiments:
         runs = runs.filter(experiment_id__in=experiments)
-    limit = limit_of(body.get("max_results"), MAX_RESULTS)
-    offset = offset_of(body.get("page_token"))
+    limit = message.max_results
+    offset = offset_of(message.page_token)
     page = list(runs.select_related("created_by")[offset : offset + limit + 1])
     series: dict[int, list] = {}
     for s in (

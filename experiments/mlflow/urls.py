@@ -27,6 +27,6 @@ routes = [
 ]
 
 urlpatterns = [
-    path("teams/<int:team_id>/", include(routes)),
+    path("teams/<id:team_id>/", include(routes)),
     *routes,
 ]

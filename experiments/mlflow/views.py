@@ -1,6 +1,6 @@
 """The HTTP handlers of /mlflow: each takes MLflow's request (protocol.endpoint: the token,
-the team, the JSON body), calls the tracked-run services or a search, and answers MLflow's
-shape."""
+the team, the request message of experiments.mlflow.messages, validated), calls the
+tracked-run services or a search, and answers MLflow's shape."""
 
 from django.db import transaction
 from django.http import FileResponse, JsonResponse
@@ -8,20 +8,18 @@ from django.views.decorators.csrf import csrf_exempt
 
 from experiments import tracked
 from experiments.mlflow import artifacts, search
+from experiments.mlflow import messages as m
 from experiments.mlflow.protocol import (
     BASE_MODEL_TAG,
-    HISTORY_PAGE,
     RUN_NAME_TAG,
     STATUS_IN,
     MlflowError,
-    arg,
     endpoint,
     experiment_json,
     experiment_of,
-    limit_of,
-    metric_in,
     ms,
     offset_of,
+    points_in,
     run_json,
     run_of,
     tags_in,
@@ -32,24 +30,30 @@ from experiments.models import Experiment, MetricPoint
 # ---------------------------------------------------------------------- experiments
 
 
-@endpoint("GET")
-def experiment_get_by_name(request, user, team, body):
-    name = arg(request.GET, "experiment_name")
+def _run(team, message: m.RunRef):
+    if not message.run:
+        raise MlflowError(400, "Missing value for required parameter 'run_id'")
+    return run_of(team, message.run)
+
+
+@endpoint("GET", message=m.GetExperimentByName)
+def experiment_get_by_name(request, user, team, message):
+    name = message.experiment_name
     found = Experiment.objects.filter(team=team, name=name).first()
     if found is None:
         raise MlflowError(404, f"Could not find experiment with name '{name[:200]}'")
     return JsonResponse({"experiment": experiment_json(found)})
 
 
-@endpoint("GET")
-def experiment_get(request, user, team, body):
-    experiment = experiment_of(team, arg(request.GET, "experiment_id"))
+@endpoint("GET", message=m.GetExperiment)
+def experiment_get(request, user, team, message):
+    experiment = experiment_of(team, message.experiment_id)
     return JsonResponse({"experiment": experiment_json(experiment)})
 
 
-@endpoint("POST")
-def experiment_create(request, user, team, body):
-    name = arg(body, "name")
+@endpoint("POST", message=m.CreateExperiment)
+def experiment_create(request, user, team, message):
+    name = message.name
     if Experiment.objects.filter(team=team, name=name).exists():
         raise MlflowError(
             400, f"Experiment '{name[:200]}' already exists", "RESOURCE_ALREADY_EXISTS"
@@ -58,20 +62,19 @@ def experiment_create(request, user, team, body):
     return JsonResponse({"experiment_id": str(experiment.pk)})
 
 
-@endpoint("GET", "POST")
-def experiment_search(request, user, team, body):
-    source = body if request.method == "POST" else request.GET
-    return JsonResponse(search.experiments_page(team, source))
+@endpoint("GET", "POST", message=m.SearchExperiments)
+def experiment_search(request, user, team, message):
+    return JsonResponse(search.experiments_page(team, message))
 
 
 # ---------------------------------------------------------------------- runs
 
 
-@endpoint("POST")
-def run_create(request, user, team, body):
-    experiment = experiment_of(team, arg(body, "experiment_id", required=False) or "0", user)
-    tags = tags_in(body.get("tags") or [])
-    name = arg(body, "run_name", required=False) or tags.pop(RUN_NAME_TAG, "")
+@endpoint("POST", message=m.CreateRun)
+def run_create(request, user, team, message):
+    experiment = experiment_of(team, message.experiment_id or "0", user)
+    tags = tags_in(message.tags)
+    name = message.run_name or tags.pop(RUN_NAME_TAG, "")
     tags.pop(RUN_NAME_TAG, None)
     run = tracked.run_start(
         experiment=experiment,
@@ -79,54 +82,46 @@ def run_create(request, user, team, body):
         name=name[:200],
         tags=tags,
         base_model=tags.get(BASE_MODEL_TAG, ""),
-        started_at=time_in(body.get("start_time")),
+        started_at=time_in(message.start_time),
     )
     return JsonResponse({"run": run_json(run, [])})
 
 
-@endpoint("POST")
-def run_update(request, user, team, body):
-    run = run_of(team, arg(body, "run_id", required=False) or arg(body, "run_uuid"))
-    status = body.get("status")
+@endpoint("POST", message=m.UpdateRun)
+def run_update(request, user, team, message):
+    run = _run(team, message)
+    status = message.status
     if status is not None and status not in STATUS_IN:
         raise MlflowError(400, f"status: one of {', '.join(STATUS_IN)}")
-    name = body.get("run_name")
     run = tracked.run_end(
         run=run,
         status=STATUS_IN[status] if status else run.status,
         by=user,
-        ended_at=time_in(body.get("end_time")),
-        name=name[:200] if isinstance(name, str) and name else None,
+        ended_at=time_in(message.end_time),
+        name=message.run_name[:200] if message.run_name else None,
     )
     return JsonResponse({"run_info": run_json(run, [])["info"]})
 
 
-@endpoint("GET")
-def run_get(request, user, team, body):
-    return JsonResponse({"run": run_json(run_of(team, arg(request.GET, "run_id")))})
+@endpoint("GET", message=m.GetRun)
+def run_get(request, user, team, message):
+    return JsonResponse({"run": run_json(_run(team, message))})
 
 
-@endpoint("POST")
-def run_search(request, user, team, body):
-    return JsonResponse(search.runs_page(user, team, body))
+@endpoint("POST", message=m.SearchRuns)
+def run_search(request, user, team, message):
+    return JsonResponse(search.runs_page(user, team, message))
 
 
 def _log(run, user, metrics=None, params=None, tags=None) -> None:
     """One log-batch in one transaction: the services check each part as they write it, and
     a bad item anywhere rolls back the whole batch."""
-    metrics = [] if metrics is None else metrics
-    params = [] if params is None else params
-    tags = [] if tags is None else tags
-    if not isinstance(metrics, list):
-        raise MlflowError(400, "metrics: a list of {key, value, timestamp, step}")
-    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
-        raise MlflowError(400, "params: a list of {key, value}")
-    if len(metrics) > tracked.MAX_BATCH_POINTS:
+    if len(metrics or ()) > tracked.MAX_BATCH_POINTS:
         raise MlflowError(400, f"At most {tracked.MAX_BATCH_POINTS} metrics a batch")
-    tags = tags_in(tags)
+    tags = tags_in(tags or [])
     name = tags.pop(RUN_NAME_TAG, None)
-    points = [p for i, m in enumerate(metrics) if (p := metric_in(m, i)) is not None]
-    values = {p.get("key"): str(p.get("value", "")) for p in params}
+    points = points_in(metrics or [])
+    values = {p.key: p.value for p in params or []}
     with transaction.atomic():
         if values:
             tracked.params_log(run=run, params=values, by=user)
@@ -138,46 +133,37 @@ def _log(run, user, metrics=None, params=None, tags=None) -> None:
             tracked.points_log(run=run, points=points, by=user)
 
 
-@endpoint("POST")
-def log_batch(request, user, team, body):
-    run = run_of(team, arg(body, "run_id"))
-    _log(
-        run,
-        user,
-        metrics=body.get("metrics") or [],
-        params=body.get("params") or [],
-        tags=body.get("tags") or [],
-    )
+@endpoint("POST", message=m.LogBatch)
+def log_batch(request, user, team, message):
+    run = run_of(team, message.run_id)
+    _log(run, user, metrics=message.metrics, params=message.params, tags=message.tags)
     return JsonResponse({})
 
 
-@endpoint("POST")
-def log_metric(request, user, team, body):
-    run = run_of(team, arg(body, "run_id", required=False) or arg(body, "run_uuid"))
-    _log(run, user, metrics=[body])
+@endpoint("POST", message=m.LogMetric)
+def log_metric(request, user, team, message):
+    _log(_run(team, message), user, metrics=[message])
     return JsonResponse({})
 
 
-@endpoint("POST")
-def log_parameter(request, user, team, body):
-    run = run_of(team, arg(body, "run_id", required=False) or arg(body, "run_uuid"))
-    _log(run, user, params=[{"key": arg(body, "key"), "value": body.get("value", "")}])
+@endpoint("POST", message=m.LogParam)
+def log_parameter(request, user, team, message):
+    _log(_run(team, message), user, params=[message])
     return JsonResponse({})
 
 
-@endpoint("POST")
-def set_tag(request, user, team, body):
-    run = run_of(team, arg(body, "run_id", required=False) or arg(body, "run_uuid"))
-    _log(run, user, tags=[{"key": arg(body, "key"), "value": body.get("value", "")}])
+@endpoint("POST", message=m.SetTag)
+def set_tag(request, user, team, message):
+    _log(_run(team, message), user, tags=[message])
     return JsonResponse({})
 
 
-@endpoint("GET")
-def metric_history(request, user, team, body):
-    run = run_of(team, arg(request.GET, "run_id", required=False) or arg(request.GET, "run_uuid"))
-    key = arg(request.GET, "metric_key")
-    limit = limit_of(request.GET.get("max_results"), HISTORY_PAGE)
-    offset = offset_of(request.GET.get("page_token"))
+@endpoint("GET", message=m.GetMetricHistory)
+def metric_history(request, user, team, message):
+    run = _run(team, message)
+    key = message.metric_key
+    limit = message.max_results
+    offset = offset_of(message.page_token)
     rows = list(
         MetricPoint.objects.filter(run=run, key=key)
         .order_by("step", "pk")
@@ -199,7 +185,7 @@ def metric_history(request, user, team, body):
 
 
 @endpoint("GET", "PUT")
-def artifact(request, user, team, body, path=""):
+def artifact(request, user, team, message, path=""):
     """PUT a file (stored by its file name in the run's output folder), GET one back."""
     run, rest = artifacts.artifact_run(team, path)
     if request.method == "PUT":
@@ -209,7 +195,7 @@ def artifact(request, user, team, body, path=""):
 
 
 @endpoint("GET")
-def artifact_list(request, user, team, body):
+def artifact_list(request, user, team, message):
     run, rest = artifacts.artifact_run(team, request.GET.get("path", ""))
     return JsonResponse({"files": artifacts.artifact_files(run, rest)})
 
