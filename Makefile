@@ -77,7 +77,10 @@ test-postgres: install
 	  echo "PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not answering"; exit 1; \
 	else echo "SKIPPED: PostgreSQL + Redis suite (nothing on 127.0.0.1:5432 / :6379)"; fi
 
-test: install browser-deps lint test-sqlite test-postgres
+# The two passes run side by side (a pass leaves a core idle while it waits on a database, a
+# socket or a subprocess): each pass's output is printed whole when it ends (--output-sync).
+test: install browser-deps lint
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 # CPU benchmarks (results and the H200 runs: bench/RESULTS.md).
 bench: install
