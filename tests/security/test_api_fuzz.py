@@ -14,8 +14,7 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -25,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from finetune_hub.auth import token_create
-from tests.support.hostile import hostile_case
+from tests.support.hostile import fuzz_settings, hostile_case
 from tests.support.training_helpers import make_experiment, make_version
 
 CHECKS = [
@@ -72,14 +71,7 @@ def test_no_operation_answers_5xx_or_an_undocumented_status(label, wsgi_app, fuz
     headers = {"Authorization": f"Bearer {fuzz_token}"}
 
     @given(case=operation.as_strategy(), hostile=st.none() | hostile_case())
-    @hypothesis_settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(EXAMPLES)
     def fuzz(case, hostile):
         if hostile is not None and hostile(case):
             case.call_and_validate(headers=headers, checks=[not_a_server_error])

@@ -8,14 +8,13 @@ import json
 
 import pytest
 from django.test import Client
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from experiments import services
 from experiments.mlflow.urls import routes
 from finetune_hub.auth import token_create
-from tests.support.hostile import JSON_ONLY, NON_FINITE, TEXT, _lone
+from tests.support.hostile import JSON_ONLY, NON_FINITE, TEXT, _lone, fuzz_settings
 from tests.support.training_helpers import make_experiment
 
 EXAMPLES = 25  # per endpoint: 13 endpoints, about 10 s in all on 2 cores
@@ -74,14 +73,7 @@ def test_no_mlflow_request_answers_5xx(route, view, world, owner):
     )
 
     @given(message=_message(view.message, world))
-    @hypothesis_settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(EXAMPLES)
     def fuzz(message):
         if posts:
             body = json.dumps(message)  # inf as Infinity, 10**400 as its digits, \ud800 escaped

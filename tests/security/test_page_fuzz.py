@@ -7,12 +7,11 @@ import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from experiments import services
-from tests.support.hostile import TEXT
+from tests.support.hostile import TEXT, fuzz_settings
 from tests.support.training_helpers import make_experiment
 
 EXAMPLES = 8  # per page: about 35 pages, about 20 s in all on 2 cores
@@ -91,14 +90,7 @@ def test_no_dashboard_page_answers_a_hostile_query_with_5xx(page, world, browser
         ),
         huge=st.booleans(),
     )
-    @hypothesis_settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(EXAMPLES)
     def fuzz(query, huge):
         r = browser_client.get(_url(page, world, huge), query)
         assert r.status_code < 500, (page, query, r.status_code)
