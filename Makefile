@@ -8,7 +8,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 HOST ?= 127.0.0.1:8000
 
 .PHONY: install demo serve serve-prod worker test lint test-sqlite test-postgres browser-deps bench \
-	bench-load bench-tracking bench-pages mutation
+	bench-load bench-tracking bench-pages mutation mlflow-compat
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -115,6 +115,15 @@ bench-tracking: install
 	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2).close()" 2>/dev/null; then \
 	  $(PY) bench/tracking.py --db postgres --database-url $(TRACK_DATABASE_URL) --mlflow-python $(MLFLOW_VENV)/bin/python; \
 	else echo "SKIPPED: PostgreSQL tracking run (nothing on 127.0.0.1:5432)"; fi
+
+# MLflow compatibility measured by MLflow 3.12's own tracking tests (test_rest_tracking.py and
+# test_client.py, from ../shared/mlflow-peer/) against a finetune_hub served by gunicorn on a
+# fresh SQLite var, and against MLflow's own server (the control, about 15 minutes on 2 cores;
+# MLFLOW_COMPAT_ARGS=--reuse-control reuses the last one). Installs mlflow==3.12.0 into
+# var/mlflow-compat/venv on first use. Results: bench/results/mlflow_compat.json, RESULTS.md.
+MLFLOW_COMPAT_ARGS ?=
+mlflow-compat: install
+	$(PY) bench/mlflow_compat.py $(MLFLOW_COMPAT_ARGS)
 
 # Each dashboard page's server time and Chromium load (cold, warm) with the demo data plus
 # 1,000 runs (bench/results/pages.json, bench/RESULTS.md).

@@ -7,7 +7,7 @@ from django.http import FileResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments import tracked
-from experiments.mlflow import artifacts, search
+from experiments.mlflow import artifacts, scope, search
 from experiments.mlflow import messages as m
 from experiments.mlflow.protocol import (
     BASE_MODEL_TAG,
@@ -202,8 +202,4 @@ def artifact_list(request, user, team, message):
 
 @csrf_exempt
 def not_supported(request, team_id=None, rest=""):
-    return MlflowError(
-        404,
-        f"This MLflow endpoint is not supported by finetune_hub: {rest[:100]}",
-        "ENDPOINT_NOT_FOUND",
-    ).response()
+    return MlflowError(404, scope.not_supported_message(rest), "ENDPOINT_NOT_FOUND").response()
