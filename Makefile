@@ -8,7 +8,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 HOST ?= 127.0.0.1:8000
 
 .PHONY: install demo serve serve-prod worker test lint test-sqlite test-postgres browser-deps bench \
-	bench-load bench-tracking bench-pages mutation mlflow-compat
+	bench-load bench-tracking bench-pages mutation mlflow-compat bench-mlflow
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -124,6 +124,12 @@ bench-tracking: install
 MLFLOW_COMPAT_ARGS ?=
 mlflow-compat: install
 	$(PY) bench/mlflow_compat.py $(MLFLOW_COMPAT_ARGS)
+
+# /mlflow against `mlflow server` over HTTP with MLflow 3.12's client, same data, one run:
+# log_batch, search_runs with a tag filter, get_metric_history (bench/results/mlflow_api.json).
+bench-mlflow: install
+	@test -x var/mlflow-compat/venv/bin/python || $(PY) -c "import sys; sys.path.insert(0, 'bench'); import mlflow_compat; mlflow_compat.prepare()"
+	$(PY) bench/mlflow_api.py
 
 # Each dashboard page's server time and Chromium load (cold, warm) with the demo data plus
 # 1,000 runs (bench/results/pages.json, bench/RESULTS.md).
