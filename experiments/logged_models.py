@@ -6,6 +6,7 @@ the caller's team (another team's model does not exist)."""
 import uuid
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from experiments import artifact_tree
 from experiments.models import (
@@ -19,7 +20,7 @@ from experiments.models import (
 from experiments.tracked import MAX_VALUE_CHARS, PARAM_KEY, writable_require
 from finetune_hub.errors import NotFound, invalid
 from finetune_hub.models import Role, Team
-from finetune_hub.selectors import membership_require
+from finetune_hub.selectors import get_visible, membership_require
 from finetune_hub.storage import move_into_place
 
 MAX_ENTRIES = 1000  # params or tags of one model
@@ -243,19 +244,27 @@ def dataset_summaries(*, experiments: list[Experiment], limit: int = 1000) -> li
     ]
 
 
-def models_of_run(run: TrainingRun):
-    """The logged models a run made (its source) or wrote (an output), for its page."""
-    return (
-        LoggedModel.objects.filter(experiment=run.experiment, deleted=False)
-        .filter(models_q(run))
+# ---------------------------------------------------------------------- pages
+
+
+def models_of_run(run: TrainingRun) -> list[LoggedModel]:
+    """The logged models a run made (their source) or wrote (an output), for its page."""
+    made = Q(source_run_id=str(run.pk)) | Q(
+        run_links__run=run, run_links__direction=RunModelLink.Direction.OUTPUT
+    )
+    return list(
+        LoggedModel.objects.filter(made, experiment=run.experiment, deleted=False)
         .distinct()
         .order_by("created_at", "pk")
     )
 
 
-def models_q(run: TrainingRun):
-    from django.db.models import Q
-
-    return Q(source_run_id=str(run.pk)) | Q(
-        run_links__run=run, run_links__direction=RunModelLink.Direction.OUTPUT
+def model_visible(*, user, model_id: str) -> LoggedModel:
+    """A logged model of one of the user's teams (another team's is not found)."""
+    return get_visible(
+        LoggedModel.objects.select_related("experiment__team", "created_by").filter(deleted=False),
+        user=user,
+        team_path="experiment__team",
+        what="Logged model",
+        pk=str(model_id)[:34],
     )
