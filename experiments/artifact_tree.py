@@ -115,7 +115,7 @@ def received(chunks: Iterator[bytes], name: str, *, allow_empty: bool) -> Iterat
 
 def listing(files: dict, folder_rel: str, directory: str) -> list[dict]:
     """The entries directly in `directory` ('' the top): MLflow's file infos, paths relative
-    to the owner's folder, folders first by name then files by name. A file's own path
+    to the owner's folder, by path. A file's own path
     lists nothing (as MLflow's stores answer)."""
     prefix = f"{directory}/" if directory else ""
     entries: dict[str, bool] = {}
