@@ -18,7 +18,9 @@ ART = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_mlflow_client_logs_lists_and_downloads_a_folder(mlflow_env, tmp_path):
+@pytest.mark.usefixtures("mlflow_env")
+def test_the_mlflow_client_logs_lists_and_downloads_a_folder(tmp_path):
+    import mlflow as mlflow_env
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from requests import HTTPError
