@@ -20,7 +20,7 @@ ART = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("mlflow_env")
 def test_the_mlflow_client_logs_lists_and_downloads_a_folder(tmp_path):
-    import mlflow as mlflow_env
+    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
     from requests import HTTPError
@@ -32,10 +32,10 @@ def test_the_mlflow_client_logs_lists_and_downloads_a_folder(tmp_path):
     (src / "sub" / "config.json").write_text("{}")
     (src / "sub" / "deeper" / "notes.md").write_text("# hi")
     (tmp_path / "weights.pt").write_bytes(b"pickle")
-    with mlflow_env.start_run() as run:
-        mlflow_env.log_artifacts(str(src), artifact_path="model")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(src), artifact_path="model")
         with pytest.raises((HTTPError, MlflowException), match="weights.pt"):
-            mlflow_env.log_artifact(str(tmp_path / "weights.pt"), artifact_path="model")
+            mlflow.log_artifact(str(tmp_path / "weights.pt"), artifact_path="model")
     client = MlflowClient()
     run_id = run.info.run_id
     assert [a.path for a in client.list_artifacts(run_id)] == ["model"]
