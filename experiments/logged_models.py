@@ -150,7 +150,8 @@ def metrics_link(*, run: TrainingRun, metrics: list[dict], by) -> None:
     if not metrics:
         return
     team = run.experiment.team
-    models = {m["model_id"]: model_get(team=team, model_id=m["model_id"]) for m in metrics}
+    ids = {m["model_id"] for m in metrics}
+    models = {i: model_get(team=team, model_id=i) for i in ids}
     LoggedModelMetric.objects.bulk_create(
         LoggedModelMetric(
             model=models[m["model_id"]],

@@ -12,7 +12,6 @@ from experiments import tracked
 from experiments.models import TrainingRun
 from finetune_hub.auth import token_create
 from finetune_hub.storage import artifact_path
-from tests.support.mlflow_live import hub, mlflow_env  # noqa: F401 (fixtures)
 
 ART = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 

@@ -9,7 +9,6 @@ from django.test import Client
 from experiments import logged_models, tracked
 from experiments.models import LoggedModel
 from finetune_hub.auth import token_create
-from tests.support.mlflow_live import hub, mlflow_env  # noqa: F401 (fixtures)
 
 API = "/mlflow/api/2.0/mlflow"
 

@@ -14,26 +14,6 @@ from tests.support.clients import ApiClient, make_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def hub(live_server, owner):
-    return live_server.url, token_create(user=owner, name="live")[1]
-
-
-@pytest.fixture
-def mlflow_env(hub, monkeypatch):
-    import mlflow
-
-    url, token = hub
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{url}/mlflow")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    mlflow.set_tracking_uri(f"{url}/mlflow")
-    yield mlflow
-    while mlflow.active_run():
-        mlflow.end_run()
-
-
 def _tiny_trainer(tiny_model, tmp_path, *, lora: bool, report_to, callbacks=()):
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 

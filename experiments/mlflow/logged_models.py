@@ -3,6 +3,8 @@ params, tags, artifacts), run inputs and outputs (runs/log-inputs, runs/outputs)
 datasets search, and metrics logged against a model: MLflow's shapes over
 experiments.logged_models."""
 
+import itertools
+
 from django.http import FileResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -313,9 +315,13 @@ def upload_artifact(request, user, team, message):
         raise MlflowError(400, "Request must specify path.")
     run = run_of(team, message.run_uuid)
     path = artifact_tree.path_checked(message.path)
-    if not request.body:
+    chunks = run_files.chunks(request)  # streamed, never read whole
+    first = next(chunks, b"")
+    if not first:
         raise MlflowError(400, "Request must specify data.")
-    run_files.artifact_put(run=run, name=path, chunks=iter([request.body]), by=user, tree=True)
+    run_files.artifact_put(
+        run=run, name=path, chunks=itertools.chain([first], chunks), by=user, tree=True
+    )
     return JsonResponse({})
 
 
