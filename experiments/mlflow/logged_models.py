@@ -13,7 +13,7 @@ from experiments import artifact_tree, logged_models, run_files
 from experiments.mlflow import model_messages as mm
 from experiments.mlflow import model_search
 from experiments.mlflow.protocol import MlflowError, endpoint, experiment_of, ms, run_of
-from experiments.models import LoggedModel, RunModelLink
+from experiments.models import LoggedModel, LoggedModelMetric, RunModelLink
 from finetune_hub.errors import ServiceError
 
 STATUS_OUT = {
@@ -228,8 +228,6 @@ def _with_metrics(models: list) -> None:
     by_model = {m.pk: m for m in models}
     for m in models:
         m.metric_rows = []
-    from experiments.models import LoggedModelMetric
-
     for x in LoggedModelMetric.objects.filter(model__in=list(by_model)).order_by("pk"):
         by_model[x.model_id].metric_rows.append(x)
 
