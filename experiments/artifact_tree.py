@@ -138,11 +138,24 @@ def size_of(folder_rel: str, path: str) -> int:
         return 0
 
 
+def unlinked(relative: str) -> Path:
+    """The path of a file under the root that no symlink leads to (resolved, it is the plain
+    join of the root and the checked relative path): a link planted in a tree, even one
+    pointing inside the root, is never followed to read or write."""
+    try:
+        path = artifact_path(relative)
+    except ValueError:
+        path = None
+    if path is None or path != artifact_path("") / relative:
+        raise ServiceError(f"No artifact {relative.split('/', 2)[-1][:200]!r}", status=404)
+    return path
+
+
 def open_file(files: dict, folder_rel: str, path: str):
-    """One listed file, open for reading (the path resolved and checked under the root)."""
+    """One listed file, open for reading."""
     if path not in files:
         raise ServiceError(f"No artifact {path[:200]!r}", status=404)
     try:
-        return open(artifact_path(f"{folder_rel}/{path}"), "rb")  # noqa: SIM115
-    except (OSError, ValueError):
+        return open(unlinked(f"{folder_rel}/{path}"), "rb")  # noqa: SIM115
+    except OSError:
         raise ServiceError(f"No artifact {path[:200]!r}", status=404) from None

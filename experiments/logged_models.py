@@ -138,6 +138,7 @@ def artifact_put(*, model: LoggedModel, path: str, chunks, by) -> LoggedModel:
         with transaction.atomic():
             locked = LoggedModel.objects.select_for_update().get(pk=model.pk)
             artifact_tree.collision_require(locked.files, path)
+            artifact_tree.unlinked(f"{locked.folder}/{path}")
             move_into_place(partial, f"{locked.folder}/{path}")
             locked.files = {**locked.files, path: digest}
             locked.save(update_fields=["files", "updated_at"])

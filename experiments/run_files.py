@@ -63,6 +63,7 @@ def artifact_put(
             artifact_tree.collision_require(locked.output_files, name)
             # A file there that the run does not list was moved into place by an upload
             # that crashed before its commit: this one replaces it.
+            artifact_tree.unlinked(f"{folder_rel}/{name}")
             move_into_place(partial, f"{folder_rel}/{name}")
             locked.output_path = folder_rel
             locked.output_files = {**locked.output_files, name: digest}

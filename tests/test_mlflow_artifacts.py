@@ -125,6 +125,12 @@ def test_a_symlink_out_of_the_root_is_never_served(run, bearer, tmp_path):
     TrainingRun.objects.filter(pk=run.pk).update(output_files={"link.txt": "0" * 64})
     got = Client().get(f"{ART}/{run.experiment_id}/{run.pk}/artifacts/link.txt", **bearer)
     assert got.status_code == 404
+    # A folder linked to another place under the root is not written through either.
+    elsewhere = artifact_path("elsewhere")
+    elsewhere.mkdir()
+    os.symlink(elsewhere, folder / "linked")
+    assert _put(Client(), run, "linked/a.txt", **bearer).status_code == 404
+    assert not (elsewhere / "a.txt").exists()
 
 
 @pytest.mark.django_db
