@@ -22,6 +22,10 @@ def mlflow_env(hub, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{url}/mlflow")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     mlflow.set_tracking_uri(f"{url}/mlflow")
+    # An experiment set by an earlier test is not this server's (ids are not reused on
+    # PostgreSQL): start from the default experiment, as a fresh process does.
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     yield mlflow
     while mlflow.active_run():
         mlflow.end_run()
