@@ -249,3 +249,112 @@ class MetricSeries(models.Model):
 
     def __str__(self):
         return f"{self.key} of run {self.run_id}"
+
+
+class LoggedModel(models.Model):
+    """A model logged from a run or on its own (MLflow 3's logged model): its files under the
+    artifact root (models/<id>/), its params and tags, and the metrics runs logged against it.
+    Team-scoped through its experiment. The source run is the text a client gave (MLflow
+    accepts any); the run page lists the models whose source or output it is."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+        FAILED = "failed"
+
+    id = models.CharField(primary_key=True, max_length=34, help_text='"m-" and 32 hex digits')
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="logged_models"
+    )
+    name = models.CharField(max_length=500)
+    model_type = models.CharField(max_length=500, blank=True)
+    source_run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status_message = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    files = models.JSONField(default=dict, blank=True, help_text="relative path -> sha256")
+    deleted = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["experiment", "deleted", "created_at"])]
+
+    def __str__(self):
+        return f"{self.name} ({self.pk})"
+
+    @property
+    def folder(self) -> str:
+        return f"models/{self.pk}"
+
+
+class LoggedModelMetric(models.Model):
+    """A metric a run logged against a logged model (MLflow's metric with model_id, and the
+    dataset it was measured on)."""
+
+    model = models.ForeignKey(LoggedModel, on_delete=models.CASCADE, related_name="metrics")
+    run = models.ForeignKey(TrainingRun, null=True, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=250)
+    value = models.FloatField()
+    timestamp = models.BigIntegerField(help_text="milliseconds since the epoch")
+    step = models.BigIntegerField(default=0)
+    dataset_name = models.CharField(max_length=500, blank=True)
+    dataset_digest = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["model", "pk"]
+
+    def __str__(self):
+        return f"{self.key}={self.value} of {self.model_id}"
+
+
+class RunDataset(models.Model):
+    """A dataset a run read (MLflow's dataset input): what MLflow's client sends about it,
+    kept as text; the input's tags (mlflow.data.context: train, eval...) in their order."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="dataset_inputs")
+    name = models.CharField(max_length=500)
+    digest = models.CharField(max_length=500)
+    source_type = models.CharField(max_length=500)
+    source = models.TextField()
+    schema = models.TextField(blank=True)
+    profile = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True, help_text="[[key, value], ...]")
+
+    class Meta:
+        ordering = ["run", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "name", "digest"], name="one_dataset_input_per_run"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.digest})"
+
+
+class RunModelLink(models.Model):
+    """A logged model a run read (input) or wrote (output, at a step)."""
+
+    class Direction(models.TextChoices):
+        INPUT = "input"
+        OUTPUT = "output"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="model_links")
+    model = models.ForeignKey(LoggedModel, on_delete=models.CASCADE, related_name="run_links")
+    direction = models.CharField(max_length=6, choices=Direction.choices)
+    step = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["run", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "model", "direction"], name="one_model_link_per_direction"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.direction} {self.model_id} of run {self.run_id}"

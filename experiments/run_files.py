@@ -3,19 +3,17 @@ and MLflow's artifact upload): the name rule (finetune_hub.model_files: safetens
 small text files; pickles refused), the streamed, bounded write, and the check that a file is
 what its name says before it becomes visible."""
 
-import hashlib
 import re
 from collections.abc import Iterator
 
-from django.conf import settings
 from django.db import transaction
 
+from experiments import artifact_tree
 from experiments.models import TrainingRun
 from experiments.tracked import writable_require
-from finetune_hub.bounds import json_loads
-from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
-from finetune_hub.model_files import PICKLE_SUFFIXES, TEXT_SUFFIXES, WEIGHT_SUFFIX, is_artifact_name
-from finetune_hub.storage import incoming, move_into_place
+from finetune_hub.errors import Conflict, invalid
+from finetune_hub.model_files import PICKLE_SUFFIXES, TEXT_SUFFIXES, is_artifact_name
+from finetune_hub.storage import move_into_place
 
 MAX_RUN_FILES = 200
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -39,66 +37,35 @@ def file_name_checked(name: str, field: str = "name") -> str:
     return name
 
 
-def _verify(path, name: str) -> None:
-    """A .safetensors file must open as one; a .json file must parse."""
-    if name.endswith(WEIGHT_SUFFIX):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                list(fh.keys())
-        except Exception:  # noqa: BLE001 - any failure to open means it is not safetensors
-            raise invalid(
-                f"{name} is not a readable safetensors file", field="file", status=422
-            ) from None
-    elif name.endswith(".json"):
-        try:
-            json_loads(path.read_bytes())
-        except ValueError:
-            raise invalid(f"{name} is not valid JSON", field="file", status=422) from None
-
-
 def chunks(stream, size: int = 1 << 20) -> Iterator[bytes]:
     """A request body (or any file-like stream) read a megabyte at a time, never whole."""
     return iter(lambda: stream.read(size), b"")
 
 
-def artifact_put(*, run: TrainingRun, name: str, chunks: Iterator[bytes], by) -> TrainingRun:
+def artifact_put(
+    *, run: TrainingRun, name: str, chunks: Iterator[bytes], by, tree: bool = False
+) -> TrainingRun:
     """Streams one output file of a tracked run to its folder, under the artifact root.
     Each file is written once (what a registered version points at never changes), is
     bounded by ARTIFACT_MAX_UPLOAD_BYTES, and is checked before it becomes visible: a
-    half-written or refused file never is."""
+    half-written or refused file never is. With `tree` (MLflow's artifacts), `name` is a
+    relative path (artifact_tree.path_checked: any name but a pickle); without, a plain
+    file name of the model file rule."""
     writable_require(run, by)
-    name = file_name_checked(name)
+    name = artifact_tree.path_checked(name) if tree else file_name_checked(name)
     folder_rel = f"{run.folder}/output"
-    if name in run.output_files:
-        raise Conflict(f"{name} was uploaded already; a run's files are written once")
-    if len(run.output_files) >= MAX_RUN_FILES:
+    artifact_tree.collision_require(run.output_files, name)
+    if not tree and len(run.output_files) >= MAX_RUN_FILES:
         raise Conflict(f"A run holds at most {MAX_RUN_FILES} files")
-    limit, size, digest = settings.ARTIFACT_MAX_UPLOAD_BYTES, 0, hashlib.sha256()
-    with incoming() as partial:
-        with open(partial, "wb") as fh:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise ServiceError(
-                        f"The file is larger than the artifact limit of {limit:,} bytes",
-                        status=413,
-                        errors=[FieldError(field="file", message="too large")],
-                    )
-                digest.update(chunk)
-                fh.write(chunk)
-        if size == 0:
-            raise invalid(f"{name} is empty", field="file", status=422)
-        _verify(partial, name)
+    with artifact_tree.received(chunks, name, allow_empty=tree) as (partial, digest):
         with transaction.atomic():
             locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-            if name in locked.output_files:
-                raise Conflict(f"{name} was uploaded already; a run's files are written once")
+            artifact_tree.collision_require(locked.output_files, name)
             # A file there that the run does not list was moved into place by an upload
             # that crashed before its commit: this one replaces it.
+            artifact_tree.unlinked(f"{folder_rel}/{name}")
             move_into_place(partial, f"{folder_rel}/{name}")
             locked.output_path = folder_rel
-            locked.output_files = {**locked.output_files, name: digest.hexdigest()}
+            locked.output_files = {**locked.output_files, name: digest}
             locked.save(update_fields=["output_path", "output_files"])
             return locked

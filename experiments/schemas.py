@@ -76,7 +76,7 @@ class RunOut(Schema):
     error: str
     checkpoints: list[CheckpointOut]
     output_path: str | None
-    output_files: dict[str, str]  # file name -> sha256
+    output_files: dict[str, str]  # relative path (a/b.json) -> sha256
     base_model: dict[str, Any]
     peak_memory_bytes: int | None
     stop_reason: str  # why training ended before its last step (early stopping), what was kept

@@ -12,4 +12,5 @@ urlpatterns = [
     path("runs/table/", training.run_table, name="run_table"),
     path("runs/<id:run_id>/", training.run_detail, name="run_detail"),
     path("runs/<id:run_id>/<str:action>/", training.run_action, name="run_action"),
+    path("logged-models/<str:model_id>/", training.logged_model_detail, name="logged_model_detail"),
 ]

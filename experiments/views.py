@@ -8,7 +8,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.selectors import dataset_version_for, published_versions_for
-from experiments import forms, selectors, services, tracked
+from experiments import forms, logged_models, selectors, services, tracked
 from experiments import run_table as table
 from experiments.models import Technique, TrainingRun
 from experiments.training import guards
@@ -145,7 +145,18 @@ def run_detail(request, run_id: int):
             # Every metric the run logged is charted, the defaults too before the first.
             "metric_keys": ",".join(selectors.run_metric_keys(run)),
             "headline": selectors.run_headline(run),
+            "logged_models": logged_models.models_of_run(run),
+            "datasets": run.dataset_inputs.all(),
         },
+    )
+
+
+def logged_model_detail(request, model_id: str):
+    model = visible_or_404(logged_models.model_visible, user=request.user, model_id=model_id)
+    return render(
+        request,
+        "experiments/logged_model_detail.html",
+        {"model": model, "metrics": model.metrics.select_related("run"), "files": model.files},
     )
 
 

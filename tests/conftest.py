@@ -11,6 +11,7 @@ from tests.support.clients import ApiClient, make_user
 from tests.support.comparisons import human, subjects, version  # noqa: F401 (scored subjects)
 from tests.support.consumers import consumers  # noqa: F401 (Huey consumer processes)
 from tests.support.forgetting import general  # noqa: F401 (the general set's version)
+from tests.support.mlflow_live import hub, mlflow_env  # noqa: F401 (mlflow against a live server)
 from tests.support.registry_helpers import (  # noqa: F401 (a model, two trained runs, two versions)
     adapter_kind,
     model,

@@ -14,26 +14,6 @@ from tests.support.clients import ApiClient, make_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def hub(live_server, owner):
-    return live_server.url, token_create(user=owner, name="live")[1]
-
-
-@pytest.fixture
-def mlflow_env(hub, monkeypatch):
-    import mlflow
-
-    url, token = hub
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{url}/mlflow")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    mlflow.set_tracking_uri(f"{url}/mlflow")
-    yield mlflow
-    while mlflow.active_run():
-        mlflow.end_run()
-
-
 def _tiny_trainer(tiny_model, tmp_path, *, lora: bool, report_to, callbacks=()):
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
@@ -175,7 +155,11 @@ def test_the_mlflow_client_reports_into_the_hub(mlflow_env, team, tmp_path):
     assert got.data.tags["gpu"] == "h200"
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [0, 1, 2, 3, 4] and history[-1].value == 0.2
-    assert [a.path for a in client.list_artifacts(run_id)] == ["adapter_model.safetensors"]
+    # Kept under the artifact_path it was logged with (a directory tree, as MLflow keeps it).
+    assert [a.path for a in client.list_artifacts(run_id)] == ["adapter"]
+    assert [a.path for a in client.list_artifacts(run_id, "adapter")] == [
+        "adapter/adapter_model.safetensors"
+    ]
     found = client.search_runs(
         [experiment.experiment_id], filter_string="metrics.loss < 0.5 and params.lr = '0.001'"
     )
@@ -184,7 +168,7 @@ def test_the_mlflow_client_reports_into_the_hub(mlflow_env, team, tmp_path):
     stored = TrainingRun.objects.get(pk=int(run_id))
     assert stored.source == "tracked" and stored.status == "succeeded"
     assert stored.experiment.name == "mlflow-project" and stored.experiment.team == team
-    assert list(stored.output_files) == ["adapter_model.safetensors"]
+    assert list(stored.output_files) == ["adapter/adapter_model.safetensors"]
 
 
 def test_a_trainer_with_report_to_mlflow_reports_into_the_hub(

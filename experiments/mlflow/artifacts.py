@@ -1,57 +1,76 @@
-"""The mlflow-artifacts calls: a run's files are stored flat in its output folder with the
-artifact root's rules (weights as safetensors only; see experiments.tracked), whatever
-artifact_path they were logged under."""
+"""The mlflow-artifacts calls: a run's files (`<experiment>/<run>/artifacts/<path>`) and a
+logged model's (`<experiment>/models/<model id>/artifacts/<path>`) kept as directory trees
+under their folders with the artifact root's rules (experiments.artifact_tree: relative
+paths only, no pickles, bounded, each file written once)."""
 
 import re
+from dataclasses import dataclass
 
-from experiments import run_files
+from experiments import artifact_tree, logged_models, run_files
 from experiments.mlflow.protocol import MlflowError, run_of
-from experiments.models import TrainingRun
+from finetune_hub.errors import ServiceError
 from finetune_hub.models import Team
-from finetune_hub.storage import artifact_path
 
-ARTIFACT_PATH = re.compile(r"^(\d{1,18})/(\d{1,18})/artifacts(?:/(.*))?$")
-
-
-def artifact_run(team: Team, path: str) -> tuple[TrainingRun, str]:
-    """The run an artifact location `<experiment>/<run>/artifacts[/<rest>]` names, and the
-    rest."""
-    match = ARTIFACT_PATH.match(path or "")
-    if not match:
-        raise MlflowError(404, "No such artifact location")
-    experiment_id, run_id, rest = match.groups()
-    run = run_of(team, run_id)
-    if str(run.experiment_id) != experiment_id:
-        raise MlflowError(404, "No such artifact location")
-    return run, rest or ""
+RUN_PATH = re.compile(r"^(\d{1,18})/(\d{1,18})/artifacts(?:/(.*))?$")
+MODEL_PATH = re.compile(r"^(\d{1,18})/models/(m-[0-9a-f]{32})/artifacts(?:/(.*))?$")
 
 
-def artifact_put(run: TrainingRun, rest: str, request, user) -> None:
-    """Store the request's body as the file of that name in the run's output folder."""
-    name = rest.rsplit("/", 1)[-1]
-    run_files.artifact_put(run=run, name=name, chunks=run_files.chunks(request), by=user)
+@dataclass
+class Owner:
+    """A run or a logged model, as the artifact calls see it: its files and folder."""
+
+    run: object = None
+    model: object = None
+
+    @property
+    def files(self) -> dict:
+        return self.run.output_files if self.run else self.model.files
+
+    @property
+    def folder(self) -> str:
+        return f"{self.run.folder}/output" if self.run else self.model.folder
 
 
-def artifact_file(run: TrainingRun, rest: str):
-    """The stored file of that name, open for reading."""
-    name = rest.rsplit("/", 1)[-1]
-    if name not in run.output_files:
-        raise MlflowError(404, f"No artifact {name[:100]!r}")
-    return open(artifact_path(f"{run.output_path}/{name}"), "rb")  # noqa: SIM115
+def artifact_owner(team: Team, path: str) -> tuple[Owner, str]:
+    """The run or model an artifact location names, and the rest of the path."""
+    path = path or ""
+    if match := RUN_PATH.match(path):
+        experiment_id, run_id, rest = match.groups()
+        run = run_of(team, run_id)
+        if str(run.experiment_id) == experiment_id:
+            return Owner(run=run), rest or ""
+    elif match := MODEL_PATH.match(path):
+        experiment_id, model_id, rest = match.groups()
+        try:
+            model = logged_models.model_get(team=team, model_id=model_id)
+        except ServiceError:
+            model = None
+        if model is not None and str(model.experiment_id) == experiment_id:
+            return Owner(model=model), rest or ""
+    raise MlflowError(404, "No such artifact location")
 
 
-def artifact_files(run: TrainingRun, rest: str) -> list[dict]:
-    """The run's files (all at the root: a folder below it lists nothing)."""
-    if rest:
-        return []
-    return [
-        {"path": name, "is_dir": False, "file_size": _size(run, name)}
-        for name in sorted(run.output_files)
-    ]
+def artifact_put(owner: Owner, rest: str, request, user) -> None:
+    """Store the request's body as the file at that path of the owner's tree."""
+    chunks = run_files.chunks(request)
+    if owner.run:
+        run_files.artifact_put(run=owner.run, name=rest, chunks=chunks, by=user, tree=True)
+    else:
+        logged_models.artifact_put(model=owner.model, path=rest, chunks=chunks, by=user)
 
 
-def _size(run: TrainingRun, name: str) -> int:
+def artifact_file(owner: Owner, rest: str):
+    """The stored file at that path, open for reading."""
+    path = artifact_tree.path_checked(rest, folder=True)
     try:
-        return artifact_path(f"{run.output_path}/{name}").stat().st_size
-    except OSError:
-        return 0
+        return artifact_tree.open_file(owner.files, owner.folder, path)
+    except ServiceError as exc:
+        raise MlflowError(404, exc.detail) from None
+
+
+def artifact_files(owner: Owner, rest: str) -> list[dict]:
+    """The entries of one directory of the tree, by their names in it (the client joins
+    them to the directory it asked for, as MLflow's artifact server answers)."""
+    directory = artifact_tree.path_checked(rest, folder=True)
+    entries = artifact_tree.listing(owner.files, owner.folder, directory)
+    return [{**entry, "path": entry["path"].rsplit("/", 1)[-1]} for entry in entries]

@@ -62,6 +62,10 @@ class Metric(Message):
     value: MetricValue
     timestamp: TimeMs | None = None
     step: Int64 = 0
+    # MLflow 3: a metric measured on a logged model (experiments.mlflow.logged_models).
+    model_id: Text(64) | None = None
+    dataset_name: Text(500) | None = None
+    dataset_digest: Text(500) | None = None
 
 
 class RunRef(Message):

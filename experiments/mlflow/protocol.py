@@ -87,7 +87,7 @@ def endpoint(*methods, message: type[messages.Message] = messages.Message):
 
 
 def _message(request, message: type[messages.Message]) -> messages.Message:
-    if request.method == "POST":
+    if request.method in ("POST", "PATCH", "DELETE") and not getattr(message, "in_query", False):
         try:
             body = json_loads(request.body or b"{}")
         except ValueError as exc:

@@ -7,7 +7,7 @@ from django.http import FileResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments import tracked
-from experiments.mlflow import artifacts, scope, search
+from experiments.mlflow import artifacts, logged_models, scope, search
 from experiments.mlflow import messages as m
 from experiments.mlflow.protocol import (
     BASE_MODEL_TAG,
@@ -105,7 +105,8 @@ def run_update(request, user, team, message):
 
 @endpoint("GET", message=m.GetRun)
 def run_get(request, user, team, message):
-    return JsonResponse({"run": run_json(_run(team, message))})
+    run = _run(team, message)
+    return JsonResponse({"run": {**run_json(run), **logged_models.run_io_json(run)}})
 
 
 @endpoint("POST", message=m.SearchRuns)
@@ -131,6 +132,7 @@ def _log(run, user, metrics=None, params=None, tags=None) -> None:
             tracked.run_end(run=run, status=run.status, by=user, name=str(name)[:200])
         if points:
             tracked.points_log(run=run, points=points, by=user)
+        logged_models.metrics_link(run, user, metrics or [])
 
 
 @endpoint("POST", message=m.LogBatch)
@@ -186,18 +188,18 @@ def metric_history(request, user, team, message):
 
 @endpoint("GET", "PUT")
 def artifact(request, user, team, message, path=""):
-    """PUT a file (stored by its file name in the run's output folder), GET one back."""
-    run, rest = artifacts.artifact_run(team, path)
+    """PUT a file (at its path in the run's or logged model's tree), GET one back."""
+    owner, rest = artifacts.artifact_owner(team, path)
     if request.method == "PUT":
-        artifacts.artifact_put(run, rest, request, user)
+        artifacts.artifact_put(owner, rest, request, user)
         return JsonResponse({})
-    return FileResponse(artifacts.artifact_file(run, rest))
+    return FileResponse(artifacts.artifact_file(owner, rest))
 
 
 @endpoint("GET")
 def artifact_list(request, user, team, message):
-    run, rest = artifacts.artifact_run(team, request.GET.get("path", ""))
-    return JsonResponse({"files": artifacts.artifact_files(run, rest)})
+    owner, rest = artifacts.artifact_owner(team, request.GET.get("path", ""))
+    return JsonResponse({"files": artifacts.artifact_files(owner, rest)})
 
 
 @csrf_exempt
