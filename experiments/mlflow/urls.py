@@ -3,6 +3,7 @@ user's only team, and /mlflow/teams/<id>/ for one team of several."""
 
 from django.urls import include, path, re_path
 
+from experiments.mlflow import lifecycle_views as lv
 from experiments.mlflow import views as m
 
 API = "api/2.0/mlflow/"
@@ -20,11 +21,27 @@ routes = [
     path(f"{API}runs/log-parameter", m.log_parameter),
     path(f"{API}runs/set-tag", m.set_tag),
     path(f"{API}metrics/get-history", m.metric_history),
+    path(f"{API}experiments/delete", lv.experiment_delete),
+    path(f"{API}experiments/restore", lv.experiment_restore),
+    path(f"{API}experiments/update", lv.experiment_update),
+    path(f"{API}experiments/set-experiment-tag", lv.experiment_tag_set),
+    path(f"{API}experiments/delete-experiment-tag", lv.experiment_tag_delete),
+    path(f"{API}runs/delete", lv.run_delete),
+    path(f"{API}runs/restore", lv.run_restore),
+    path(f"{API}runs/delete-tag", lv.run_tag_delete),
+    path(f"{API}metrics/get-history-bulk", lv.metric_history_bulk),
+    path(f"{API}metrics/get-history-bulk-interval", lv.metric_history_bulk_interval),
     path("api/2.0/mlflow-artifacts/artifacts", m.artifact_list),
     # Named for its upload limit (finetune_hub.uploads.DeclaredLengthMiddleware).
     path("api/2.0/mlflow-artifacts/artifacts/<path:path>", m.artifact, name="mlflow_artifact"),
-    re_path(r"^(?P<rest>.*)$", m.not_supported),
 ]
+# MLflow's UI calls every /api/2.0/mlflow route under /ajax-api/2.0/mlflow as well.
+routes += [
+    path(f"ajax-{route.pattern}", route.callback)
+    for route in list(routes)
+    if str(route.pattern).startswith(API)
+]
+routes.append(re_path(r"^(?P<rest>.*)$", m.not_supported))
 
 urlpatterns = [
     path("teams/<id:team_id>/", include(routes)),
