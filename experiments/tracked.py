@@ -24,7 +24,8 @@ from finetune_hub.selectors import membership_require
 from inference.base_models import load_config
 
 # A metric's, parameter's or tag's name: up to 250 characters, as MLflow's.
-KEY = PARAM_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,249}$")
+# (MLflow's: "-inf_metric" too; never a leading slash or space).
+KEY = PARAM_KEY = re.compile(r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/: ]{0,249}$")
 MAX_PARAMS = 1000
 MAX_TAGS = 200
 MAX_VALUE_CHARS = 6000  # MLflow's limit for a parameter value

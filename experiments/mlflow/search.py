@@ -32,7 +32,7 @@ ORDER = re.compile(
 BARE_ORDER = re.compile(r"^\s*(\w+)\s*(ASC|DESC)?\s*$", re.I)
 # MLflow's attributes: the run's column (an alias search makes) and its kind.
 TEXT_ATTRIBUTES = {
-    "run_name": "name",
+    "run_name": "mlflow_run_name",
     "user_id": "mlflow_user_id",
     "artifact_uri": "mlflow_artifact_uri",
     "run_id": "mlflow_run_id",
@@ -49,9 +49,13 @@ def experiments_page(user, team: Team, message: SearchExperiments) -> dict:
 
 
 def _mlflow_columns(runs):
-    """The aliases MLflow's text attributes compare: user_id (the client's, else the
-    creator's name), artifact_uri and run_id as text."""
+    """The aliases MLflow's text attributes compare: run_name (as protocol.run_json shows
+    it), user_id (the client's, else the creator's name), artifact_uri and run_id as text."""
     return runs.alias(
+        mlflow_run_name=Coalesce(
+            NullIf(F("name"), Value("")),
+            Concat(Value("run-"), Cast("pk", CharField()), output_field=CharField()),
+        ),
         mlflow_user_id=Coalesce(NullIf(F("mlflow_user"), Value("")), F("created_by__username")),
         mlflow_run_id=Cast("pk", CharField()),
         mlflow_artifact_uri=Concat(
