@@ -16,7 +16,7 @@ from finetune_hub.selectors import visible_to
 
 TABLE_KEYS = ("loss", "eval_loss")  # the metric columns a run table shows by default
 
-NAME = r"[A-Za-z0-9_.\-/: ]{1,250}"
+NAME = r"[A-Za-z0-9_.\-/]{1,250}"
 COLUMNS = "queued_at|started_at|finished_at|step|status|id"
 SORT = re.compile(rf"^(-?)(?:(metrics|params|tags)\.({NAME})|({COLUMNS}))$")
 OPERATORS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
