@@ -358,8 +358,12 @@ def snapshot() -> dict:
         Comparison, Vote, RegisteredModel, ModelVersion, Alias, AliasEvent, PromotionRequest,
         ServedGeneration, Feedback, ApiToken,
     ]  # fmt: skip
+    rows = {t.__name__: t.objects.count() for t in tables}
+    # The outsider's own Default (MLflow's experiment 0, made when their team's experiments
+    # are first read) is theirs, not team A's.
+    rows["Experiment"] = Experiment.objects.filter(mlflow_default=False).count()
     return {
-        "rows": {t.__name__: t.objects.count() for t in tables},
+        "rows": rows,
         "runs": sorted(TrainingRun.objects.values_list("pk", "status", "priority")),
         "aliases": sorted(Alias.objects.values_list("name", "version_id")),
         "requests": sorted(PromotionRequest.objects.values_list("pk", "status")),
