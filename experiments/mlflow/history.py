@@ -13,7 +13,7 @@ from django.db.models import Max, Min
 from experiments.mlflow.messages import Message
 from experiments.mlflow.protocol import MlflowError, ms, value_out
 from experiments.models import MetricPoint, TrainingRun
-from finetune_hub.bounds import Int64, Text
+from finetune_hub.bounds import Int64, Text, as_int
 from finetune_hub.models import Team
 
 MAX_RUNS = 100
@@ -37,7 +37,7 @@ class GetMetricHistoryBulkInterval(Message):
 
 def _team_runs(team: Team, ids: list[str]) -> dict[int, TrainingRun]:
     """The team's runs among the ids (MLflow's are strings: anything else names none)."""
-    pks = {int(i) for i in ids if re.fullmatch(r"[1-9][0-9]{0,17}", i)}
+    pks = {as_int(i) for i in ids if re.fullmatch(r"[1-9][0-9]{0,17}", i)}
     runs = TrainingRun.objects.filter(experiment__team=team, pk__in=pks)
     return {run.pk: run for run in runs.only("pk", "started_at", "queued_at")}
 
@@ -119,8 +119,8 @@ def _sampled_steps(points, start: int, end: int, limit: int) -> set[int]:
     first, last = bisect.bisect_left(all_steps, start), bisect.bisect_right(all_steps, end)
     if last - first <= limit:
         return set(all_steps[first:last]) | edges
-    interval = (last - first) / limit
-    sampled = {all_steps[first + int(i * interval)] for i in range(limit)}
+    span = last - first  # every span/limit-th step: MLflow's int(i * span / limit)
+    sampled = {all_steps[first + i * span // limit] for i in range(limit)}
     return sampled | {all_steps[last - 1]} | edges
 
 
@@ -137,7 +137,7 @@ def bulk_interval(team: Team, message: GetMetricHistoryBulkInterval) -> dict:
     steps = _sampled_steps(points, start, end, limit)
     out = []
     for run_id in message.run_ids:  # in the request's order, as MLflow answers
-        run = runs.get(int(run_id)) if run_id.isdigit() else None
+        run = runs.get(as_int(run_id)) if re.fullmatch(r"[1-9][0-9]{0,17}", run_id) else None
         if run is None:
             continue
         rows = (

@@ -28,8 +28,10 @@ def _metric_value(value) -> float | None:
     try:
         return as_float(value)
     except NotFinite:
-        number = float(value) if isinstance(value, float | str) else value
-        return None if math.isnan(number) else DOUBLE_MAX if number > 0 else -DOUBLE_MAX
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        negative = value.lstrip().startswith("-") if isinstance(value, str) else value < 0
+        return -DOUBLE_MAX if negative else DOUBLE_MAX
 
 
 # MLflow's ids and values are strings: a JSON number for one is refused, as MLflow does.

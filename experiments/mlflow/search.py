@@ -22,6 +22,7 @@ from experiments.mlflow.protocol import (
     run_json,
 )
 from experiments.models import MetricSeries
+from finetune_hub.bounds import as_int
 from finetune_hub.models import Team
 
 ORDER = re.compile(
@@ -104,7 +105,7 @@ def _attribute_q(clause: run_filter.Clause) -> Q:
         if op not in NUMBER_OPS:
             raise MlflowError(400, f"Invalid comparator '{op}' for attribute {key}")
         try:
-            when = datetime.fromtimestamp(int(items[0].text.strip()) / 1000, tz=UTC)
+            when = datetime.fromtimestamp(as_int(items[0].text.strip()) / 1000, tz=UTC)
         except (ValueError, OverflowError, OSError):
             raise MlflowError(400, f"Expected a number of milliseconds for {key}") from None
         column = TIME_ATTRIBUTES[key]

@@ -12,6 +12,7 @@ from experiments import lifecycle, run_filter
 from experiments.mlflow.messages import SearchExperiments
 from experiments.mlflow.protocol import MlflowError, experiment_json, ms, offset_of
 from experiments.models import Experiment
+from finetune_hub.bounds import as_int
 from finetune_hub.models import Team
 
 STRINGS = ("name",)
@@ -80,7 +81,7 @@ def _test(clause: run_filter.Clause):
     if op not in ("=", "!=", "<", "<=", ">", ">="):
         raise MlflowError(400, f"Invalid comparator for numeric attribute: {op}")
     try:
-        number = int(items[0].text.strip())
+        number = as_int(items[0].text.strip())
     except ValueError:
         raise MlflowError(400, f"Expected a numeric value for attribute '{key}'") from None
     return lambda e: _compare(_value(e, key), op, number)
