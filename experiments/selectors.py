@@ -196,7 +196,9 @@ def run_metrics(*, run: TrainingRun, keys: list[str] | None = None, max_points: 
     keys = keys or list(DEFAULT_KEYS)
     if max_points <= metric_store.SERIES_POINTS:
         return metric_store.series_of([run.pk], keys, max_points)[run.pk]
-    rows = MetricPoint.objects.filter(run=run, key__in=keys).order_by("key", "step", "pk")
+    # NaN points (value null: logged through MLflow) stay out of the curves
+    rows = MetricPoint.objects.filter(run=run, key__in=keys, value__isnull=False)
+    rows = rows.order_by("key", "step", "pk")
     series: dict[str, list[tuple[int, float]]] = {key: [] for key in keys}
     for key, step, value in rows.values_list("key", "step", "value"):
         series[key].append((step, value))

@@ -238,3 +238,21 @@ def test_the_dashboard_hides_a_deleted_run_and_restores_it(client, token, api, b
     assert "deleted (MLflow)" in page and 'id="restore"' in page
     assert browser_client.post(f"/runs/{rid}/restore/").status_code == 302
     assert rid in [row["id"] for row in api.get("/api/runs").json()]
+
+
+@pytest.mark.django_db
+def test_nan_is_kept_for_mlflow_and_out_of_the_curves(client, token, api):
+    _, made = call(client, token, "experiments/create", {"name": "n"})
+    _, run = call(client, token, "runs/create", {"experiment_id": made["experiment_id"]})
+    rid = run["run"]["info"]["run_id"]
+    metrics = [
+        {"key": "m", "value": 1.0, "step": 0, "timestamp": 1},
+        {"key": "m", "value": "NaN", "step": 1, "timestamp": 2},
+        {"key": "m", "value": "-Infinity", "step": 2, "timestamp": 3},
+    ]
+    assert call(client, token, "runs/log-batch", {"run_id": rid, "metrics": metrics})[0] == 200
+    _, history = call(client, token, "metrics/get-history", get={"run_id": rid, "metric_key": "m"})
+    assert [p["value"] for p in history["metrics"]] == [1.0, "NaN", -1.7976931348623157e308]
+    for max_points in (100, 5000):  # the thinned series, and the raw points
+        r = api.get(f"/api/runs/{rid}/metrics", keys="m", max_points=max_points)
+        assert r.status_code == 200 and r.json()["metrics"]["m"]["steps"] == [0, 2], r.json()
