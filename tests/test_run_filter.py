@@ -315,3 +315,11 @@ def test_the_table_filters_on_status_and_tags_with_the_grammar(world, api, owner
     assert ids("tags.stage = 'final cut'") == [world[2]]
     assert ids("tags.stage LIKE 'final%'") == [world[2]]
     assert ids("tags.stage IS NULL") == sorted(world[:2] + world[3:])
+
+
+def test_the_table_sorts_by_a_tag(world, owner):
+    """tags.<name> sorts the run table as metrics and params do (runs without it last)."""
+    ids = list(run_table.run_table(user=owner, sort="tags.kind").values_list("pk", flat=True))
+    assert ids == [world[2], world[0], world[1], world[3]]  # "Tuned" < "base" < "base line"
+    ids = list(run_table.run_table(user=owner, sort="-tags.kind").values_list("pk", flat=True))
+    assert ids == [world[1], world[0], world[2], world[3]]

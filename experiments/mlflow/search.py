@@ -191,7 +191,9 @@ def runs_page(user, team: Team, message: SearchRuns) -> dict:
     clauses, conditions = filter_clauses(message.filter or "")
     lifecycle = VIEW[message.run_view_type or "ACTIVE_ONLY"]
     runs = run_table.run_table(user=user, filter=clauses, lifecycle=lifecycle)
-    runs = _mlflow_columns(runs.filter(experiment__team=team))
+    runs = runs.filter(experiment__team=team)
+    if conditions or message.order_by:  # only then: user_id's alias joins the user table
+        runs = _mlflow_columns(runs)
     for condition in conditions:
         runs = runs.filter(condition)
     if experiments:
