@@ -34,7 +34,9 @@ def experiment_create(
     membership_require(user=by, team=team, role=Role.MEMBER)
     name = _name_checked(name)
     if len(artifact_location or "") > MAX_LOCATION:
-        raise invalid(f"artifact_location: at most {MAX_LOCATION} characters", field="name")
+        raise invalid(
+            f"artifact_location: at most {MAX_LOCATION} characters", field="artifact_location"
+        )
     tags = tracked.tags_checked(tags)
     try:
         with transaction.atomic():
