@@ -109,24 +109,31 @@ def _insert_raw(rows: list[tuple[int, int, str, float, int, int | None]]) -> Non
 
 def _fold(series, new: list[Point]) -> None:
     """Adds raw points (any step order) to a series' thinned points and figures. Points of
-    the same step keep the order they were logged in: the last one logged is the last value."""
+    the same step keep the order they were logged in: the last one logged is the last value.
+    A NaN point (value None) counts and can be the last value (MLflow returns it), but stays
+    out of the curve and its lowest and highest."""
     new.sort(key=lambda p: p[0])
-    merged = sorted(_load(series.points) + new, key=lambda p: p[0])
-    points, series.width = thin(merged, SERIES_POINTS, series.width)
-    series.points, series.size = _dump(points), len(points)
+    finite = [p for p in new if p[1] is not None]
+    if finite:
+        merged = sorted(_load(series.points) + finite, key=lambda p: p[0])
+        points, series.width = thin(merged, SERIES_POINTS, series.width)
+        series.points, series.size = _dump(points), len(points)
     series.count += len(new)
     last = new[-1]
     if series.last_step is None or last[0] >= series.last_step:
         series.last_step, series.last_value = last
-    values = [v for _, v in new]
-    series.min_value = min(values + ([series.min_value] if series.min_value is not None else []))
-    series.max_value = max(values + ([series.max_value] if series.max_value is not None else []))
+    values = [v for _, v in finite]
+    low = [series.min_value] if series.min_value is not None else []
+    high = [series.max_value] if series.max_value is not None else []
+    series.min_value = min(values + low, default=None)
+    series.max_value = max(values + high, default=None)
 
 
 @transaction.atomic
 def points_ingest(points: Iterable[tuple], attempt: int = 1) -> int:
-    """Writes (run_id, step, key, value[, timestamp ms]) points, finite values only (the
-    caller checks), and updates their runs' series. Returns how many points were written."""
+    """Writes (run_id, step, key, value[, timestamp ms]) points, finite values or None for
+    NaN (the caller checks), and updates their runs' series. Returns how many points were
+    written."""
     rows = [(p[0], p[1], p[2], p[3], attempt, p[4] if len(p) > 4 else None) for p in points]
     if not rows:
         return 0

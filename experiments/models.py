@@ -36,15 +36,33 @@ class Experiment(models.Model):
     notes = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
+    # MLflow's side of an experiment (experiments/mlflow/): its tags, the artifact location a
+    # client gave (kept and returned, never written to: artifacts stay under the artifact
+    # root), its lifecycle (deleted: hidden from lists, restorable), and whether it is the
+    # team's "Default" (MLflow's experiment 0, one a team).
+    tags = models.JSONField(default=dict, blank=True)
+    artifact_location = models.CharField(max_length=1000, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    mlflow_default = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["team", "name"], name="experiment_name_unique_in_team")
+            models.UniqueConstraint(fields=["team", "name"], name="experiment_name_unique_in_team"),
+            models.UniqueConstraint(
+                fields=["team"],
+                condition=models.Q(mlflow_default=True),
+                name="one_mlflow_default_experiment_in_team",
+            ),
         ]
 
     def __str__(self):
         return self.name
+
+    @property
+    def lifecycle_stage(self) -> str:
+        return "deleted" if self.deleted_at else "active"
 
 
 class Worker(models.Model):
@@ -128,6 +146,10 @@ class TrainingRun(models.Model):
     params = models.JSONField(default=dict, blank=True, help_text="a tracked run's parameters")
     tags = models.JSONField(default=dict, blank=True)
     notes = models.TextField(blank=True)
+    # MLflow's user_id of the run (the client's, "unknown" when it sends none); created_by
+    # stays the token's user.
+    mlflow_user = models.CharField(max_length=250, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="deleted (MLflow)")
     base_model = models.CharField(
         max_length=500, blank=True, help_text="a tracked run's base model, else the experiment's"
     )
@@ -211,9 +233,9 @@ class MetricPoint(models.Model):
         db_constraint=False,
         db_index=False,
     )
-    step = models.PositiveIntegerField()
-    key = models.CharField(max_length=50)
-    value = models.FloatField()
+    step = models.BigIntegerField(help_text="int64, negative too (MLflow's)")
+    key = models.CharField(max_length=250)
+    value = models.FloatField(null=True, help_text="null: NaN (kept out of the curves)")
     attempt = models.PositiveIntegerField(default=1)
     timestamp = models.BigIntegerField(null=True, help_text="milliseconds since the epoch")
 
@@ -221,7 +243,7 @@ class MetricPoint(models.Model):
         indexes = [models.Index(fields=["run", "key", "step"])]
 
     def __str__(self):
-        return f"{self.key}@{self.step}={self.value:g}"
+        return f"{self.key}@{self.step}={self.value if self.value is None else f'{self.value:g}'}"
 
 
 class MetricSeries(models.Model):
@@ -231,7 +253,7 @@ class MetricSeries(models.Model):
     point for full-resolution history."""
 
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="series")
-    key = models.CharField(max_length=50)
+    key = models.CharField(max_length=250)
     count = models.PositiveIntegerField(default=0, help_text="points logged")
     size = models.PositiveIntegerField(default=0, help_text="points stored, thinned")
     width = models.PositiveIntegerField(default=1, help_text="steps per bucket")

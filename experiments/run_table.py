@@ -16,9 +16,9 @@ from finetune_hub.selectors import visible_to
 
 TABLE_KEYS = ("loss", "eval_loss")  # the metric columns a run table shows by default
 
-NAME = r"[A-Za-z0-9_.\-/]{1,50}"
+NAME = r"[A-Za-z0-9_.\-/]{1,250}"
 COLUMNS = "queued_at|started_at|finished_at|step|status|id"
-SORT = re.compile(rf"^(-?)(?:(metrics|params)\.({NAME})|({COLUMNS}))$")
+SORT = re.compile(rf"^(-?)(?:(metrics|params|tags)\.({NAME})|({COLUMNS}))$")
 OPERATORS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 
 
@@ -40,6 +40,17 @@ def _param_sources(name: str) -> list:
         return [F("experiment__dataset_version__dataset__name")]
     # A key transform names the key literally: no part of it becomes a lookup.
     return [KeyTransform(name, "params"), KeyTransform(name, "experiment__hyperparameters")]
+
+
+def sort_value(kind: str, name: str):
+    """What a run is sorted by for metrics.<key> (its latest value), params.<name> (where
+    _param_sources reads it) or tags.<name>."""
+    if kind == "metrics":
+        return _last_value(name)
+    if kind == "tags":
+        return KeyTransform(name, "tags")
+    sources = _param_sources(name)
+    return sources[0] if len(sources) == 1 else Coalesce(*sources)
 
 
 def _compared(name: str, op: str, value) -> Q:
@@ -107,15 +118,21 @@ def run_table(
     filter: str | list = "",
     sort: str = "-queued_at",
     q: str = "",
+    lifecycle: str = "active",
 ) -> QuerySet[TrainingRun]:
     """Every run the user's teams own, filtered and sorted by any hyperparameter or latest
     metric value, as a queryset to page: `filter` is run_filter's grammar (clauses joined by
     AND, each `metrics.<key> <op> <value>`, `params.<name> <op> <value>`, `tags.<name> <op>
     <text>` or `queued_at|started_at|finished_at|status <op> <value>`), or clauses
     run_filter.parse already read; `sort` one of queued_at, started_at, finished_at, step,
-    status, id, metrics.<key>, params.<name>, with - for descending (runs without the value
-    last)."""
+    status, id, metrics.<key>, params.<name>, tags.<name>, with - for descending (runs
+    without the value last)."""
     runs = visible_to(TrainingRun.objects, user=user, team_path="experiment__team")
+    # Deleted runs (MLflow's lifecycle: experiments.lifecycle) are left out unless asked for.
+    if lifecycle == "active":
+        runs = runs.filter(deleted_at=None)
+    elif lifecycle == "deleted":
+        runs = runs.exclude(deleted_at=None)
     if experiment is not None:
         runs = runs.filter(experiment_id=experiment)
     if q := (q or "").strip()[:200]:
@@ -141,14 +158,13 @@ def run_table(
     if not match:
         raise invalid(
             "sort: one of queued_at, started_at, finished_at, step, status, id, metrics.<key>, "
-            "params.<name>, with - for descending",
+            "params.<name>, tags.<name>, with - for descending",
             field="sort",
             status=422,
         )
     descending, kind, name, column = match.groups()
     if kind:
-        sources = [_last_value(name)] if kind == "metrics" else _param_sources(name)
-        runs = runs.alias(sort_by=sources[0] if len(sources) == 1 else Coalesce(*sources))
+        runs = runs.alias(sort_by=sort_value(kind, name))
         column = "sort_by"
     order = F(column).desc(nulls_last=True) if descending else F(column).asc(nulls_last=True)
     return runs.select_related("experiment", "worker").order_by(order, "-pk")

@@ -104,7 +104,10 @@ def reward_runs_for(*, user) -> QuerySet[TrainingRun]:
 
 
 def runs_of(*, experiment: Experiment) -> QuerySet[TrainingRun]:
-    return experiment.runs.select_related("worker").order_by("-queued_at")
+    """The experiment's runs; deleted ones (MLflow's lifecycle) only on a deleted
+    experiment's page, where they are its runs as they were."""
+    runs = experiment.runs.select_related("worker").order_by("-queued_at")
+    return runs if experiment.deleted_at else runs.filter(deleted_at=None)
 
 
 def queue_for(*, user) -> QuerySet[TrainingRun]:
@@ -114,7 +117,9 @@ def queue_for(*, user) -> QuerySet[TrainingRun]:
         user=user,
         team_path="experiment__team",
     )
-    return qs.filter(status__in=active).order_by("status", "-priority", "queued_at")
+    return qs.filter(status__in=active, deleted_at=None).order_by(
+        "status", "-priority", "queued_at"
+    )
 
 
 def workers_live() -> QuerySet[Worker]:
@@ -191,7 +196,9 @@ def run_metrics(*, run: TrainingRun, keys: list[str] | None = None, max_points: 
     keys = keys or list(DEFAULT_KEYS)
     if max_points <= metric_store.SERIES_POINTS:
         return metric_store.series_of([run.pk], keys, max_points)[run.pk]
-    rows = MetricPoint.objects.filter(run=run, key__in=keys).order_by("key", "step", "pk")
+    # NaN points (value null: logged through MLflow) stay out of the curves
+    rows = MetricPoint.objects.filter(run=run, key__in=keys, value__isnull=False)
+    rows = rows.order_by("key", "step", "pk")
     series: dict[str, list[tuple[int, float]]] = {key: [] for key in keys}
     for key, step, value in rows.values_list("key", "step", "value"):
         series[key].append((step, value))

@@ -17,19 +17,20 @@ from django.utils import timezone
 
 from experiments import metric_store
 from experiments.models import Experiment, TrainingRun
-from finetune_hub.bounds import INT64_MAX
+from finetune_hub.bounds import INT64_MAX, INT64_MIN
 from finetune_hub.errors import Conflict, FieldError, ServiceError, invalid
 from finetune_hub.models import Role, Team
 from finetune_hub.selectors import membership_require
 from inference.base_models import load_config
 
-KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,49}$")
-PARAM_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/: ]{0,249}$")
+# A metric's, parameter's or tag's name: up to 250 characters, as MLflow's.
+# (MLflow's: "-inf_metric" too; never a leading slash or space).
+KEY = PARAM_KEY = re.compile(r"^[A-Za-z0-9_.\-][A-Za-z0-9_.\-/: ]{0,249}$")
 MAX_PARAMS = 1000
 MAX_TAGS = 200
 MAX_VALUE_CHARS = 6000  # MLflow's limit for a parameter value
 MAX_BATCH_POINTS = 10_000
-MAX_STEP = 2**31 - 1
+RUN_STEP_MAX = 2**31 - 1  # TrainingRun.step (the progress bar), whatever a point's step
 
 
 def project_for(*, team: Team, name: str, by) -> Experiment:
@@ -116,6 +117,7 @@ def run_start(
     tags=None,
     base_model: str = "",
     started_at=None,
+    mlflow_user: str = "",
 ) -> TrainingRun:
     """A run that some other process trains: running from now, ended by its own process."""
     membership_require(user=by, team=experiment.team, role=Role.MEMBER)
@@ -138,6 +140,7 @@ def run_start(
         started_at=started_at or now,
         heartbeat_at=now,
         created_by=by,
+        mlflow_user=mlflow_user[:250],
     )
 
 
@@ -145,6 +148,16 @@ def writable_require(run: TrainingRun, by) -> None:
     membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
     if run.source != TrainingRun.Source.TRACKED:
         raise Conflict(f"Run {run.pk} is trained by a worker here; only tracked runs take writes")
+    active_require(run)
+
+
+def active_require(run: TrainingRun) -> None:
+    """A deleted run (MLflow's lifecycle) takes no writes until it is restored."""
+    if run.deleted_at is not None:
+        raise invalid(
+            f"The run {run.pk} must be in the 'active' state. Current state is deleted.",
+            field="run_id",
+        )
 
 
 def _running(run: TrainingRun) -> None:
@@ -152,9 +165,12 @@ def _running(run: TrainingRun) -> None:
         raise Conflict(f"Run {run.pk} is {run.status}: it takes no more metrics")
 
 
-def points_checked(points: Iterable) -> list[tuple[int, str, float, int | None]]:
+def points_checked(
+    points: Iterable, nan_ok: bool = False
+) -> list[tuple[int, str, float | None, int | None]]:
     """(step, key, value, timestamp ms or None) from dicts or sequences, each checked; an
-    error names the point's index and field."""
+    error names the point's index and field. A step is any int64 (MLflow's, negative too);
+    with nan_ok (the MLflow door), a value of None is NaN."""
     out, keys_ok = [], set()
     for i, point in enumerate(points):
         if isinstance(point, dict):
@@ -171,50 +187,62 @@ def points_checked(points: Iterable) -> list[tuple[int, str, float, int | None]]
             pass  # a batch repeats a few keys: each is matched once
         elif not isinstance(key, str) or not KEY.match(key):
             raise invalid(
-                f"{where}.key: 1 to 50 letters, digits, _ . - / : or spaces",
+                f"{where}.key: 1 to 250 letters, digits, _ . - / : or spaces",
                 field=f"{where}.key",
                 status=422,
             )
         else:
             keys_ok.add(key)
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
-            raise invalid(
-                f"{where}.step: an integer from 0 to {MAX_STEP}", field=f"{where}.step", status=422
-            )
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int)
+            or not INT64_MIN <= step <= INT64_MAX
+        ):
+            raise invalid(f"{where}.step: a 64-bit integer", field=f"{where}.step", status=422)
+        if value is None and nan_ok:
+            out.append((step, key, None, _timestamp(ts, where)))
+            continue
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
-            or abs(value) > 1.7e308
+            or (abs(value) > 1.7e308 and not nan_ok)  # MLflow keeps +-inf as +-max double
         ):
             raise invalid(f"{where}.value: a finite number", field=f"{where}.value", status=422)
-        if ts is not None and (
-            isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= INT64_MAX
-        ):
-            raise invalid(
-                f"{where}.timestamp: milliseconds since the epoch",
-                field=f"{where}.timestamp",
-                status=422,
-            )
-        out.append((step, key, float(value), ts))
+        out.append((step, key, float(value), _timestamp(ts, where)))
     if len(out) > MAX_BATCH_POINTS:
         raise invalid(f"points: at most {MAX_BATCH_POINTS:,} a batch", field="points", status=413)
     return out
 
 
+def _timestamp(ts, where: str) -> int | None:
+    if ts is not None and (
+        isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= INT64_MAX
+    ):
+        raise invalid(
+            f"{where}.timestamp: milliseconds since the epoch",
+            field=f"{where}.timestamp",
+            status=422,
+        )
+    return ts
+
+
 @transaction.atomic
-def points_log(*, run: TrainingRun, points: Iterable, by) -> int:
-    """Writes a batch of points (all or none) and moves the run's step and heartbeat."""
+def points_log(*, run: TrainingRun, points: Iterable, by, mlflow: bool = False) -> int:
+    """Writes a batch of points (all or none) and moves the run's step and heartbeat. The
+    native API takes points for a running run only; the MLflow door (mlflow=True) does as
+    MLflow does: NaN points, and a finished run (not a deleted one) still takes them."""
     writable_require(run, by)
-    checked = points_checked(points)
+    checked = points_checked(points, nan_ok=mlflow)
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-    _running(run)
+    if not mlflow:
+        _running(run)
     written = metric_store.points_ingest(
         ((run.pk, step, key, value, ts) for step, key, value, ts in checked), attempt=1
     )
     top = max((step for step, *_ in checked), default=run.step)
     TrainingRun.objects.filter(pk=run.pk).update(
-        step=max(run.step, top), heartbeat_at=timezone.now()
+        step=max(run.step, min(top, RUN_STEP_MAX)), heartbeat_at=timezone.now()
     )
     return written
 
@@ -245,6 +273,7 @@ def tags_set(*, run: TrainingRun, tags, by, replace: bool = False) -> TrainingRu
     """Adds or changes tags, on any run (queued or tracked): they describe it, they do not
     change what it trained."""
     membership_require(user=by, team=run.experiment.team, role=Role.MEMBER)
+    active_require(run)
     new = tags_checked(tags)
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     if not replace and len(run.tags.keys() | new.keys()) > MAX_TAGS:

@@ -7,6 +7,11 @@ urlpatterns = [
     path("experiments/new/", training.experiment_new, name="experiment_new"),
     path("experiments/<id:experiment_id>/", training.experiment_detail, name="experiment_detail"),
     path("experiments/<id:experiment_id>/runs/", training.run_queue_new, name="run_queue_new"),
+    path(
+        "experiments/<id:experiment_id>/restore/",
+        training.experiment_restore,
+        name="experiment_restore",
+    ),
     path("runs/", training.run_queue, name="run_queue"),
     path("runs/compare/", training.run_compare, name="run_compare"),
     path("runs/table/", training.run_table, name="run_table"),

@@ -8,7 +8,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from datasets_app.selectors import dataset_version_for, published_versions_for
-from experiments import forms, logged_models, selectors, services, tracked
+from experiments import forms, lifecycle, logged_models, selectors, services, tracked
 from experiments import run_table as table
 from experiments.models import Technique, TrainingRun
 from experiments.training import guards
@@ -30,7 +30,9 @@ def experiment_list(request):
             "experiments": paginate(
                 request,
                 selectors.with_run_counts(
-                    selectors.experiments_for(user=request.user).order_by("-created_at", "-pk")
+                    selectors.experiments_for(user=request.user)
+                    .filter(deleted_at=None)  # deleted through MLflow: on their own page only
+                    .order_by("-created_at", "-pk")
                 ),
             ),
         },
@@ -121,6 +123,18 @@ def experiment_detail(request, experiment_id: int):
 
 
 @require_POST
+def experiment_restore(request, experiment_id: int):
+    """Brings back an experiment deleted through MLflow, with its runs (team members)."""
+    experiment = visible_or_404(
+        selectors.experiment_get, user=request.user, experiment_id=experiment_id
+    )
+    with service_errors_as_messages(request):
+        lifecycle.experiment_restore(experiment=experiment, by=request.user)
+        messages.success(request, "Experiment restored")
+    return redirect("experiment_detail", experiment_id=experiment_id)
+
+
+@require_POST
 def run_queue_new(request, experiment_id: int):
     experiment = visible_or_404(
         selectors.experiment_get, user=request.user, experiment_id=experiment_id
@@ -160,7 +174,11 @@ def logged_model_detail(request, model_id: str):
     )
 
 
-RUN_ACTIONS = {"cancel": services.run_cancel, "resume": services.run_resume}
+RUN_ACTIONS = {
+    "cancel": services.run_cancel,
+    "resume": services.run_resume,
+    "restore": lifecycle.run_restore,  # a run deleted through MLflow
+}
 
 
 @require_POST

@@ -167,12 +167,44 @@ def mlflow_requests(w: World) -> dict:
         "run_search": ("POST", {"experiment_ids": [experiment]}, "any", "read"),
         "log_batch": ("POST", writes, "refused", "write"),
         "log_metric": ("POST", writes, "refused", "write"),
-        "log_parameter": ("POST", writes, "refused", "write"),
-        "set_tag": ("POST", writes, "refused", "write"),
+        # a param's or tag's value is a string (MLflow refuses a number for one)
+        "log_parameter": ("POST", {**writes, "value": "1"}, "refused", "write"),
+        "set_tag": ("POST", {**writes, "value": "1"}, "refused", "write"),
         "metric_history": ("GET", {"run_id": run, "metric_key": RUN_METRIC}, "refused", "read"),
         "artifact_list": ("GET", {"path": artifacts}, "refused", "read"),
         "artifact": ("GET", {}, "refused", "read"),
         "not_supported": ("GET", {}, "any", "read"),
+        "experiment_delete": ("POST", {"experiment_id": experiment}, "refused", "write"),
+        "experiment_restore": ("POST", {"experiment_id": experiment}, "refused", "write"),
+        "experiment_update": (
+            "POST",
+            {"experiment_id": experiment, "new_name": "x"},
+            "refused",
+            "write",
+        ),
+        "experiment_tag_set": (
+            "POST",
+            {"experiment_id": experiment, "key": "k", "value": "v"},
+            "refused",
+            "write",
+        ),
+        "experiment_tag_delete": (
+            "POST",
+            {"experiment_id": experiment, "key": "k"},
+            "refused",
+            "write",
+        ),
+        "run_delete": ("POST", {"run_id": run}, "refused", "write"),
+        "run_restore": ("POST", {"run_id": run}, "refused", "write"),
+        "run_tag_delete": ("POST", {"run_id": run, "key": "k"}, "refused", "write"),
+        # MLflow's bulk history leaves out runs it cannot read: an outsider gets nothing
+        "metric_history_bulk": ("GET", {"run_id": run, "metric_key": RUN_METRIC}, "any", "read"),
+        "metric_history_bulk_interval": (
+            "GET",
+            {"run_ids": run, "metric_key": RUN_METRIC},
+            "any",
+            "read",
+        ),
     }
 
 
@@ -246,7 +278,7 @@ def requests_for(w: World) -> tuple[list[Request], list[str]]:
             expect = "refused" if foreign or query or method != "GET" else "own"
             expect = "any" if route.name == "api-root" else expect  # 404 to all without DEBUG
             out.append(Request(label, method, url, query, data, expect, method == "GET", "token"))
-        elif route.callback.__module__ == "experiments.mlflow.views":
+        elif route.callback.__module__.startswith("experiments.mlflow."):
             recipe = mlflow.get(route.view)
             if recipe is None:
                 unknown.append(f"{route.route}: no MLflow request recipe")
@@ -326,8 +358,12 @@ def snapshot() -> dict:
         Comparison, Vote, RegisteredModel, ModelVersion, Alias, AliasEvent, PromotionRequest,
         ServedGeneration, Feedback, ApiToken,
     ]  # fmt: skip
+    rows = {t.__name__: t.objects.count() for t in tables}
+    # The outsider's own Default (MLflow's experiment 0, made when their team's experiments
+    # are first read) is theirs, not team A's.
+    rows["Experiment"] = Experiment.objects.filter(mlflow_default=False).count()
     return {
-        "rows": {t.__name__: t.objects.count() for t in tables},
+        "rows": rows,
         "runs": sorted(TrainingRun.objects.values_list("pk", "status", "priority")),
         "aliases": sorted(Alias.objects.values_list("name", "version_id")),
         "requests": sorted(PromotionRequest.objects.values_list("pk", "status")),

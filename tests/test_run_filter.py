@@ -183,14 +183,14 @@ def start(api, team, **body):
 def world(api, team):
     """Four tracked runs: their params, a metric with a space in its key, and loss."""
     rows = [
-        ({"optim": "adamw", "lr": 0.01, "note": "rock and roll"}, 0.3, 2.0),
-        ({"optim": "adamw_torch", "lr": 0.001, "note": "rock"}, 0.6, 1.0),
-        ({"optim": "sgd", "lr": 0.1, "note": "roll"}, 0.9, None),
-        ({"optim": "SGD", "lr": 0.05}, None, None),
+        ({"optim": "adamw", "lr": 0.01, "note": "rock and roll"}, 0.3, 2.0, {"kind": "base"}),
+        ({"optim": "adamw_torch", "lr": 0.001, "note": "rock"}, 0.6, 1.0, {"kind": "base line"}),
+        ({"optim": "sgd", "lr": 0.1, "note": "roll"}, 0.9, None, {"kind": "Tuned"}),
+        ({"optim": "SGD", "lr": 0.05}, None, None, {}),
     ]
     ids = []
-    for n, (params, loss, eval_loss) in enumerate(rows):
-        run = start(api, team, name=f"r{n}", params=params)
+    for n, (params, loss, eval_loss, tags) in enumerate(rows):
+        run = start(api, team, name=f"r{n}", params=params, tags=tags)
         points = [(run, 1, "loss", loss)] if loss is not None else []
         points += [(run, 1, "eval loss", eval_loss)] if eval_loss is not None else []
         metric_store.points_ingest(points)
@@ -218,6 +218,14 @@ SAME = [
     ("metrics.loss IS NULL", [3]),
     ("metrics.loss < 'low'", None),
     ("params.x = 'open", None),
+    # tags: text, in every door (MLflow's runs/search too)
+    ("tags.kind = 'base'", [0]),
+    ("tags.kind != 'base'", [1, 2]),
+    ("tags.kind LIKE 'base%'", [0, 1]),
+    ("tags.kind ILIKE 'tuned'", [2]),
+    ("tags.kind IN ('base', 'Tuned')", [0, 2]),
+    ("tags.kind IS NULL", [3]),
+    ("tags.`kind` = 'base line' AND params.optim LIKE 'adamw%'", [1]),
 ]
 
 
@@ -282,9 +290,13 @@ def test_mlflow_reads_statuses_by_its_names_and_params_as_logged(world, client, 
     assert ids("params.lr = '0.01'") == [world[0]]
     status, body = search("attributes.status = 'DANCING'")
     assert status == 400 and body["message"].startswith("attributes.status: one of")
-    status, body = search("tags.x = 'y'")
-    assert status == 400 and body["message"] == "Filtering on tags is not supported"
-    status, body = search("attributes.start_time > 0")
+    # MLflow's other attributes are read by the MLflow door
+    assert ids("attributes.start_time > 0") == sorted(world)
+    assert ids(f"attributes.run_id = '{world[1]}'") == [world[1]]
+    assert ids("attributes.run_name LIKE 'r%' AND attributes.run_name != 'r0'") == sorted(world[1:])
+    assert ids("tags.mlflow.runName = 'r2'") == [world[2]]
+    assert ids("attributes.user_id = 'owner'") == sorted(world)
+    status, body = search("attributes.colour = 'red'")
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
 
 
@@ -303,3 +315,11 @@ def test_the_table_filters_on_status_and_tags_with_the_grammar(world, api, owner
     assert ids("tags.stage = 'final cut'") == [world[2]]
     assert ids("tags.stage LIKE 'final%'") == [world[2]]
     assert ids("tags.stage IS NULL") == sorted(world[:2] + world[3:])
+
+
+def test_the_table_sorts_by_a_tag(world, owner):
+    """tags.<name> sorts the run table as metrics and params do (runs without it last)."""
+    ids = list(run_table.run_table(user=owner, sort="tags.kind").values_list("pk", flat=True))
+    assert ids == [world[2], world[0], world[1], world[3]]  # "Tuned" < "base" < "base line"
+    ids = list(run_table.run_table(user=owner, sort="-tags.kind").values_list("pk", flat=True))
+    assert ids == [world[1], world[0], world[2], world[3]]

@@ -263,7 +263,7 @@ def test_a_user_of_several_teams_names_one_in_the_tracking_uri(client, owner, te
         b'{"run_id": "%d", "metrics": [{"key": "bad\\nkey", "value": 1, "step": 0}]}',
         b'{"run_id": "%d", "metrics": [{"key": "loss", "value": "abc", "step": 0}]}',
         b'{"run_id": "%d", "metrics": [{"key": "loss", "value": 1, "step": "x"}]}',
-        b'{"run_id": "%d", "metrics": [{"key": "loss", "value": 1, "step": -4}]}',
+        b'{"run_id": "%d", "metrics": [{"key": "loss", "value": 1, "step": 9223372036854775808}]}',
         b'{"run_id": "%d", "params": [{"key": "", "value": "x"}]}',
         b'{"run_id": "%d", "tags": "nope"}',
         b'{"run_id": "%d", "metrics": 5}',

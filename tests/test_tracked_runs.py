@@ -89,10 +89,11 @@ def test_points_land_in_the_curves_and_move_the_run(api, team):
     [
         ({"step": 1, "key": "loss", "value": math.nan}, "points[1].value"),
         ({"step": 1, "key": "loss", "value": math.inf}, "points[1].value"),
-        ({"step": -1, "key": "loss", "value": 1.0}, "points[1].step"),
-        ({"step": 2**40, "key": "loss", "value": 1.0}, "points[1].step"),
+        # steps are MLflow's int64, negative too
+        ({"step": 2**63, "key": "loss", "value": 1.0}, "points.1.step"),  # the schema's
+        ({"step": -(2**63) - 1, "key": "loss", "value": 1.0}, "points.1.step"),
         ({"step": 1, "key": "", "value": 1.0}, "points[1].key"),
-        ({"step": 1, "key": "x" * 51, "value": 1.0}, "points[1].key"),
+        ({"step": 1, "key": "x" * 251, "value": 1.0}, "points[1].key"),
         ({"step": 1, "key": "bad\nkey", "value": 1.0}, "points[1].key"),
         ({"step": 1, "key": "loss", "value": 1.0, "timestamp": -5}, "points[1].timestamp"),
     ],

@@ -6,6 +6,8 @@ INVALID_PARAMETER_VALUE (400) naming the parameter. Numbers and strings are read
 parser of client values (finetune_hub.bounds); what a value means (a key's characters, a
 step's range, a run's status) stays the services' to check."""
 
+import json
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -13,37 +15,34 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from experiments.run_filter import MAX_LENGTH as MAX_FILTER
 from finetune_hub.bounds import Int64, NotFinite, Text, TimeMs, as_float, shown
 
-
-def _id_text(value):
-    """MLflow's ids are strings; a client may write one as a JSON number."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-def _scalar_text(value):
-    """A param's or tag's value is a string; a number or boolean is written as its text."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value) if isinstance(value, int | float) else value
+DOUBLE_MAX = 1.7976931348623157e308  # what MLflow's SQL store keeps for +-Infinity
+NOT_FINITE = {"NaN": None, "Infinity": DOUBLE_MAX, "-Infinity": -DOUBLE_MAX}
 
 
 def _metric_value(value) -> float | None:
-    """A double, or MLflow's JSON for one that is not finite ("NaN", "Infinity"); None for
-    a value that is not finite (kept out of the curves, not refused: see tracked)."""
-    if value in ("NaN", "Infinity", "-Infinity"):
-        return None
+    """A double, or MLflow's JSON for one that is not finite: NaN is None (stored as NaN,
+    kept out of the curves), +-Infinity is clamped to the largest double, as MLflow's SQL
+    store does."""
+    if isinstance(value, str) and value in NOT_FINITE:
+        return NOT_FINITE[value]
     try:
         return as_float(value)
     except NotFinite:
-        return None
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        negative = value.lstrip().startswith("-") if isinstance(value, str) else value < 0
+        return -DOUBLE_MAX if negative else DOUBLE_MAX
 
 
-ObjectId = Annotated[Text(64), BeforeValidator(_id_text)]
+# MLflow's ids and values are strings: a JSON number for one is refused, as MLflow does.
+ObjectId = Text(64)
 Key = Text(250)
 Name = Text(500)
-Value = Annotated[Text(), BeforeValidator(_scalar_text)]
+Value = Text()
 MaxResults = Annotated[Int64, Field(ge=1, le=50_000)]
 PageToken = Text(64)
 MetricValue = Annotated[float | None, BeforeValidator(_metric_value)]
+ViewType = Literal["ACTIVE_ONLY", "DELETED_ONLY", "ALL"]
 
 
 class Message(BaseModel):
@@ -96,7 +95,7 @@ class SearchExperiments(Message):
     page_token: PageToken | None = None
     filter: Text(MAX_FILTER) | None = None
     order_by: list[Name] = []
-    view_type: Name | None = None
+    view_type: ViewType | None = None
 
 
 class CreateRun(Message):
@@ -120,7 +119,7 @@ class GetRun(RunRef):
 class SearchRuns(Message):
     experiment_ids: list[ObjectId] = []
     filter: Text(MAX_FILTER) | None = None
-    run_view_type: Name | None = None
+    run_view_type: ViewType | None = None
     max_results: MaxResults = 1000
     order_by: list[Name] = []
     page_token: PageToken | None = None
@@ -133,15 +132,15 @@ class LogBatch(Message):
     tags: list[KeyValue] = []
 
 
-class LogMetric(RunRef, Metric):
+class LogMetric(Metric, RunRef):  # RunRef's fields first: MLflow checks run_id first
     pass
 
 
-class LogParam(RunRef, KeyValue):
+class LogParam(KeyValue, RunRef):
     pass
 
 
-class SetTag(RunRef, KeyValue):
+class SetTag(KeyValue, RunRef):
     pass
 
 
@@ -149,6 +148,26 @@ class GetMetricHistory(RunRef):
     metric_key: Key
     page_token: PageToken | None = None
     max_results: MaxResults = 25_000
+
+
+class ExperimentRef(Message):
+    experiment_id: ObjectId
+
+
+class UpdateExperiment(ExperimentRef):
+    new_name: Name
+
+
+class SetExperimentTag(KeyValue, ExperimentRef):
+    pass
+
+
+class DeleteExperimentTag(ExperimentRef):
+    key: Key
+
+
+class DeleteTag(RunRef):
+    key: Key
 
 
 def is_list(model: type[Message], name: str) -> bool:
@@ -167,12 +186,26 @@ def from_query(model: type[Message], query) -> dict:
     return out
 
 
+API_DOCS = " See the API docs for more information about request parameters."
+
+
 def problem(exc: ValidationError) -> str:
-    """The first error, in MLflow's words, naming the parameter (metrics[0].value)."""
+    """The first error in MLflow's words (mlflow.utils.validation.invalid_value: the value as
+    JSON, as the client wrote it), naming the parameter (metrics[0].value)."""
     error = exc.errors(include_url=False)[0]
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
     where = where.lstrip(".") or "body"
-    if error["type"] == "missing":
-        return f"Missing value for required parameter '{where}'"
+    value = error.get("input")
+    if error["type"] == "missing" or value is None:
+        return f"Missing value for required parameter '{where}'.{API_DOCS}"
     reason = error["msg"].removeprefix("Value error, ")
-    return f"Invalid value {shown(error.get('input'))} for parameter '{where}' supplied: {reason}"
+    return f"Invalid value {as_json(value)} for parameter '{where}' supplied: {reason}.{API_DOCS}"
+
+
+def as_json(value, limit: int = 100) -> str:
+    """A client's value as MLflow's messages show it (JSON, keys sorted), cut to `limit`."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = shown(value)
+    return text if len(text) <= limit else text[:limit] + "…"

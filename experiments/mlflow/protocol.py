@@ -12,7 +12,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import ValidationError
 
-from experiments import tracked
+from experiments import lifecycle
 from experiments.mlflow import messages
 from experiments.models import Experiment, MetricSeries, TrainingRun
 from finetune_hub.auth import bearer_api_token
@@ -34,8 +34,8 @@ STATUS_OUT = {
     TrainingRun.Status.FAILED: "FAILED",
     TrainingRun.Status.CANCELLED: "KILLED",
 }
-DEFAULT_EXPERIMENT = "Default"  # MLflow's experiment 0
 RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
 BASE_MODEL_TAG = "finetune_hub.base_model"
 
 
@@ -130,7 +130,9 @@ def _team(token: ApiToken, team_id) -> Team:
 
 def object_id(text: str, name: str) -> int:
     if not re.fullmatch(r"[1-9][0-9]{0,17}", text or ""):
-        raise MlflowError(404, f"No {name} with id {text[:40]!r}")
+        if name == "run":
+            raise MlflowError(404, f"Run '{text[:40]}' not found")
+        raise MlflowError(404, f"No Experiment with id={text[:40]} exists")
     return as_int(text)
 
 
@@ -153,30 +155,31 @@ def offset_of(token: str | None) -> int:
 
 
 def experiment_json(e: Experiment) -> dict:
+    """The team's Default experiment is MLflow's "0"; the artifact location is the one the
+    client gave, else where this server keeps the experiment's artifacts."""
     return {
-        "experiment_id": str(e.pk),
+        "experiment_id": experiment_mlflow_id(e),
         "name": e.name,
-        "artifact_location": f"mlflow-artifacts:/{e.pk}",
-        "lifecycle_stage": "active",
+        "artifact_location": e.artifact_location or f"mlflow-artifacts:/{e.pk}",
+        "lifecycle_stage": e.lifecycle_stage,
         "creation_time": ms(e.created_at),
-        "last_update_time": ms(e.created_at),
-        "tags": [{"key": "finetune_hub.tracked", "value": str(e.tracked).lower()}],
+        "last_update_time": ms(e.updated_at or e.created_at),
+        "tags": [{"key": k, "value": str(v)} for k, v in e.tags.items()],
     }
 
 
-def experiment_of(team: Team, experiment_id: str, user=None) -> Experiment:
-    """The team's experiment by its MLflow id; "0" is MLflow's default experiment (made
-    when a user writes to it)."""
-    if experiment_id == "0":  # MLflow's default experiment, when none was set
-        if user is None:
-            found = Experiment.objects.filter(team=team, name=DEFAULT_EXPERIMENT).first()
-            if found is None:
-                raise MlflowError(404, "No experiment with id 0")
-            return found
-        return tracked.project_for(team=team, name=DEFAULT_EXPERIMENT, by=user)
+def experiment_mlflow_id(e: Experiment) -> str:
+    return "0" if e.mlflow_default else str(e.pk)
+
+
+def experiment_of(team: Team, experiment_id: str, user) -> Experiment:
+    """The team's experiment by its MLflow id; "0" is the team's Default (made when first
+    read: MLflow's server always has one)."""
+    if experiment_id == "0":
+        return lifecycle.experiment_default(team=team, by=user)
     found = Experiment.objects.filter(team=team, pk=object_id(experiment_id, "experiment")).first()
     if found is None:
-        raise MlflowError(404, f"No experiment with id {experiment_id}")
+        raise MlflowError(404, f"No Experiment with id={experiment_id[:40]} exists")
     return found
 
 
@@ -213,17 +216,22 @@ def run_json(run: TrainingRun, series: list | None = None) -> dict:
             "run_id": str(run.pk),
             "run_uuid": str(run.pk),
             "run_name": run.name or f"run-{run.pk}",
-            "experiment_id": str(run.experiment_id),
-            "user_id": run.created_by.username,
+            "experiment_id": experiment_mlflow_id(run.experiment),
+            "user_id": run.mlflow_user or run.created_by.username,
             "status": STATUS_OUT[run.status],
             "start_time": ms(run.started_at or run.queued_at),
             "end_time": ms(run.finished_at),
             "artifact_uri": f"mlflow-artifacts:/{run.experiment_id}/{run.pk}/artifacts",
-            "lifecycle_stage": "active",
+            "lifecycle_stage": "deleted" if run.deleted_at else "active",
         },
         "data": {
             "metrics": [
-                {"key": s.key, "value": s.last_value, "timestamp": stamp, "step": s.last_step}
+                {
+                    "key": s.key,
+                    "value": value_out(s.last_value),
+                    "timestamp": stamp,
+                    "step": s.last_step,
+                }
                 for s in series
             ],
             "params": [
@@ -240,7 +248,12 @@ def tags_in(items: list[messages.KeyValue]) -> dict:
     return {tag.key: tag.value for tag in items}
 
 
-def points_in(metrics: list[messages.Metric]) -> list[tuple[int, str, float, int | None]]:
-    """MLflow metrics as points; a value that is not finite is dropped, not refused (MLflow
-    keeps NaN, finetune_hub's curves do not), so training never stops for it."""
-    return [(m.step, m.key, m.value, m.timestamp) for m in metrics if m.value is not None]
+def points_in(metrics: list[messages.Metric]) -> list[tuple[int, str, float | None, int | None]]:
+    """MLflow metrics as points: NaN is None (stored, returned by MLflow's calls, kept out of
+    the dashboard's curves); +-Infinity arrives clamped (messages)."""
+    return [(m.step, m.key, m.value, m.timestamp) for m in metrics]
+
+
+def value_out(value: float | None):
+    """A stored metric value as MLflow's JSON writes it: NaN (None here) as "NaN"."""
+    return "NaN" if value is None else value

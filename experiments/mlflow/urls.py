@@ -3,29 +3,12 @@ user's only team, and /mlflow/teams/<id>/ for one team of several."""
 
 from django.urls import include, path, re_path
 
+from experiments.mlflow import lifecycle_views as lv
 from experiments.mlflow import logged_models as lm
 from experiments.mlflow import views as m
 
-
-def logged_model_routes(api: str) -> list:
-    """Family B's calls (experiments.mlflow.logged_models), under /api and /ajax-api."""
-    model = f"{api}logged-models/<str:model_id>"
-    return [
-        path(f"{api}runs/log-inputs", lm.log_inputs),
-        path(f"{api}runs/outputs", lm.log_outputs),
-        path(f"{api}experiments/search-datasets", lm.search_datasets),
-        path(f"{api}logged-models", lm.model_create),
-        path(f"{api}logged-models/search", lm.model_search_view),
-        path(model, lm.model),
-        path(f"{model}/params", lm.model_params),
-        path(f"{model}/tags", lm.model_tags),
-        path(f"{model}/tags/<str:tag_key>", lm.model_tag_delete),
-        path(f"{model}/artifacts/directories", lm.model_artifact_list),
-        path(f"{model}/artifacts/files", lm.model_artifact_get),
-    ]
-
-
 API = "api/2.0/mlflow/"
+MODEL = f"{API}logged-models/<str:model_id>"
 routes = [
     path(f"{API}experiments/get-by-name", m.experiment_get_by_name),
     path(f"{API}experiments/get", m.experiment_get),
@@ -40,15 +23,40 @@ routes = [
     path(f"{API}runs/log-parameter", m.log_parameter),
     path(f"{API}runs/set-tag", m.set_tag),
     path(f"{API}metrics/get-history", m.metric_history),
-    *logged_model_routes("api/2.0/mlflow/"),
-    *logged_model_routes("ajax-api/2.0/mlflow/"),
+    path(f"{API}runs/log-inputs", lm.log_inputs),
+    path(f"{API}runs/outputs", lm.log_outputs),
+    path(f"{API}experiments/search-datasets", lm.search_datasets),
+    path(f"{API}logged-models", lm.model_create),
+    path(f"{API}logged-models/search", lm.model_search_view),
+    path(MODEL, lm.model),
+    path(f"{MODEL}/params", lm.model_params),
+    path(f"{MODEL}/tags", lm.model_tags),
+    path(f"{MODEL}/tags/<str:tag_key>", lm.model_tag_delete),
+    path(f"{MODEL}/artifacts/directories", lm.model_artifact_list),
+    path(f"{MODEL}/artifacts/files", lm.model_artifact_get),
     path("ajax-api/2.0/mlflow/upload-artifact", lm.upload_artifact),
     path("get-artifact", lm.get_artifact),
+    path(f"{API}experiments/delete", lv.experiment_delete),
+    path(f"{API}experiments/restore", lv.experiment_restore),
+    path(f"{API}experiments/update", lv.experiment_update),
+    path(f"{API}experiments/set-experiment-tag", lv.experiment_tag_set),
+    path(f"{API}experiments/delete-experiment-tag", lv.experiment_tag_delete),
+    path(f"{API}runs/delete", lv.run_delete),
+    path(f"{API}runs/restore", lv.run_restore),
+    path(f"{API}runs/delete-tag", lv.run_tag_delete),
+    path(f"{API}metrics/get-history-bulk", lv.metric_history_bulk),
+    path(f"{API}metrics/get-history-bulk-interval", lv.metric_history_bulk_interval),
     path("api/2.0/mlflow-artifacts/artifacts", m.artifact_list),
     # Named for its upload limit (finetune_hub.uploads.DeclaredLengthMiddleware).
     path("api/2.0/mlflow-artifacts/artifacts/<path:path>", m.artifact, name="mlflow_artifact"),
-    re_path(r"^(?P<rest>.*)$", m.not_supported),
 ]
+# MLflow's UI calls every /api/2.0/mlflow route under /ajax-api/2.0/mlflow as well.
+routes += [
+    path(f"ajax-{route.pattern}", route.callback)
+    for route in list(routes)
+    if str(route.pattern).startswith(API)
+]
+routes.append(re_path(r"^(?P<rest>.*)$", m.not_supported))
 
 urlpatterns = [
     path("teams/<id:team_id>/", include(routes)),

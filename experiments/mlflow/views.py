@@ -6,13 +6,14 @@ from django.db import transaction
 from django.http import FileResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from experiments import tracked
+from experiments import lifecycle, tracked
 from experiments.mlflow import artifacts, logged_models, scope, search
 from experiments.mlflow import messages as m
 from experiments.mlflow.protocol import (
     BASE_MODEL_TAG,
     RUN_NAME_TAG,
     STATUS_IN,
+    USER_TAG,
     MlflowError,
     endpoint,
     experiment_json,
@@ -24,6 +25,7 @@ from experiments.mlflow.protocol import (
     run_of,
     tags_in,
     time_in,
+    value_out,
 )
 from experiments.models import Experiment, MetricPoint
 
@@ -39,6 +41,8 @@ def _run(team, message: m.RunRef):
 @endpoint("GET", message=m.GetExperimentByName)
 def experiment_get_by_name(request, user, team, message):
     name = message.experiment_name
+    if name == lifecycle.DEFAULT_NAME:
+        lifecycle.experiment_default(team=team, by=user)
     found = Experiment.objects.filter(team=team, name=name).first()
     if found is None:
         raise MlflowError(404, f"Could not find experiment with name '{name[:200]}'")
@@ -47,7 +51,7 @@ def experiment_get_by_name(request, user, team, message):
 
 @endpoint("GET", message=m.GetExperiment)
 def experiment_get(request, user, team, message):
-    experiment = experiment_of(team, message.experiment_id)
+    experiment = experiment_of(team, message.experiment_id, user)
     return JsonResponse({"experiment": experiment_json(experiment)})
 
 
@@ -58,13 +62,19 @@ def experiment_create(request, user, team, message):
         raise MlflowError(
             400, f"Experiment '{name[:200]}' already exists", "RESOURCE_ALREADY_EXISTS"
         )
-    experiment = tracked.project_for(team=team, name=name, by=user)
+    experiment = lifecycle.experiment_create(
+        team=team,
+        name=name,
+        by=user,
+        tags=tags_in(message.tags),
+        artifact_location=message.artifact_location or "",
+    )
     return JsonResponse({"experiment_id": str(experiment.pk)})
 
 
 @endpoint("GET", "POST", message=m.SearchExperiments)
 def experiment_search(request, user, team, message):
-    return JsonResponse(search.experiments_page(team, message))
+    return JsonResponse(search.experiments_page(user, team, message))
 
 
 # ---------------------------------------------------------------------- runs
@@ -76,7 +86,14 @@ def run_create(request, user, team, message):
     tags = tags_in(message.tags)
     name = message.run_name or tags.pop(RUN_NAME_TAG, "")
     tags.pop(RUN_NAME_TAG, None)
+    if experiment.deleted_at is not None:
+        raise MlflowError(
+            400,
+            f"The experiment {message.experiment_id} must be in the 'active' "
+            "state. Current state is deleted.",
+        )
     run = tracked.run_start(
+        mlflow_user=message.user_id or tags.get(USER_TAG) or "unknown",
         experiment=experiment,
         by=user,
         name=name[:200],
@@ -131,7 +148,7 @@ def _log(run, user, metrics=None, params=None, tags=None) -> None:
         if name:
             tracked.run_end(run=run, status=run.status, by=user, name=str(name)[:200])
         if points:
-            tracked.points_log(run=run, points=points, by=user)
+            tracked.points_log(run=run, points=points, by=user, mlflow=True)
         logged_models.metrics_link(run, user, metrics or [])
 
 
@@ -174,7 +191,12 @@ def metric_history(request, user, team, message):
     stamp = ms(run.started_at or run.queued_at)
     out = {
         "metrics": [
-            {"key": key, "value": v, "timestamp": t if t is not None else stamp, "step": s}
+            {
+                "key": key,
+                "value": value_out(v),
+                "timestamp": t if t is not None else stamp,
+                "step": s,
+            }
             for s, v, t in rows[:limit]
         ]
     }
