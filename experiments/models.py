@@ -172,6 +172,12 @@ class TrainingRun(models.Model):
         return f"runs/{self.pk}"
 
     @property
+    def files_folder(self) -> str:
+        """Where the run's output files are: a trained run's final folder, or the folder a
+        tracked run's uploads go to (experiments.run_files)."""
+        return self.output_path or f"{self.folder}/output"
+
+    @property
     def model_base(self) -> str:
         """The base model the run's output builds on."""
         return self.base_model or self.experiment.base_model

@@ -114,12 +114,13 @@ def path_values(w: World) -> dict:
         "kind": "adapter",
         "decision": "approve",
         "rest": "api/2.0/mlflow/no-such-endpoint",
+        "tag_key": "k",
         "path": f"{w.experiment.pk}/{w.run.pk}/artifacts/adapter_config.json",
     }
 
 
 # Parameters that are not a team's object: a route with only these is the caller's own page.
-NOT_AN_OBJECT = {"action", "kind", "decision", "rest"}
+NOT_AN_OBJECT = {"action", "kind", "decision", "rest", "tag_key"}
 
 
 def form(w: World) -> dict:
@@ -199,6 +200,33 @@ def mlflow_requests(w: World) -> dict:
         "run_tag_delete": ("POST", {"run_id": run, "key": "k"}, "refused", "write"),
         # MLflow's bulk history leaves out runs it cannot read: an outsider gets nothing
         "metric_history_bulk": ("GET", {"run_id": run, "metric_key": RUN_METRIC}, "any", "read"),
+        # logged models and run inputs (experiments.mlflow.logged_models): a model id in the
+        # path is team A's (refused); one in a body names team A's run or experiment
+        "model": ("GET", {}, "refused", "read"),
+        "model_params": ("POST", {"params": [{"key": "k", "value": "v"}]}, "refused", "write"),
+        "model_tags": ("PATCH", {"tags": [{"key": "k", "value": "v"}]}, "refused", "write"),
+        "model_tag_delete": ("DELETE", {}, "refused", "write"),
+        "model_artifact_list": ("GET", {}, "refused", "read"),
+        "model_artifact_get": ("GET", {"artifact_file_path": "MLmodel"}, "refused", "read"),
+        "model_create": ("POST", {"experiment_id": experiment}, "refused", "write"),
+        # a search over an experiment the caller cannot see finds nothing in it (MLflow's)
+        "model_search_view": ("POST", {"experiment_ids": [experiment]}, "any", "read"),
+        "log_inputs": ("POST", {"run_id": run, "models": []}, "refused", "write"),
+        "log_outputs": (
+            "POST",
+            {"run_id": run, "models": [{"model_id": w.logged_model.pk, "step": 0}]},
+            "refused",
+            "write",
+        ),
+        "search_datasets": ("POST", {"experiment_ids": [experiment]}, "any", "read"),
+        # its run and path travel in the query, the file in the body: this is a bad request
+        "upload_artifact": ("POST", {"run_uuid": run, "path": "x.txt"}, "any", "write"),
+        "get_artifact": (
+            "GET",
+            {"run_uuid": run, "path": "adapter_config.json"},
+            "refused",
+            "read",
+        ),
         "metric_history_bulk_interval": (
             "GET",
             {"run_ids": run, "metric_key": RUN_METRIC},

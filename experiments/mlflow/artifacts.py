@@ -28,7 +28,7 @@ class Owner:
 
     @property
     def folder(self) -> str:
-        return f"{self.run.folder}/output" if self.run else self.model.folder
+        return self.run.files_folder if self.run else self.model.folder
 
 
 def artifact_owner(team: Team, path: str) -> tuple[Owner, str]:

@@ -200,7 +200,7 @@ def model_tag_delete(request, user, team, message, model_id, tag_key):
 
 @endpoint("POST", message=mm.SearchLoggedModels)
 def model_search_view(request, user, team, message):
-    experiments = _experiments(team, message.experiment_ids)
+    experiments = _experiments(team, user, message.experiment_ids)
     models = list(
         LoggedModel.objects.filter(experiment__in=experiments, deleted=False)
         .select_related("created_by")
@@ -214,11 +214,11 @@ def model_search_view(request, user, team, message):
     return JsonResponse(out)
 
 
-def _experiments(team, ids) -> list:
+def _experiments(team, user, ids) -> list:
     out = []
     for experiment_id in ids:
         try:
-            out.append(experiment_of(team, str(experiment_id)))
+            out.append(experiment_of(team, str(experiment_id), user))
         except MlflowError:
             continue  # a search over an experiment that is not there finds nothing in it
     return out
@@ -296,7 +296,7 @@ def search_datasets(request, user, team, message):
             f"SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} "
             f"experiment_ids. Received {len(ids)} experiment_ids.",
         )
-    summaries = logged_models.dataset_summaries(experiments=_experiments(team, ids))
+    summaries = logged_models.dataset_summaries(experiments=_experiments(team, user, ids))
     return JsonResponse({"dataset_summaries": summaries})
 
 
@@ -329,6 +329,6 @@ def get_artifact(request, user, team, message):
     run = run_of(team, message.run_uuid or "")
     path = artifact_tree.path_checked(message.path or "")
     try:
-        return FileResponse(artifact_tree.open_file(run.output_files, f"{run.folder}/output", path))
+        return FileResponse(artifact_tree.open_file(run.output_files, run.files_folder, path))
     except ServiceError as exc:
         raise MlflowError(404, exc.detail) from None

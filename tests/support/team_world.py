@@ -12,8 +12,8 @@ from datasets_app.services import dataset_version_upload
 from evaluation import comparisons
 from evaluation.models import Comparison, EvaluationRun
 from evaluation.queue import _score
-from experiments import metric_store, tracked
-from experiments.models import Experiment, TrainingRun
+from experiments import logged_models, metric_store, tracked
+from experiments.models import Experiment, LoggedModel, TrainingRun
 from experiments.services import experiment_create, run_enqueue
 from finetune_hub.auth import token_create
 from finetune_hub.models import ApiToken, Invitation, Membership, Role, Team
@@ -41,6 +41,7 @@ ALIAS, ALIAS_REASON = "zeppelin", "Harpsichord launch"
 GATED, REQUEST_REASON = "mandolin", "Calliope request"
 PROMPT, FEEDBACK = "Capybara question", "Gherkin remark"
 TOKEN = "Cormorant key"
+LOGGED_MODEL = "Tapioca Orrery"  # an MLflow logged model of the tracked run
 # Team A invites a user; another team invites team A's owner (the owner's own invitation).
 INVITEE, INVITING_TEAM, INVITER = "tobogganer", "Rutabaga Carousel", "lamplighter"
 # In the examples themselves (instructions and outputs), so samples and diffs carry them.
@@ -76,6 +77,7 @@ NAMES = [
     PROMPT,
     FEEDBACK,
     TOKEN,
+    LOGGED_MODEL,
     INVITEE,
     INVITING_TEAM,
     INVITER,
@@ -119,6 +121,7 @@ class World:
     token: ApiToken
     invitation: Invitation  # team A's, to another user
     my_invitation: Invitation  # another team's, to team A's owner
+    logged_model: LoggedModel  # an MLflow logged model, output of the tracked run
 
 
 def _data(team, owner, tiny_model):
@@ -161,7 +164,14 @@ def _runs(team, owner, tiny_model, experiment):
         run=elsewhere, points=[{"step": 1, "key": TRACKED_METRIC, "value": 0.5}], by=owner
     )
     tracked.notes_set(run=elsewhere, notes=TRACKED_NOTES, by=owner)
-    return runs, queued, elsewhere
+    model = logged_models.model_create(
+        experiment=project, by=owner, name=LOGGED_MODEL, source_run_id=str(elsewhere.pk)
+    )
+    model = logged_models.artifact_put(
+        model=model, path="MLmodel", chunks=iter([b"flavors: {}\n"]), by=owner
+    )
+    logged_models.outputs_log(run=elsewhere, outputs=[(model.pk, 1)], by=owner)
+    return runs, queued, elsewhere, model
 
 
 def _evaluations(team, owner, version, run):
@@ -225,7 +235,7 @@ def team_world(tiny_model) -> World:
     owner = make_user(OWNER)
     Membership.objects.create(team=team, user=owner, role=Role.ADMIN)
     dataset, version, experiment = _data(team, owner, tiny_model)
-    runs, queued, elsewhere = _runs(team, owner, tiny_model, experiment)
+    runs, queued, elsewhere, logged_model = _runs(team, owner, tiny_model, experiment)
     evaluation, comparison = _evaluations(team, owner, version, runs[0])
     model, model_version, request = _registry(team, owner, runs)
     token = token_create(user=owner, name=TOKEN)[0]
@@ -233,6 +243,7 @@ def team_world(tiny_model) -> World:
     return World(
         team, owner, dataset, version, experiment, runs[0], queued, elsewhere, evaluation,
         comparison, model, model_version, request, token, invitation, my_invitation,
+        logged_model,
     )  # fmt: skip
 
 
@@ -262,4 +273,5 @@ def object_ids(w: World) -> dict:
         "request_id": w.request.pk,
         "token_id": w.token.pk,
         "invitation_id": w.invitation.pk,
+        "model_id": w.logged_model.pk,
     }
