@@ -42,6 +42,7 @@ def version_out(v: ModelVersion, full: bool = False) -> dict:
         "number": v.number,
         "run": v.source_run_id,
         "kind": v.kind,
+        "source": v.source,
         "base_model": v.base_model,
         "base_model_info": v.base_model_info,
         "dataset_version": {

@@ -87,7 +87,8 @@ def endpoint(*methods, message: type[messages.Message] = messages.Message):
 
 
 def _message(request, message: type[messages.Message]) -> messages.Message:
-    if request.method == "POST":
+    # MLflow's client sends PATCH's and DELETE's fields as a JSON body too.
+    if request.method == "POST" or (request.method in ("PATCH", "DELETE") and request.body):
         try:
             body = json_loads(request.body or b"{}")
         except ValueError as exc:

@@ -23,6 +23,8 @@ routes = [
     path("api/2.0/mlflow-artifacts/artifacts", m.artifact_list),
     # Named for its upload limit (finetune_hub.uploads.DeclaredLengthMiddleware).
     path("api/2.0/mlflow-artifacts/artifacts/<path:path>", m.artifact, name="mlflow_artifact"),
+    # The model registry (registered-models/*, model-versions/*): registry.mlflow.
+    path("", include("registry.mlflow.urls")),
     re_path(r"^(?P<rest>.*)$", m.not_supported),
 ]
 
