@@ -2,9 +2,11 @@
 runs, as experiments.mlflow.messages does for tracking: a bad shape is a 400 naming the
 parameter."""
 
-from pydantic import Field
+from typing import Annotated
 
-from experiments.mlflow.messages import Key, KeyValue, Message, PageToken, Value
+from pydantic import BeforeValidator, Field
+
+from experiments.mlflow.messages import Key, Message, PageToken, _scalar_text
 from experiments.run_filter import MAX_LENGTH as MAX_FILTER
 from finetune_hub.bounds import Int64, Text
 
@@ -13,6 +15,14 @@ Alias = Text(255)
 Version = Text(20)
 Description = Text(100_000)
 Source = Text(4000)
+# MLflow's registry takes tag values up to 100,000 characters (a prompt's text is one); read
+# a little past that so the handler can refuse a longer one in MLflow's words.
+Value = Annotated[Text(100_001), BeforeValidator(_scalar_text)]
+
+
+class KeyValue(Message):
+    key: Key
+    value: Value = ""
 
 
 class ModelRef(Message):

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from experiments.mlflow.protocol import MlflowError, endpoint, run_of, tags_in
+from experiments.mlflow.protocol import MlflowError, endpoint, run_of
 from finetune_hub.errors import PolicyRefused
 from registry import catalog, services
 from registry.mlflow import messages as m
@@ -28,6 +28,23 @@ from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 
 ALIAS = re.compile(r"^[\w\-]*$")
 VIA = "set through MLflow's API"
+PROMPT_TEXT = "mlflow.prompt.text"
+
+
+def tags_in(items) -> dict:
+    tags = {tag.key: tag.value for tag in items}
+    for key, value in tags.items():
+        if len(value) > catalog.MAX_TAG_VALUE:
+            if key == PROMPT_TEXT:
+                raise MlflowError(
+                    400, f"Prompt text exceeds max length of {catalog.MAX_TAG_VALUE} characters."
+                )
+            raise MlflowError(
+                400,
+                f"'value' had length {len(value)}, which exceeded length limit of "
+                f"{catalog.MAX_TAG_VALUE}",
+            )
+    return tags
 
 
 def _name_checked(name: str, parameter: str = "name") -> str:
@@ -120,7 +137,7 @@ def latest_versions(request, user, team, message):
 @endpoint("POST", message=m.ModelTag)
 def model_tag_set(request, user, team, message):
     model = model_of(team, message.name)
-    catalog.model_tags_change(model=model, by=user, set_tags={message.key: message.value})
+    catalog.model_tags_change(model=model, by=user, set_tags=tags_in([message]))
     return JsonResponse({})
 
 
@@ -267,7 +284,7 @@ def version_search(request, user, team, message):
 @endpoint("POST", message=m.VersionTag)
 def version_tag_set(request, user, team, message):
     version = version_of(team, message.name, message.version)
-    catalog.version_change(version=version, by=user, set_tags={message.key: message.value})
+    catalog.version_change(version=version, by=user, set_tags=tags_in([message]))
     return JsonResponse({})
 
 
