@@ -7,10 +7,13 @@ from django.db.models import Max, ProtectedError
 from django.utils import timezone
 
 from experiments.models import TrainingRun
-from finetune_hub.errors import Conflict, full_clean, invalid
+from finetune_hub.errors import Conflict, ServiceError, full_clean, invalid
+from finetune_hub.model_files import is_adapter
 from finetune_hub.models import Role
 from finetune_hub.selectors import membership_require
+from finetune_hub.storage import artifact_path
 from registry import policy as policies
+from registry.export import safetensors_only
 from registry.models import AliasEvent, ModelVersion, RegisteredModel
 from registry.services import _locked
 
@@ -95,11 +98,13 @@ def version_record(
     tags: dict | None = None,
     description: str = "",
 ) -> ModelVersion:
-    """A version as MLflow registers one: its source URI as given, and no files here (not
-    servable until it has some). `run` is the hub run the source lies in, for lineage."""
+    """A version as MLflow registers one: its source URI as given. `run` is the hub run whose
+    artifacts the source names, for lineage; when that run holds a model (weights and a base
+    model) the version takes its files and can be served, else it has none (not servable)."""
     _member(model, by)
     if run is not None and run.experiment.team_id != model.team_id:
         raise invalid("No such run in this team", field="run_id")
+    files = _model_files(run) if run is not None else {}
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=model.pk)
         number = (model.versions.aggregate(n=Max("number"))["n"] or 0) + 1
@@ -109,6 +114,7 @@ def version_record(
             source_run=run,
             dataset_version=run.experiment.dataset_version if run else None,
             base_model=run.model_base if run else "",
+            **files,
             source=source,
             run_ref=run_ref,
             run_link=run_link,
@@ -120,6 +126,22 @@ def version_record(
         )
         _touch(model)
         return version
+
+
+def _model_files(run: TrainingRun) -> dict:
+    """The run's output as a version's files, as version_register takes them; none when the
+    run is not usable as a model (no output yet, no base model, a reward model)."""
+    try:
+        run.model_require()
+        folder = safetensors_only(artifact_path(run.output_path))
+    except ServiceError:
+        return {}
+    return {
+        "base_model_info": run.base_model_info,
+        "kind": "adapter" if is_adapter(folder) else "full",
+        "artifact_path": run.output_path,
+        "artifacts": run.output_files,
+    }
 
 
 @transaction.atomic

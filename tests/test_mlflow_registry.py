@@ -10,6 +10,7 @@ from django.test import Client
 
 from finetune_hub.auth import token_create
 from registry.models import AliasEvent, ModelVersion, RegisteredModel
+from tests.support.registry_helpers import trained_run
 
 API = "/mlflow/api/2.0/mlflow"
 
@@ -144,3 +145,17 @@ def test_registry_pages_show_mlflow_versions(owner):
     assert b"set through MLflow" in detail.content  # the alias history's reason
     version = page.get("/registry/Chat Model/v/1/")
     assert version.status_code == 200 and b"from mlflow" in version.content
+
+
+@pytest.mark.django_db
+def test_a_version_from_a_trained_runs_artifacts_takes_its_files(owner, team, tiny_model):
+    run = trained_run(team, owner, tiny_model, seed=1)
+    token = token_create(user=owner, name="t")[1]
+    client = Client()
+    _post(client, "registered-models/create", {"name": "served"}, token)
+    body = {"name": "served", "source": f"runs:/{run.pk}/model", "run_id": str(run.pk)}
+    answer = _post(client, "model-versions/create", body, token).json()["model_version"]
+    assert answer["run_id"] == str(run.pk)
+    version = ModelVersion.objects.get(registered_model__name="served")
+    assert (version.source_run, version.kind, version.servable) == (run, "adapter", True)
+    assert version.artifacts == run.output_files

@@ -65,8 +65,8 @@ def _local_refused(source: str, by: str) -> MlflowError:
 def source_check(
     team: Team, source: str, run_id: str, model_id: str, tags: dict
 ) -> TrainingRun | None:
-    """Refuses a source MLflow refuses; answers the run of this team the version came from
-    (the source's run, else run_id's), or None."""
+    """Refuses a source MLflow refuses; answers the run of this team whose artifacts the
+    source names (the version's lineage), or None."""
     if tags.get(PROMPT_TAG) == "true":
         parsed = urllib.parse.urlparse(source)
         if parsed.scheme == "file" or (parsed.scheme == "" and source.startswith("/")):
@@ -83,17 +83,17 @@ def source_check(
             run_of(team, run_id)  # an unknown run is MLflow's RESOURCE_DOES_NOT_EXIST
         raise _local_refused(source, "model_id" if model_id else "run_id")
     _no_relative_parts(source)
-    return _lineage(team, source, run_id)
+    return _lineage(team, source)
 
 
-def _lineage(team: Team, source: str, run_id: str) -> TrainingRun | None:
+def _lineage(team: Team, source: str) -> TrainingRun | None:
+    """The run of this team whose artifacts the source names (runs:/<id>/..., or
+    mlflow-artifacts:/<experiment>/<run>/artifacts/...); a run_id alone is kept as text."""
     run_match = RUN_SOURCE.match(source)
     artifact_match = ARTIFACT_SOURCE.match(source)
-    named = (
-        run_match.group(1) if run_match else artifact_match.group(2) if artifact_match else run_id
-    )
-    if not named or not named.isdigit():
+    if not run_match and not artifact_match:
         return None
+    named = run_match.group(1) if run_match else artifact_match.group(2)
     run = TrainingRun.objects.filter(experiment__team=team, pk=int(named)).first()
     if run and artifact_match and str(run.experiment_id) != artifact_match.group(1):
         return None
