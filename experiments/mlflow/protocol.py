@@ -81,6 +81,7 @@ def endpoint(*methods, message: type[messages.Message] = messages.Message):
                 return MlflowError(exc.status, exc.detail).response()
 
         wrapped.message = message  # what the fuzz of /mlflow draws requests from
+        wrapped.methods = methods
         return wrapped
 
     return wrap
