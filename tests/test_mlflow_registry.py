@@ -8,7 +8,10 @@ import json
 import pytest
 from django.test import Client
 
+from evaluation.subjects import Subject
 from finetune_hub.auth import token_create
+from finetune_hub.errors import ServiceError
+from registry import export
 from registry.models import AliasEvent, ModelVersion, RegisteredModel
 from tests.support.registry_helpers import trained_run
 
@@ -159,3 +162,17 @@ def test_a_version_from_a_trained_runs_artifacts_takes_its_files(owner, team, ti
     version = ModelVersion.objects.get(registered_model__name="served")
     assert (version.source_run, version.kind, version.servable) == (run, "adapter", True)
     assert version.artifacts == run.output_files
+
+
+@pytest.mark.django_db
+def test_a_version_without_files_is_not_served_exported_or_evaluated(owner, team):
+    token = token_create(user=owner, name="t")[1]
+    _post(Client(), "registered-models/create", {"name": "remote"}, token)
+    _post(Client(), "model-versions/create", {"name": "remote", "source": "s3://b/m"}, token)
+    version = ModelVersion.objects.get(registered_model__name="remote")
+    with pytest.raises(ServiceError, match="not servable"):
+        export.archive(version, "adapter")
+    with pytest.raises(ServiceError, match="not servable"):
+        export.verified_folder(version)  # what the model server loads through
+    with pytest.raises(ServiceError, match="not servable"):
+        Subject.from_api({"model_version": version.pk}).for_team(team)
