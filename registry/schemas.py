@@ -153,7 +153,7 @@ class AliasEventOut(Schema):
     alias: str
     action: str
     from_version: int | None
-    to_version: int
+    to_version: int | None  # None: the alias was removed (MLflow's delete alias)
     actor: str
     approved_by: str | None
     reason: str

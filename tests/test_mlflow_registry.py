@@ -176,3 +176,25 @@ def test_a_version_without_files_is_not_served_exported_or_evaluated(owner, team
         export.verified_folder(version)  # what the model server loads through
     with pytest.raises(ServiceError, match="not servable"):
         Subject.from_api({"model_version": version.pk}).for_team(team)
+
+
+@pytest.mark.django_db
+def test_a_removed_alias_is_in_its_history_and_rolls_back(owner, api):
+    token = token_create(user=owner, name="t")[1]
+    client = Client()
+    _post(client, "registered-models/create", {"name": "hist"}, token)
+    _post(client, "model-versions/create", {"name": "hist", "source": "s3://b/m"}, token)
+    alias = {"name": "hist", "alias": "champion", "version": "1"}
+    _post(client, "registered-models/alias", alias, token)
+    gone = _post(client, "registered-models/alias", alias, token, method="delete")
+    assert gone.status_code == 200
+    history = api.get("/api/registry/models/hist/aliases/champion/history").json()
+    assert [(e["action"], e["to_version"]) for e in history] == [("promote", 1), ("remove", None)]
+    back = api.post("/api/registry/models/hist/aliases/champion/rollback", {"reason": "oops"})
+    assert back.status_code == 200, back.json()
+    got = client.get(
+        f"{API}/registered-models/alias",
+        {"name": "hist", "alias": "champion"},
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert got.json()["model_version"]["aliases"] == ["champion"]
