@@ -162,6 +162,10 @@ def test_a_version_from_a_trained_runs_artifacts_takes_its_files(owner, team, ti
     version = ModelVersion.objects.get(registered_model__name="served")
     assert (version.source_run, version.kind, version.servable) == (run, "adapter", True)
     assert version.artifacts == run.output_files
+    page = Client()
+    page.force_login(owner)
+    shown = page.get("/registry/served/v/1/").content.decode()
+    assert f"/runs/{run.pk}/" in shown and "not servable" not in shown
 
 
 @pytest.mark.django_db
