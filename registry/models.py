@@ -13,7 +13,12 @@ class RegisteredModel(models.Model):
     # a name is one segment of a dashboard URL (registry/urls.py).
     name = models.CharField(
         max_length=256,
-        validators=[RegexValidator(r"^[^/:]+\Z", "A model name cannot contain '/' or ':'")],
+        validators=[
+            RegexValidator(
+                r"^(?!\.\.|\.\Z)[^/:]+\Z",
+                "A model name cannot contain '/' or ':', be '.' or start with '..'",
+            )
+        ],
     )
     description = models.TextField(blank=True)
     tags = models.JSONField(default=dict, blank=True)

@@ -106,6 +106,8 @@ def test_sources_are_checked_as_mlflow_checks_them(owner):
     assert ok.json()["model_version"]["version"] == "1"
     bad = _post(client, "registered-models/create", {"name": "a/b"}, token)
     assert bad.status_code == 400 and "cannot contain" in bad.json()["message"]
+    dots = _post(client, "registered-models/create", {"name": ".."}, token)
+    assert dots.status_code == 400 and "must not resolve" in dots.json()["message"]
     again = _post(client, "registered-models/create", {"name": "m"}, token)
     assert again.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
 

@@ -3,6 +3,8 @@ aliases): MLflow's request (experiments.mlflow.protocol.endpoint), the registry'
 MLflow's shape. An alias moves through the promotion policy (services.alias_promote), so it
 keeps its history; a refused move is MLflow's INVALID_STATE with the policy's reason."""
 
+import json
+import posixpath
 import re
 
 from django.db import transaction
@@ -52,6 +54,13 @@ def _name_checked(name: str, parameter: str = "name") -> str:
         raise MlflowError(400, f"Missing value for required parameter '{parameter}'.")
     if "/" in name or ":" in name:
         raise MlflowError(400, f"Invalid model name '{name}'. Names cannot contain '/' or ':'.")
+    if name == "." or name.startswith(".."):  # MLflow's path_not_unique, without '/'
+        raise MlflowError(
+            400,
+            f"Invalid value {json.dumps(name)} for parameter '{parameter}' supplied: Names may "
+            "be treated as files in certain cases, and must not resolve to other names when "
+            f"treated as such. This name would resolve to {posixpath.normpath(name)!r}",
+        )
     return name
 
 
