@@ -110,6 +110,10 @@ class Subject:
             )
             if version is None:
                 raise invalid("No such model version in this team", field="subject.model_version")
+            if not version.servable:  # registered through MLflow from a source elsewhere
+                raise invalid(
+                    f"{version} has no files here: not servable", field="subject.model_version"
+                )
             return replace(self, base_model=version.base_model)
         load_config(self.base_model)  # refuses a model that cannot be found
         return self

@@ -42,6 +42,7 @@ def version_out(v: ModelVersion, full: bool = False) -> dict:
         "number": v.number,
         "run": v.source_run_id,
         "kind": v.kind,
+        "source": v.source,
         "base_model": v.base_model,
         "base_model_info": v.base_model_info,
         "dataset_version": {
@@ -76,7 +77,7 @@ def event_out(e: AliasEvent) -> dict:
         "alias": e.alias,
         "action": e.action,
         "from_version": e.from_version.number if e.from_version else None,
-        "to_version": e.to_version.number,
+        "to_version": e.to_version.number if e.to_version else None,
         "actor": e.actor.username,
         "approved_by": e.approved_by.username if e.approved_by else None,
         "reason": e.reason,
@@ -255,7 +256,7 @@ def alias_at(request, name: str, alias: str, time: str, team: int | None = None)
     return {
         "alias": alias,
         "time": when,
-        "version": event.to_version.number if event else None,
+        "version": event.to_version.number if event and event.to_version else None,
         "event": event_out(event) if event else None,
     }
 

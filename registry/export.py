@@ -29,7 +29,18 @@ def safetensors_only(folder: Path) -> Path:
     return folder
 
 
+def servable_only(version: ModelVersion) -> None:
+    """Refuses a version without files here (registered through MLflow from a source
+    elsewhere): its empty artifact_path would name the artifact root itself."""
+    if not version.servable:
+        raise Conflict(
+            f"{version} has no files here (registered from {version.source or 'elsewhere'}): "
+            "not servable"
+        )
+
+
 def verified_folder(version: ModelVersion) -> Path:
+    servable_only(version)
     folder = safetensors_only(artifact_path(version.artifact_path))
     for name, expected in version.artifacts.items():
         if file_sha256(folder / name) != expected:
@@ -59,6 +70,7 @@ def _merged_folder(version: ModelVersion) -> Path:
 
 
 def archive(version: ModelVersion, kind: str) -> Path:
+    servable_only(version)
     if kind not in KINDS:
         raise invalid("kind is adapter or merged", field="kind", status=422)
     if kind == "adapter" and version.kind != "adapter":

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 
 from datasets_app.models import DatasetVersion
@@ -8,8 +9,20 @@ from finetune_hub.models import Team
 
 class RegisteredModel(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="registered_models")
-    name = models.SlugField(max_length=100)
+    # Free text up to MLflow's limit ("Test Model 1"); MLflow refuses '/' and ':' in it, so
+    # a name is one segment of a dashboard URL (registry/urls.py).
+    name = models.CharField(
+        max_length=256,
+        validators=[
+            RegexValidator(
+                r"^(?!\.\.|\.\Z)[^/:]+\Z",
+                "A model name cannot contain '/' or ':', be '.' or start with '..'",
+            )
+        ],
+    )
     description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
     policy = models.JSONField(default=dict, help_text="promotion policy (registry.policy)")
     retrain_every_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="retrain production on the newest data this often"
@@ -33,14 +46,29 @@ class ModelVersion(models.Model):
         RegisteredModel, on_delete=models.CASCADE, related_name="versions"
     )
     number = models.PositiveIntegerField()
-    source_run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="+")
+    # The run of this hub the version came from (lineage); None for a version registered
+    # through MLflow from a source elsewhere, which is a registry entry without local files.
+    source_run = models.ForeignKey(
+        TrainingRun, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    # MLflow's fields, as given: the source URI, the run id and link, the logged model id.
+    source = models.TextField(blank=True)
+    run_ref = models.CharField(max_length=64, blank=True)
+    run_link = models.TextField(blank=True)
+    logged_model_id = models.CharField(max_length=100, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, default="READY")
+    stage = models.CharField(max_length=20, default="None", help_text="MLflow's (deprecated)")
+    updated_at = models.DateTimeField(null=True, blank=True)
     dataset_version = models.ForeignKey(
         DatasetVersion, on_delete=models.PROTECT, related_name="+", null=True, blank=True
     )
     base_model = models.CharField(max_length=500)
     base_model_info = models.JSONField(default=dict, help_text="path, hash or revision, dtype")
-    kind = models.CharField(max_length=8, help_text="adapter or full")
-    artifact_path = models.CharField(max_length=500, help_text="under ARTIFACT_ROOT")
+    kind = models.CharField(max_length=8, blank=True, help_text="adapter or full")
+    artifact_path = models.CharField(
+        max_length=500, blank=True, help_text="under ARTIFACT_ROOT; empty: no files"
+    )
     artifacts = models.JSONField(default=dict, help_text="file name -> sha256")
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
@@ -56,6 +84,11 @@ class ModelVersion(models.Model):
 
     def __str__(self):
         return f"{self.registered_model.name} v{self.number}"
+
+    @property
+    def servable(self) -> bool:
+        """Has weights here: a version recorded from a source elsewhere has none."""
+        return bool(self.artifact_path)
 
 
 class Alias(models.Model):
@@ -86,6 +119,7 @@ class AliasEvent(models.Model):
     class Action(models.TextChoices):
         PROMOTE = "promote"
         ROLLBACK = "rollback"
+        REMOVE = "remove"
 
     registered_model = models.ForeignKey(
         RegisteredModel, on_delete=models.CASCADE, related_name="alias_events"
@@ -96,7 +130,10 @@ class AliasEvent(models.Model):
     from_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # None: the alias was removed (MLflow's delete alias).
+    to_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"

@@ -41,6 +41,8 @@ def retrain(model: RegisteredModel, now) -> RetrainJob | None:
     if production is None:
         return None
     version = production.version
+    if version.source_run is None:
+        return None  # registered through MLflow from a source elsewhere: no recipe here
     experiment = version.source_run.experiment
     if experiment.dataset_version_id is None or experiment.tracked:
         return None  # trained elsewhere: there is no recipe here to run again

@@ -80,8 +80,9 @@ class DataVersionOut(Schema):
 class ModelVersionOut(Schema):
     model: str
     number: int
-    run: int
-    kind: str  # adapter or full
+    run: int | None  # None: registered through MLflow from a source that is not a run here
+    kind: str  # adapter or full; empty: no files here (not servable)
+    source: str = ""  # the MLflow source URI, when registered through MLflow
     base_model: str
     base_model_info: dict[str, Any]
     dataset_version: DataVersionOut | None  # None: a tracked run, trained elsewhere
@@ -127,8 +128,9 @@ class LineageDataOut(Schema):
 
 class LineageOut(Schema):
     model_version: VersionNameOut
-    run: LineageRunOut
-    experiment: LineageExperimentOut
+    run: LineageRunOut | None
+    experiment: LineageExperimentOut | None
+    source: str = ""
     base_model: dict[str, Any]  # ref, and how it was resolved (path, hash or revision, dtype)
     dataset_versions: list[LineageDataOut]  # the version trained on, then its parents
 
@@ -151,7 +153,7 @@ class AliasEventOut(Schema):
     alias: str
     action: str
     from_version: int | None
-    to_version: int
+    to_version: int | None  # None: the alias was removed (MLflow's delete alias)
     actor: str
     approved_by: str | None
     reason: str

@@ -85,7 +85,6 @@ def lineage(version: ModelVersion) -> dict:
     """From the version back to the data: run, experiment, dataset version and the versions
     (annotation drafts published) it descends from."""
     run = version.source_run
-    experiment = run.experiment
     chain, data = [], version.dataset_version
     while data is not None:
         chain.append(
@@ -103,7 +102,9 @@ def lineage(version: ModelVersion) -> dict:
         data = data.parent
     return {
         "model_version": {"model": version.registered_model.name, "number": version.number},
-        "run": {
+        # None for a version registered through MLflow from a source that is not a run here.
+        "run": run
+        and {
             "id": run.pk,
             "status": run.status,
             "attempt": run.attempt,
@@ -113,12 +114,14 @@ def lineage(version: ModelVersion) -> dict:
             "finished_at": run.finished_at,
             "peak_memory_bytes": run.peak_memory_bytes,
         },
-        "experiment": {
-            "id": experiment.pk,
-            "name": experiment.name,
-            "technique": experiment.technique,
-            "hyperparameters": {**experiment.hyperparameters, **run.params},
+        "experiment": run
+        and {
+            "id": run.experiment.pk,
+            "name": run.experiment.name,
+            "technique": run.experiment.technique,
+            "hyperparameters": {**run.experiment.hyperparameters, **run.params},
         },
+        "source": version.source,
         "base_model": {"ref": version.base_model, **version.base_model_info},
         "dataset_versions": chain,
     }
@@ -137,6 +140,8 @@ def evaluations_of(version: ModelVersion) -> QuerySet[EvaluationRun]:
 def forgetting_cards(version: ModelVersion) -> list[dict]:
     """The version's forgetting check (none for a version of a bare base model), its task
     row on the data its run trained on (the eval split)."""
+    if version.source_run is None:
+        return []
     data = version.source_run.experiment.dataset_version
     card = forgetting_check(
         team=version.registered_model.team,

@@ -32,6 +32,7 @@ from registry.models import (
     ServedGeneration,
 )
 from tests.support.team_world import (
+    ALIAS,
     EXPERIMENT,
     RUN_METRIC,
     SECRETS,
@@ -98,7 +99,10 @@ EXCLUDED = {
     "password_reset_confirm": "a one-user link of Django's; nothing of any team",
     "experiments.mlflow.views.experiment_create": "makes an experiment in the caller's own "
     "team, by the name it is given: nothing of another team to find",
+    "registry.mlflow.views.model_create": "makes a registered model in the caller's own team, "
+    "by the name it is given: nothing of another team to find",
 }
+MLFLOW_VIEWS = ("experiments.mlflow.views", "registry.mlflow.views")
 
 
 def excluded(route: Route) -> str | None:
@@ -233,6 +237,37 @@ def mlflow_requests(w: World) -> dict:
             "any",
             "read",
         ),
+        **mlflow_registry_requests(w),
+    }
+
+
+def mlflow_registry_requests(w: World) -> dict:
+    model = {"name": w.model.name}
+    version = {**model, "version": str(w.model_version.number)}
+    return {
+        "registry:model_get": ("GET", model, "refused", "read"),
+        "registry:model_rename": ("POST", {**model, "new_name": "renamed"}, "refused", "write"),
+        "registry:model_update": ("PATCH", {**model, "description": "d"}, "refused", "write"),
+        "registry:model_delete": ("DELETE", model, "refused", "write"),
+        "registry:model_search": ("GET", {}, "own", "read"),
+        "registry:latest_versions": ("POST", model, "refused", "read"),
+        "registry:model_tag_set": ("POST", {**model, "key": "k", "value": "v"}, "refused", "write"),
+        "registry:model_tag_delete": ("DELETE", {**model, "key": "k"}, "refused", "write"),
+        "registry:alias": ("GET", {**model, "alias": ALIAS}, "refused", "read"),
+        "registry:version_create": ("POST", {**model, "source": "s3://b/m"}, "refused", "write"),
+        "registry:version_get": ("GET", version, "refused", "read"),
+        "registry:version_update": ("PATCH", {**version, "description": "d"}, "refused", "write"),
+        "registry:version_delete": ("DELETE", version, "refused", "write"),
+        "registry:version_search": ("GET", {}, "own", "read"),
+        "registry:version_tag_set": (
+            "POST",
+            {**version, "key": "k", "value": "v"},
+            "refused",
+            "write",
+        ),
+        "registry:version_tag_delete": ("DELETE", {**version, "key": "k"}, "refused", "write"),
+        "registry:version_download_uri": ("GET", version, "refused", "read"),
+        "registry:version_stage": ("POST", {**version, "stage": "Staging"}, "refused", "write"),
     }
 
 
@@ -306,8 +341,10 @@ def requests_for(w: World) -> tuple[list[Request], list[str]]:
             expect = "refused" if foreign or query or method != "GET" else "own"
             expect = "any" if route.name == "api-root" else expect  # 404 to all without DEBUG
             out.append(Request(label, method, url, query, data, expect, method == "GET", "token"))
-        elif route.callback.__module__.startswith("experiments.mlflow."):
-            recipe = mlflow.get(route.view)
+        elif route.callback.__module__ in MLFLOW_VIEWS:
+            # the registry's views (registry.mlflow) share some names with the tracking ones
+            registry = route.callback.__module__.startswith("registry.")
+            recipe = mlflow.get(f"registry:{route.view}" if registry else route.view)
             if recipe is None:
                 unknown.append(f"{route.route}: no MLflow request recipe")
                 continue

@@ -221,7 +221,7 @@ def test_the_mlflow_api_scopes_every_call_to_a_team(client, owner, outsider, tea
         HTTP_AUTHORIZATION=f"Bearer {stranger}",
     )
     assert artifact.status_code == 404
-    unknown = _mlflow_get(client, "registered-models/search", token)
+    unknown = _mlflow_get(client, "scorers/list", token)
     assert unknown.status_code == 404 and unknown.json()["error_code"] == "ENDPOINT_NOT_FOUND"
 
 

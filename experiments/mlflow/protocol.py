@@ -81,13 +81,17 @@ def endpoint(*methods, message: type[messages.Message] = messages.Message):
                 return MlflowError(exc.status, exc.detail).response()
 
         wrapped.message = message  # what the fuzz of /mlflow draws requests from
+        wrapped.methods = methods
         return wrapped
 
     return wrap
 
 
 def _message(request, message: type[messages.Message]) -> messages.Message:
-    if request.method in ("POST", "PATCH", "DELETE") and not getattr(message, "in_query", False):
+    # MLflow's client sends PATCH's and DELETE's fields as a JSON body too (or none at all);
+    # a message `in_query` (an upload: the body is the file) reads the query string.
+    in_body = request.method == "POST" or (request.method in ("PATCH", "DELETE") and request.body)
+    if in_body and not getattr(message, "in_query", False):
         try:
             body = json_loads(request.body or b"{}")
         except ValueError as exc:

@@ -49,6 +49,9 @@ routes = [
     path("api/2.0/mlflow-artifacts/artifacts", m.artifact_list),
     # Named for its upload limit (finetune_hub.uploads.DeclaredLengthMiddleware).
     path("api/2.0/mlflow-artifacts/artifacts/<path:path>", m.artifact, name="mlflow_artifact"),
+    # The model registry (registered-models/*, model-versions/*): registry.mlflow, included
+    # by name (the registry is a higher layer than this adapter).
+    path("", include("registry.mlflow.urls")),
 ]
 # MLflow's UI calls every /api/2.0/mlflow route under /ajax-api/2.0/mlflow as well.
 routes += [
@@ -56,6 +59,7 @@ routes += [
     for route in list(routes)
     if str(route.pattern).startswith(API)
 ]
+routes.append(path("ajax-", include("registry.mlflow.urls")))
 routes.append(re_path(r"^(?P<rest>.*)$", m.not_supported))
 
 urlpatterns = [

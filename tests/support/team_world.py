@@ -87,9 +87,10 @@ NAMES = [
 COMMON = {"launch", "request", "remark", "question", "notes", "refresh"}
 SECRETS = sorted({w.lower() for name in NAMES for w in re.findall(r"[A-Za-z]{4,}", name)} - COMMON)
 
-# Stored, and shown on no page today (a version's description, a vote's or a feedback's
-# comment, a served prompt): still looked for in every answer to the outsider.
-STORED_ONLY = {"flamingo", "persimmon", "gherkin", "capybara"}
+# Stored, and shown on no page today (a vote's or a feedback's comment, a served prompt):
+# still looked for in every answer to the outsider. (A version's description shows on its
+# page and in MLflow's model-versions/get.)
+STORED_ONLY = {"persimmon", "gherkin", "capybara"}
 
 
 def _records(n: int, salt: str) -> list[dict]:
