@@ -3,6 +3,7 @@ write them and the reads the MLflow adapter and the dashboard share. A logged mo
 to its experiment's team; every write checks the writer is a member, every read is scoped by
 the caller's team (another team's model does not exist)."""
 
+import json
 import uuid
 
 from django.db import IntegrityError, transaction
@@ -109,6 +110,33 @@ def params_log(*, model: LoggedModel, params: dict, by) -> LoggedModel:
 def tags_set(*, model: LoggedModel, tags: dict, by) -> LoggedModel:
     tags = entries_checked(tags, "tags")
     return _update(model, by, tags=lambda old: entries_checked({**old, **tags}, "tags"))
+
+
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # the registry versions made from a model
+
+
+def registered_as(*, team: Team, model_id: str, name: str, version: int, by) -> None:
+    """Notes on a logged model that a registry version was made from it (MLflow's
+    mlflow.modelVersions tag, a JSON list of {name, version}); a model id that names no
+    logged model of the team is only text on the version, and nothing is noted."""
+    try:
+        model = model_get(team=team, model_id=model_id)
+    except NotFound:
+        return
+    entry = {"name": name, "version": version}
+
+    def noted(tags: dict) -> dict:
+        try:
+            versions = json.loads(tags.get(MODEL_VERSIONS_TAG, "[]"))
+        except ValueError:
+            versions = []
+        if not isinstance(versions, list):
+            versions = []
+        if entry not in versions:
+            versions.append(entry)
+        return {**tags, MODEL_VERSIONS_TAG: json.dumps(versions)}
+
+    _update(model, by, tags=noted)
 
 
 def tag_delete(*, model: LoggedModel, key: str, by) -> LoggedModel:

@@ -74,3 +74,24 @@ def artifact_files(owner: Owner, rest: str) -> list[dict]:
     directory = artifact_tree.path_checked(rest, folder=True)
     entries = artifact_tree.listing(owner.files, owner.folder, directory)
     return [{**entry, "path": entry["path"].rsplit("/", 1)[-1]} for entry in entries]
+
+
+def safe_path(path: str) -> str:
+    """A directory or file path a client names, for the calls where MLflow's server answers
+    a path that leaves the tree with INVALID_PARAMETER_VALUE "Invalid path" (its
+    validate_path_is_safe): '..', absolute, empty parts."""
+    try:
+        return artifact_tree.path_checked(path, folder=True)
+    except ServiceError:
+        raise MlflowError(400, "Invalid path") from None
+
+
+def run_listing(run, path: str) -> list[dict]:
+    """MLflow's artifacts/list: one directory of the run's tree, each entry by its path from
+    the run's artifact root."""
+    directory = safe_path(path)
+    entries = artifact_files(Owner(run=run), directory)
+    return [
+        {**entry, "path": f"{directory}/{entry['path']}" if directory else entry["path"]}
+        for entry in entries
+    ]

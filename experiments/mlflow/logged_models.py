@@ -10,8 +10,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from experiments import artifact_tree, logged_models, run_files
+from experiments.mlflow import artifacts, model_search
 from experiments.mlflow import model_messages as mm
-from experiments.mlflow import model_search
 from experiments.mlflow.protocol import MlflowError, endpoint, experiment_of, ms, run_of
 from experiments.models import LoggedModel, LoggedModelMetric, RunModelLink
 from finetune_hub.errors import ServiceError
@@ -326,8 +326,8 @@ def upload_artifact(request, user, team, message):
 @endpoint("GET", message=mm.UploadArtifact)
 def get_artifact(request, user, team, message):
     """MLflow's UI download (get-artifact?run_uuid=&path=)."""
-    run = run_of(team, message.run_uuid or "")
-    path = artifact_tree.path_checked(message.path or "")
+    run = run_of(team, message.run_uuid or message.run_id or "")
+    path = artifacts.safe_path(message.path or "")
     try:
         return FileResponse(artifact_tree.open_file(run.output_files, run.files_folder, path))
     except ServiceError as exc:

@@ -59,7 +59,7 @@ class KeyValue(Message):
 class Metric(Message):
     key: Key
     value: MetricValue
-    timestamp: TimeMs | None = None
+    timestamp: TimeMs  # required, as MLflow's server requires it
     step: Int64 = 0
     # MLflow 3: a metric measured on a logged model (experiments.mlflow.logged_models).
     model_id: Text(64) | None = None
@@ -74,6 +74,11 @@ class RunRef(Message):
     @property
     def run(self) -> str | None:
         return self.run_id or self.run_uuid
+
+
+class ListArtifacts(RunRef):
+    path: Text(500) | None = None
+    page_token: PageToken | None = None
 
 
 class GetExperimentByName(Message):

@@ -136,4 +136,5 @@ class GetLoggedModelArtifact(Message):
 class UploadArtifact(Message):
     in_query: ClassVar[bool] = True  # the body is the file; the fields are in the query
     run_uuid: ObjectId | None = None
+    run_id: ObjectId | None = None  # the UI's download names the run either way
     path: Text(500) | None = None

@@ -46,6 +46,7 @@ routes = [
     path(f"{API}runs/delete-tag", lv.run_tag_delete),
     path(f"{API}metrics/get-history-bulk", lv.metric_history_bulk),
     path(f"{API}metrics/get-history-bulk-interval", lv.metric_history_bulk_interval),
+    path(f"{API}artifacts/list", m.run_artifact_list),
     path("api/2.0/mlflow-artifacts/artifacts", m.artifact_list),
     # Named for its upload limit (finetune_hub.uploads.DeclaredLengthMiddleware).
     path("api/2.0/mlflow-artifacts/artifacts/<path:path>", m.artifact, name="mlflow_artifact"),

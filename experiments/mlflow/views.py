@@ -224,6 +224,15 @@ def artifact_list(request, user, team, message):
     return JsonResponse({"files": artifacts.artifact_files(owner, rest)})
 
 
+@endpoint("GET", message=m.ListArtifacts)
+def run_artifact_list(request, user, team, message):
+    """MLflow's artifacts/list (the client's list_artifacts of a run when its artifact URI
+    is not proxied): one directory of the run's tree."""
+    run = _run(team, message)
+    files = artifacts.run_listing(run, message.path or "")
+    return JsonResponse({"root_uri": run_json(run, [])["info"]["artifact_uri"], "files": files})
+
+
 @csrf_exempt
 def not_supported(request, team_id=None, rest=""):
     return MlflowError(404, scope.not_supported_message(rest), "ENDPOINT_NOT_FOUND").response()

@@ -77,6 +77,10 @@ class VersionRef(ModelRef):
     version: Version
 
 
+class VersionArtifact(VersionRef):
+    path: Text(500) | None = None
+
+
 class UpdateModelVersion(VersionRef):
     description: Description | None = None
 

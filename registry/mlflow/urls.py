@@ -1,7 +1,7 @@
 """MLflow's model-registry routes, included by experiments.mlflow.urls (by name, so the
 tracking adapter does not import the registry, a higher layer)."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from registry.mlflow import views as v
 
@@ -26,4 +26,8 @@ urlpatterns = [
     path(f"{API}model-versions/delete-tag", v.version_tag_delete),
     path(f"{API}model-versions/get-download-uri", v.version_download_uri),
     path(f"{API}model-versions/transition-stage", v.version_stage),
+    # MLflow's UI download, at the tracking URI's root; MLflow's clients also write it with
+    # '//' after the tracking URI.
+    path("model-versions/get-artifact", v.version_artifact),
+    re_path(r"^/model-versions/get-artifact$", v.version_artifact, name="mlflow_version_file"),
 ]

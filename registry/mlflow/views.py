@@ -8,11 +8,13 @@ import posixpath
 import re
 
 from django.db import transaction
-from django.http import JsonResponse
+from django.http import FileResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from experiments import artifact_tree, logged_models
+from experiments.mlflow import artifacts
 from experiments.mlflow.protocol import MlflowError, endpoint, run_of
-from finetune_hub.errors import PolicyRefused
+from finetune_hub.errors import PolicyRefused, ServiceError
 from registry import catalog, services
 from registry.mlflow import messages as m
 from registry.mlflow import search
@@ -25,7 +27,7 @@ from registry.mlflow.shapes import (
     version_of,
     versions_with_aliases,
 )
-from registry.mlflow.sources import source_check
+from registry.mlflow.sources import PROMPT_TAG, source_check
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 
 ALIAS = re.compile(r"^[\w\-]*$")
@@ -240,17 +242,26 @@ def version_create(request, user, team, message):
     run = source_check(team, message.source, message.run_id or "", message.model_id or "", tags)
     if message.run_id and run is None and message.run_id.isdigit():
         run_of(team, message.run_id)  # another team's run is not one here
-    version = catalog.version_record(
-        model=model,
-        source=message.source,
-        by=user,
-        run=run,
-        run_ref=message.run_id or "",
-        run_link=message.run_link or "",
-        logged_model_id=message.model_id or "",
-        tags=tags,
-        description=message.description or "",
-    )
+    with transaction.atomic():
+        version = catalog.version_record(
+            model=model,
+            source=message.source,
+            by=user,
+            run=run,
+            run_ref=message.run_id or "",
+            run_link=message.run_link or "",
+            logged_model_id=message.model_id or "",
+            tags=tags,
+            description=message.description or "",
+        )
+        if message.model_id and tags.get(PROMPT_TAG) != "true":
+            logged_models.registered_as(
+                team=team,
+                model_id=message.model_id,
+                name=model.name,
+                version=version.number,
+                by=user,
+            )
     return _version_answer(version)
 
 
@@ -308,6 +319,19 @@ def version_tag_delete(request, user, team, message):
 def version_download_uri(request, user, team, message):
     version = version_of(team, message.name, message.version)
     return JsonResponse({"artifact_uri": version_json(version)["source"]})
+
+
+@endpoint("GET", message=m.VersionArtifact)
+def version_artifact(request, user, team, message):
+    """MLflow's model-versions/get-artifact: one file of a version that holds files."""
+    version = version_of(team, message.name, message.version)
+    path = artifacts.safe_path(message.path or "")
+    if not version.artifact_path:
+        raise MlflowError(404, f"{version} holds no files (its source is {version.source})")
+    try:
+        return FileResponse(artifact_tree.open_file(version.artifacts, version.artifact_path, path))
+    except ServiceError as exc:
+        raise MlflowError(404, exc.detail) from None
 
 
 @endpoint("POST", message=m.TransitionStage)
