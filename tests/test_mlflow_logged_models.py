@@ -129,11 +129,11 @@ def test_bad_values_are_400_naming_the_parameter(model, owner):
         content_type="application/json",
         **bearer,
     )
-    assert search.status_code == 400 and "Invalid filter" in search.json()["message"]
+    assert search.status_code == 400 and "name ~ 1" in search.json()["message"]
     inputs = client.post(
         f"{API}/runs/log-inputs", {"datasets": []}, content_type="application/json", **bearer
     )
-    assert inputs.json()["message"] == "Missing value for required parameter 'run_id'"
+    assert inputs.json()["message"].startswith("Missing value for required parameter 'run_id'")
     datasets = client.post(
         "/mlflow/ajax-api/2.0/mlflow/experiments/search-datasets",
         {"experiment_ids": [str(i) for i in range(21)]},

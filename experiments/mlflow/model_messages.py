@@ -16,7 +16,7 @@ from experiments.mlflow.messages import (
     Value,
 )
 from experiments.run_filter import MAX_LENGTH as MAX_FILTER
-from finetune_hub.bounds import Int64, Text
+from finetune_hub.bounds import Int64, Text, as_int
 
 MAX_ITEMS = 1000
 ModelId = Text(64)
@@ -28,8 +28,8 @@ def _status(value):
     names = {1: "LOGGED_MODEL_PENDING", 2: "LOGGED_MODEL_READY", 3: "LOGGED_MODEL_UPLOAD_FAILED"}
     if isinstance(value, int) and not isinstance(value, bool):
         return names.get(value, value)
-    if isinstance(value, str) and value.isdigit():
-        return names.get(int(value), value)
+    if isinstance(value, str) and value.isdigit() and len(value) < 3:
+        return names.get(as_int(value), value)
     return value
 
 

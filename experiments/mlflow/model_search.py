@@ -1,4 +1,4 @@
-"""search_logged_models: MLflow's filter of logged models (conditions joined by AND on
+"""search_logged_models: MLflow's filter of logged models (the one grammar's clauses on
 name, model_id, model_type, status, source_run_id, creation_timestamp,
 last_updated_timestamp, params.<k>, tags.<k>, metrics.<k>), its datasets and order_by, and
 offset paging. Evaluated over the experiments' models, at most MAX_SCANNED of them."""
@@ -6,7 +6,10 @@ offset paging. Evaluated over the experiments' models, at most MAX_SCANNED of th
 import operator
 import re
 
+from experiments import run_filter
 from experiments.mlflow.protocol import MlflowError, ms, offset_of
+from finetune_hub.bounds import as_float
+from finetune_hub.errors import ServiceError
 
 MAX_SCANNED = 10_000
 STATUS = {"pending": "PENDING", "ready": "READY", "failed": "FAILED"}
@@ -20,12 +23,6 @@ ATTRIBUTES = {
     "creation_time": lambda m: ms(m.created_at),
     "last_updated_timestamp": lambda m: ms(m.updated_at),
 }
-CONDITION = re.compile(
-    r"""\s*(?P<field>(?:attributes\.|params\.|tags\.|metrics\.)?(?:`[^`]+`|[\w.]+))\s*
-    (?P<op>!=|<=|>=|=|<|>|\s+NOT\s+LIKE\s+|\s+LIKE\s+|\s+ILIKE\s+)\s*
-    (?P<value>'(?:[^']*)'|"(?:[^"]*)"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*""",
-    re.X | re.I,
-)
 OPS = {
     "=": operator.eq,
     "!=": operator.ne,
@@ -42,16 +39,28 @@ def _like(pattern: str, text: str, fold: bool) -> bool:
 
 
 def parse(text: str | None) -> list:
-    """(getter, op, value) per condition; a bad filter is 400 naming it."""
-    conditions = []
-    for part in re.split(r"\s+AND\s+", (text or "").strip(), flags=re.I) if text else []:
-        match = CONDITION.fullmatch(part)
-        if not match:
-            raise MlflowError(400, f"Invalid filter string: {text[:200]!r}")
-        field, op, raw = match["field"], " ".join(match["op"].split()).upper(), match["value"]
-        value = raw[1:-1] if raw[0] in "'\"" else float(raw)
-        conditions.append((_getter(field, text), op, value))
-    return conditions
+    """(getter, op, value) per clause of the one filter grammar (experiments.run_filter:
+    quoting, backquoted keys, AND outside quotes); a bad filter is 400 naming it."""
+    try:
+        clauses = run_filter.parse(text or "")
+    except ServiceError as exc:
+        raise MlflowError(400, exc.detail) from None
+    out = []
+    for clause in clauses:
+        if clause.op not in (*OPS, "LIKE", "ILIKE", "IN", "NOT IN"):
+            raise MlflowError(400, f"Unsupported operator {clause.op} in {clause.text[:200]!r}")
+        try:
+            values = tuple(
+                v.coerced() for v in (clause.value if isinstance(clause.value, tuple) else ())
+            )
+            value = values if isinstance(clause.value, tuple) else clause.value.coerced()
+        except ValueError as exc:
+            raise MlflowError(400, f"{clause.text[:200]!r}: {exc}") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = as_float(value)  # compared as MLflow does, as a double
+        field = f"{clause.kind}.{clause.key}"
+        out.append((_getter(field, text or ""), clause.op, value))
+    return out
 
 
 def _getter(field: str, text: str):
@@ -82,20 +91,29 @@ def _on(metric, name: str, digest: str | None) -> bool:
     return metric.dataset_name == name and (not digest or metric.dataset_digest == digest)
 
 
+def _number(value) -> float | None:
+    try:
+        return as_float(value)
+    except ValueError:
+        return None
+
+
 def _holds(model, conditions) -> bool:
     for getter, op, value in conditions:
         have = getter(model)
         if have is None:
             return False
-        if op in ("LIKE", "ILIKE", "NOT LIKE"):
-            hit = _like(str(value), str(have), op == "ILIKE")
-            if hit == (op == "NOT LIKE"):
+        if op in ("IN", "NOT IN"):
+            if (str(have) in {str(v) for v in value}) == (op == "NOT IN"):
+                return False
+            continue
+        if op in ("LIKE", "ILIKE"):
+            if not _like(str(value), str(have), op == "ILIKE"):
                 return False
             continue
         if isinstance(value, float):
-            try:
-                have = float(have)
-            except (TypeError, ValueError):
+            have = _number(have)
+            if have is None:
                 return False
         if not OPS[op](have, value):
             return False
