@@ -29,5 +29,5 @@ urlpatterns = [
     # MLflow's UI download, at the tracking URI's root; MLflow's clients also write it with
     # '//' after the tracking URI.
     path("model-versions/get-artifact", v.version_artifact),
-    re_path(r"^/model-versions/get-artifact$", v.version_artifact, name="mlflow_version_file"),
+    re_path(r"^[/]model-versions/get-artifact$", v.version_artifact, name="mlflow_version_file"),
 ]

@@ -324,8 +324,8 @@ def version_download_uri(request, user, team, message):
 @endpoint("GET", message=m.VersionArtifact)
 def version_artifact(request, user, team, message):
     """MLflow's model-versions/get-artifact: one file of a version that holds files."""
+    path = artifacts.safe_path(message.path or "")  # first, as MLflow's server checks it
     version = version_of(team, message.name, message.version)
-    path = artifacts.safe_path(message.path or "")
     if not version.artifact_path:
         raise MlflowError(404, f"{version} holds no files (its source is {version.source})")
     try:
