@@ -159,9 +159,9 @@ class Subject:
         """The trained weights under the artifact root (a version's are its source run's);
         None for a bare base model."""
         if self.kind == Kind.RUN:
-            return TrainingRun.objects.values_list("output_path", flat=True).get(pk=self.run)
-        if self.kind == Kind.MODEL_VERSION:
             return (
-                _versions().values_list("source_run__output_path", flat=True).get(pk=self.version)
+                TrainingRun.objects.only("output_path", "output_files").get(pk=self.run).model_path
             )
+        if self.kind == Kind.MODEL_VERSION:
+            return _versions().values_list("artifact_path", flat=True).get(pk=self.version)
         return None

@@ -190,6 +190,41 @@ class TrainingRun(models.Model):
     def is_reward_model(self) -> bool:
         return self.experiment.technique == Technique.REWARD
 
+    MODEL_CONFIGS = ("adapter_config.json", "config.json")
+
+    @property
+    def model_dir(self) -> str:
+        """The folder of the run's tree that holds its model: the top, or, when the top has
+        no model config, the shallowest folder that has one (a model MLflow logged under an
+        artifact_path, e.g. adapter/); '' for the top."""
+        names = self.output_files or {}
+        if not names or any(n in self.MODEL_CONFIGS for n in names):
+            return ""
+        found = sorted(
+            (n.rsplit("/", 1)[0] for n in names if n.rsplit("/", 1)[-1] in self.MODEL_CONFIGS),
+            key=lambda d: (d.count("/"), d),
+        )
+        return found[0] if found else ""
+
+    @property
+    def model_path(self) -> str:
+        """Where the run's model is under the artifact root (its output folder, or the
+        folder of it that model_dir names)."""
+        sub = self.model_dir
+        return f"{self.output_path}/{sub}" if sub and self.output_path else self.output_path
+
+    @property
+    def model_files(self) -> dict:
+        """The model's files (name under model_path -> sha256)."""
+        sub = self.model_dir
+        if not sub:
+            return dict(self.output_files)
+        return {
+            n.removeprefix(f"{sub}/"): h
+            for n, h in self.output_files.items()
+            if n.startswith(f"{sub}/")
+        }
+
     def model_require(self) -> None:
         """The one rule for a run used as a model (evaluated, compared, registered): it
         succeeded with an output, it names its base model, and it writes answers (a reward

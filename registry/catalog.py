@@ -133,14 +133,14 @@ def _model_files(run: TrainingRun) -> dict:
     run is not usable as a model (no output yet, no base model, a reward model)."""
     try:
         run.model_require()
-        folder = safetensors_only(artifact_path(run.output_path))
+        folder = safetensors_only(artifact_path(run.model_path))
     except ServiceError:
         return {}
     return {
         "base_model_info": run.base_model_info,
         "kind": "adapter" if is_adapter(folder) else "full",
-        "artifact_path": run.output_path,
-        "artifacts": run.output_files,
+        "artifact_path": run.model_path,
+        "artifacts": run.model_files,
     }
 
 

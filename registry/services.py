@@ -74,7 +74,7 @@ def version_register(
     if run.experiment.team_id != model.team_id:
         raise invalid("No such run in this team", field="run")
     run.model_require()
-    folder = safetensors_only(artifact_path(run.output_path))
+    folder = safetensors_only(artifact_path(run.model_path))
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=model.pk)
         number = (model.versions.aggregate(n=Max("number"))["n"] or 0) + 1
@@ -86,8 +86,8 @@ def version_register(
             base_model=run.model_base,
             base_model_info=run.base_model_info,
             kind="adapter" if is_adapter(folder) else "full",
-            artifact_path=run.output_path,
-            artifacts=run.output_files,
+            artifact_path=run.model_path,
+            artifacts=run.model_files,
             description=description,
             created_by=by,
         )

@@ -159,3 +159,34 @@ def test_another_teams_run_is_not_found_and_no_token_is_401(run, outsider):
     listed = client.get(ART, {"path": f"{run.experiment_id}/{run.pk}/artifacts"}, **other)
     assert listed.status_code == 404
     assert _put(client, run, "a.txt").status_code == 401
+
+
+def test_a_model_logged_under_an_artifact_path_registers_from_its_folder(owner, team, tiny_model):
+    """mlflow.log_artifacts(adapter_dir, "adapter") keeps the tree: the registry, the
+    evaluation and export take the model from the folder that holds its config."""
+    import json
+
+    from evaluation.subjects import Subject
+    from experiments import run_files
+    from registry import services as registry
+    from tests.support.tracked import weights
+
+    project = tracked.project_for(team=team, name="mlflow-tree", by=owner)
+    run = tracked.run_start(experiment=project, by=owner, base_model=tiny_model)
+    config = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"}
+    files = {
+        "adapter/adapter_config.json": json.dumps(config).encode(),
+        "adapter/adapter_model.safetensors": weights(),
+        "notes.txt": b"trained elsewhere",
+    }
+    for name, data in files.items():
+        run_files.artifact_put(run=run, name=name, chunks=iter([data]), by=owner, tree=True)
+    run = tracked.run_end(run=run, status=TrainingRun.Status.SUCCEEDED, by=owner)
+    assert run.model_dir == "adapter"
+    model = registry.model_create(team=team, name="tree-model", by=owner)
+    version = registry.version_register(model=model, run=run, by=owner)
+    assert version.kind == "adapter"
+    assert version.artifact_path == f"{run.output_path}/adapter"
+    assert set(version.artifacts) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert Subject.from_form(f"run:{run.pk}").output_path() == version.artifact_path
+    assert Subject.of_version(version).output_path() == version.artifact_path
