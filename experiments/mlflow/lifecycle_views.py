@@ -8,13 +8,7 @@ from django.http import JsonResponse
 from experiments import lifecycle
 from experiments.mlflow import history
 from experiments.mlflow import messages as m
-from experiments.mlflow.protocol import MlflowError, endpoint, experiment_of, run_of
-
-
-def _run(team, message: m.RunRef):
-    if not message.run:
-        raise MlflowError(400, "Missing value for required parameter 'run_id'.")
-    return run_of(team, message.run)
+from experiments.mlflow.protocol import endpoint, experiment_of, run_of_message
 
 
 @endpoint("POST", message=m.ExperimentRef)
@@ -56,19 +50,19 @@ def experiment_tag_delete(request, user, team, message):
 
 @endpoint("POST", message=m.RunRef)
 def run_delete(request, user, team, message):
-    lifecycle.run_delete(run=_run(team, message), by=user)
+    lifecycle.run_delete(run=run_of_message(team, message), by=user)
     return JsonResponse({})
 
 
 @endpoint("POST", message=m.RunRef)
 def run_restore(request, user, team, message):
-    lifecycle.run_restore(run=_run(team, message), by=user)
+    lifecycle.run_restore(run=run_of_message(team, message), by=user)
     return JsonResponse({})
 
 
 @endpoint("POST", message=m.DeleteTag)
 def run_tag_delete(request, user, team, message):
-    lifecycle.run_tag_delete(run=_run(team, message), key=message.key, by=user)
+    lifecycle.run_tag_delete(run=run_of_message(team, message), key=message.key, by=user)
     return JsonResponse({})
 
 

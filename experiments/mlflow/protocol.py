@@ -201,6 +201,13 @@ def run_of(team: Team, run_id: str) -> TrainingRun:
     return found
 
 
+def run_of_message(team: Team, message: messages.RunRef) -> TrainingRun:
+    """The run a message names by run_id (or MLflow's older run_uuid), which is required."""
+    if not message.run:
+        raise MlflowError(400, f"Missing value for required parameter 'run_id'.{messages.API_DOCS}")
+    return run_of(team, message.run)
+
+
 def run_json(run: TrainingRun, series: list | None = None) -> dict:
     if series is None:
         series = list(MetricSeries.objects.filter(run=run).exclude(last_step=None))

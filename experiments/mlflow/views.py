@@ -23,6 +23,7 @@ from experiments.mlflow.protocol import (
     points_in,
     run_json,
     run_of,
+    run_of_message,
     tags_in,
     time_in,
     value_out,
@@ -30,12 +31,6 @@ from experiments.mlflow.protocol import (
 from experiments.models import Experiment, MetricPoint
 
 # ---------------------------------------------------------------------- experiments
-
-
-def _run(team, message: m.RunRef):
-    if not message.run:
-        raise MlflowError(400, "Missing value for required parameter 'run_id'")
-    return run_of(team, message.run)
 
 
 @endpoint("GET", message=m.GetExperimentByName)
@@ -106,7 +101,7 @@ def run_create(request, user, team, message):
 
 @endpoint("POST", message=m.UpdateRun)
 def run_update(request, user, team, message):
-    run = _run(team, message)
+    run = run_of_message(team, message)
     status = message.status
     if status is not None and status not in STATUS_IN:
         raise MlflowError(400, f"status: one of {', '.join(STATUS_IN)}")
@@ -122,7 +117,7 @@ def run_update(request, user, team, message):
 
 @endpoint("GET", message=m.GetRun)
 def run_get(request, user, team, message):
-    run = _run(team, message)
+    run = run_of_message(team, message)
     return JsonResponse({"run": {**run_json(run), **logged_models.run_io_json(run)}})
 
 
@@ -161,25 +156,25 @@ def log_batch(request, user, team, message):
 
 @endpoint("POST", message=m.LogMetric)
 def log_metric(request, user, team, message):
-    _log(_run(team, message), user, metrics=[message])
+    _log(run_of_message(team, message), user, metrics=[message])
     return JsonResponse({})
 
 
 @endpoint("POST", message=m.LogParam)
 def log_parameter(request, user, team, message):
-    _log(_run(team, message), user, params=[message])
+    _log(run_of_message(team, message), user, params=[message])
     return JsonResponse({})
 
 
 @endpoint("POST", message=m.SetTag)
 def set_tag(request, user, team, message):
-    _log(_run(team, message), user, tags=[message])
+    _log(run_of_message(team, message), user, tags=[message])
     return JsonResponse({})
 
 
 @endpoint("GET", message=m.GetMetricHistory)
 def metric_history(request, user, team, message):
-    run = _run(team, message)
+    run = run_of_message(team, message)
     key = message.metric_key
     limit = message.max_results
     offset = offset_of(message.page_token)
@@ -228,7 +223,7 @@ def artifact_list(request, user, team, message):
 def run_artifact_list(request, user, team, message):
     """MLflow's artifacts/list (the client's list_artifacts of a run when its artifact URI
     is not proxied): one directory of the run's tree."""
-    run = _run(team, message)
+    run = run_of_message(team, message)
     files = artifacts.run_listing(run, message.path or "")
     return JsonResponse({"root_uri": run_json(run, [])["info"]["artifact_uri"], "files": files})
 
